@@ -1,0 +1,97 @@
+"""Dynamic sparse training: the mask moves while the active count stays fixed.
+
+SET (Mocanu et al. 2018) and RigL (Evci et al. 2020) share the drop step:
+every `every` steps until `end`, each leaf drops round(d_t * k) of its k
+active weights with the smallest |w|, d_t decaying from `drop_fraction` to 0
+by a cosine at `end` (RigL's default; 'constant' gives SET's fixed rate). They
+differ in growth: SET grows at random, RigL where the dense gradient |g| is
+largest. Growth may pick a weight that was just dropped (it then keeps its
+value); newly grown weights start at exactly 0 and the `sparsify`
+transformation resets their optimizer moments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sparsejax.core import allocation as alloc_lib
+from sparsejax.core import criteria as criteria_lib
+from sparsejax.core import select
+from sparsejax.core import tree as tree_lib
+from sparsejax.core.schedules import Schedule
+
+
+def drop_grow(mask, drop_scores, grow_scores, drop_fraction):
+  """New mask with the same count: drop the lowest active, grow the highest inactive."""
+  k = jnp.sum(mask, dtype=jnp.int32)
+  n_drop = jnp.round(jnp.asarray(drop_fraction, jnp.float32) * k).astype(jnp.int32)
+  survivors = select.topk_mask(drop_scores, k - n_drop, where=mask)
+  grown = select.topk_mask(grow_scores, n_drop, where=~survivors)
+  return survivors | grown
+
+
+@dataclasses.dataclass(frozen=True)
+class RigL(Schedule):
+  """RigL: random sparse init (ERK by default), grow by dense gradient magnitude."""
+  allocation: alloc_lib.Allocation = alloc_lib.Allocation('erk')
+  every: int = 100
+  start: int = 0
+  end: int = 10_000
+  drop_fraction: float = 0.3
+  decay: str = 'cosine'
+  grow: str = 'gradient'
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.allocation.is_global:
+      raise ValueError(f'{type(self).__name__} keeps per-layer counts; use uniform, er '
+                       'or erk allocation, not global')
+    if not isinstance(self.pattern, select.Unstructured):
+      raise ValueError(f'{type(self).__name__} supports the unstructured pattern only')
+    if self.decay not in ('cosine', 'constant'):
+      raise ValueError(f"decay must be 'cosine' or 'constant', got {self.decay!r}")
+    if self.grow not in ('gradient', 'random'):
+      raise ValueError(f"grow must be 'gradient' or 'random', got {self.grow!r}")
+    if not 0.0 <= self.drop_fraction <= 1.0:
+      raise ValueError(f'drop_fraction must be in [0, 1], got {self.drop_fraction}')
+    if self.every < 1 or not 0 <= self.start < self.end:
+      raise ValueError(f'need every >= 1 and 0 <= start < end, got every={self.every}, '
+                       f'start={self.start}, end={self.end}')
+
+  def init(self, params, rule=tree_lib.DEFAULT_RULE):
+    masks, state = super().init(params, rule)
+    scores = criteria_lib.random(params, None, jax.random.fold_in(self.key(0), 1))
+    return self.masks_at(masks, scores), state
+
+  def drop_fraction_at(self, step):
+    if self.decay == 'constant':
+      return jnp.asarray(self.drop_fraction, jnp.float32)
+    return optax.cosine_decay_schedule(self.drop_fraction, self.end)(step)
+
+  def should_update(self, step):
+    return ((step > 0) & (step >= self.start) & (step < self.end)
+            & (step % self.every == 0))
+
+  def update(self, masks, params, grads, step, state):
+    d = self.drop_fraction_at(step)
+    drop = dict(tree_lib.leaves_with_paths(params))
+    if self.grow == 'gradient':
+      grow = dict(tree_lib.leaves_with_paths(criteria_lib.gradient(params, grads)))
+    else:
+      grow = dict(tree_lib.leaves_with_paths(criteria_lib.random(params, None, self.key(step))))
+    new = tree_lib.map_with_path(
+        lambda path, m: drop_grow(m, jnp.abs(drop[path]), grow[path], d), masks)
+    return new, state
+
+
+@dataclasses.dataclass(frozen=True)
+class SET(RigL):
+  """SET: like RigL but grows at random; uniform allocation and a constant drop rate."""
+  allocation: alloc_lib.Allocation = alloc_lib.Allocation('uniform')
+  decay: str = 'constant'
+  grow: str = 'random'
+

@@ -1,0 +1,1 @@
+"""Datasets (the training stack's data layer)."""

@@ -1,0 +1,77 @@
+"""Shared fixtures: the same small MLP as Flax Linen params, as the state of a
+Flax NNX model and as a plain nested dict, plus a loss on random data."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+jax.config.update('jax_numpy_rank_promotion', 'raise')
+
+
+class LinenMLP(nn.Module):
+  sizes: tuple = (16, 12, 4)
+
+  @nn.compact
+  def __call__(self, x):
+    for i, h in enumerate(self.sizes):
+      x = nn.Dense(h)(x)
+      if i < len(self.sizes) - 1:
+        x = nn.relu(nn.LayerNorm()(x))
+    return x
+
+
+class NNXMLP(nnx.Module):
+  def __init__(self, rngs):
+    self.l1 = nnx.Linear(8, 16, rngs=rngs)
+    self.norm = nnx.LayerNorm(16, rngs=rngs)
+    self.l2 = nnx.Linear(16, 4, rngs=rngs)
+
+  def __call__(self, x):
+    return self.l2(nnx.relu(self.norm(self.l1(x))))
+
+
+def linen_params(seed=0):
+  return LinenMLP().init(jax.random.key(seed), jnp.ones((1, 8)))['params']
+
+
+def nnx_state(seed=0):
+  _, state = nnx.split(NNXMLP(nnx.Rngs(seed)), nnx.Param)
+  return state
+
+
+def dict_params(seed=0):
+  k = jax.random.split(jax.random.key(seed), 3)
+  return {'encoder': {'w1': jax.random.normal(k[0], (8, 16)), 'b1': jnp.zeros((16,)),
+                      'w2': jax.random.normal(k[1], (16, 12))},
+          'head': {'w': jax.random.normal(k[2], (12, 4)), 'scale': jnp.ones((4,))}}
+
+
+def dict_apply(p, x):
+  h = jax.nn.relu(x @ p['encoder']['w1'] + p['encoder']['b1'][None, :])
+  h = jax.nn.relu(h @ p['encoder']['w2'])
+  return (h @ p['head']['w']) * p['head']['scale'][None, :]
+
+
+@pytest.fixture(params=['linen', 'nnx', 'dict'])
+def any_params(request):
+  return {'linen': linen_params, 'nnx': nnx_state, 'dict': dict_params}[request.param]()
+
+
+@pytest.fixture
+def batch():
+  x = jax.random.normal(jax.random.key(7), (32, 8))
+  y = jax.random.randint(jax.random.key(8), (32,), 0, 4)
+  return x, y
+
+
+def dict_loss(p, batch):
+  x, y = batch
+  return optax.softmax_cross_entropy_with_integer_labels(dict_apply(p, x), y).mean()
+
+
+def np_tree(tree):
+  return jax.tree.map(np.asarray, tree)
