@@ -1,21 +1,128 @@
-"""The `sparsejax` command line."""
+"""The `sparsejax` command line.
+
+  sparsejax train   --config FILE --workdir DIR [--config.KEY=VALUE ...]
+  sparsejax eval    --workdir DIR [--split test] [--step N]
+  sparsejax inspect DIR_OR_CHECKPOINT
+  sparsejax demo    [--steps N] [--sparsity S]
+
+`train` resumes when DIR already holds a checkpoint of the same config.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import pathlib
+import sys
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='sparsejax', description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog='sparsejax', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest='command', required=True)
+  train = sub.add_parser('train', help='train (or resume) a run from a config file')
+  train.add_argument('--config', required=True, help='Python file with get_config()')
+  train.add_argument('--workdir', required=True, help='where checkpoints and metrics go')
+  train.add_argument('--no-progress', action='store_true', help='no progress bar')
+  ev = sub.add_parser('eval', help="evaluate a run's latest (or a given) checkpoint")
+  ev.add_argument('--workdir', required=True)
+  ev.add_argument('--split', action='append', help='test, validation or train (repeatable)')
+  ev.add_argument('--step', type=int, default=None)
+  ins = sub.add_parser('inspect', help='per-layer table of a checkpoint')
+  ins.add_argument('path', help='a workdir, its checkpoints folder or a step folder')
   demo = sub.add_parser('demo', help='train a 90%%-sparse MLP on MNIST-1D five ways')
   demo.add_argument('--steps', type=int, default=4000)
   demo.add_argument('--sparsity', type=float, default=0.9)
   demo.add_argument('--seed', type=int, default=0)
-  args = parser.parse_args(argv)
-  if args.command == 'demo':
-    from sparsejax import demo as demo_lib
-    demo_lib.main(steps=args.steps, sparsity=args.sparsity, seed=args.seed)
+  return parser
+
+
+def results_table(summary: dict) -> str:
+  lines = ['| split | loss | accuracy | examples |', '|---|---|---|---|']
+  for split, e in summary['eval'].items():
+    lines.append(f"| {split} | {e['loss']:.4f} | {e['accuracy']:.4f} | {e['examples']} |")
+  lines.append('')
+  lines.append(f"weights kept: {summary['active']:,} of {summary['prunable']:,} prunable "
+               f"(density {summary['density']:.4f}, sparsity {1 - summary['density']:.4f})")
+  return '\n'.join(lines)
+
+
+def _train(args, overrides) -> int:
+  from sparsejax import config as config_lib
+  from sparsejax.train import inspection, loop
+  config = config_lib.apply_overrides(config_lib.load_config(args.config), overrides)
+  try:
+    summary = loop.train_and_evaluate(config, args.workdir, progress=not args.no_progress)
+  except loop.Interrupted as e:
+    print(f'sparsejax: interrupted: {e}', file=sys.stderr)
+    return 128 + e.signum
+  print(results_table(summary))
+  print()
+  print(inspection.inspect(args.workdir))
+  return 0
+
+
+def _eval(args) -> int:
+  import ml_collections
+  from sparsejax import config as config_lib
+  from sparsejax.train import checkpoint as ckpt_lib, loop, step as step_lib
+  workdir = pathlib.Path(args.workdir).absolute()
+  path = workdir / 'config.json'
+  if not path.exists():
+    raise ckpt_lib.CheckpointError(f'{workdir} has no config.json: not a sparsejax run')
+  config = ml_collections.ConfigDict(json.loads(path.read_text()))
+  run = loop.build(config_lib.to_settings(config))
+  ckpts = ckpt_lib.Checkpoints(workdir / 'checkpoints')
+  step = args.step if args.step is not None else ckpts.latest_step()
+  if step is None:
+    raise ckpt_lib.CheckpointError(f'{ckpts.steps_dir} holds no checkpoint')
+  state, _ = ckpts.restore(step, ckpt_lib.abstract_like(run.abstract, run.state_sh))
+  ckpts.close()
+  import jax
+  eval_fn = jax.jit(step_lib.make_eval_step(run.model.apply))
+  splits = args.split or list(run.settings.train.eval_splits)
+  summary = {'eval': {sp: loop.evaluate(run, state.params, state.model_state, eval_fn, sp)
+                      for sp in splits}, **loop.density_stats(state.opt_state)}
+  print(f'step {step} of {workdir}')
+  print(results_table(summary))
+  return 0
+
+
+def main(argv=None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  from sparsejax import config as config_lib
+  from sparsejax.train import checkpoint as ckpt_lib
+  try:
+    argv, overrides = config_lib.split_overrides(argv)
+  except config_lib.ConfigError as e:
+    print(f'sparsejax: {e}', file=sys.stderr)
+    return 2
+  args = _parser().parse_args(argv)
+  if overrides and args.command != 'train':
+    print('sparsejax: --config.KEY overrides apply to train only', file=sys.stderr)
+    return 2
+  try:
+    if args.command == 'train':
+      return _train(args, overrides)
+    if args.command == 'eval':
+      return _eval(args)
+    if args.command == 'inspect':
+      from sparsejax.train import inspection
+      print(inspection.inspect(args.path))
+      return 0
+    if args.command == 'demo':
+      from sparsejax import demo as demo_lib
+      demo_lib.main(steps=args.steps, sparsity=args.sparsity, seed=args.seed)
+      return 0
+  except (config_lib.ConfigError, ckpt_lib.CheckpointError) as e:
+    print(f'sparsejax: {e}', file=sys.stderr)
+    return 2
+  except RuntimeError as e:
+    from sparsejax.train import loop
+    if isinstance(e, loop.NonFiniteError):
+      print(f'sparsejax: {e}', file=sys.stderr)
+      return 1
+    raise
   return 0
 
 

@@ -75,3 +75,18 @@ def dict_loss(p, batch):
 
 def np_tree(tree):
   return jax.tree.map(np.asarray, tree)
+
+
+@pytest.fixture
+def tfds_mock(monkeypatch):
+  tfds = pytest.importorskip('tensorflow_datasets')
+  from tensorflow_datasets.testing import mocking
+
+  # tfds 4.9.10's mock installs `_getitems` unbound on a MagicMock, so the real
+  # data source's `__getitems__` fails with a TypeError inside tfds' own mock.
+  def getitems(record_keys, generator, serialized=False):
+    return [mocking._getitem(None, k, generator, serialized) for k in record_keys]
+  monkeypatch.setattr(mocking, '_getitems', getitems)
+  # MockPolicy.USE_CODE: the features come from the builder class; USE_FILES
+  # needs metadata files that the tfds wheel does not ship (AUTO falls back).
+  return lambda n: tfds.testing.mock_data(num_examples=n, policy=tfds.testing.MockPolicy.USE_CODE)

@@ -33,5 +33,5 @@ def test_demo_runs_and_learns(capsys):
 
 
 def test_cli_demo(capsys):
-  assert cli.main(['demo', '--steps', '200', '--sparsity', '0.8']) == 0
+  assert cli.main(['demo', '--steps', '20', '--sparsity', '0.8']) == 0
   assert 'target sparsity 80%' in capsys.readouterr().out

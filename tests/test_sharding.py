@@ -1,5 +1,6 @@
 """Masks and optimizer state keep the params' sharding on a 2x4 mesh, and a
-sharded run equals an unsharded one, for every schedule.
+sharded run equals an unsharded one, for every schedule (sharding_check.py)
+and for the whole training stack (train_sharding_check.py).
 
 The checks need 8 devices. Forcing 8 fake CPU devices slows single-device
 code by about 30%, so they run in a separate process (sharding_check.py)
@@ -15,7 +16,6 @@ import pytest
 
 TESTS = pathlib.Path(__file__).resolve().parent
 ROOT = TESTS.parent
-SCRIPT = TESTS / 'sharding_check.py'
 TIMEOUT_S = 300
 
 # 8 fake CPU devices. Backend optimization level 0 only skips LLVM's
@@ -41,11 +41,13 @@ def _report(stdout, stderr):
 
 
 @pytest.mark.slow
-def test_sharding_matches_unsharded_for_every_schedule():
+@pytest.mark.parametrize('script', ['sharding_check.py', 'train_sharding_check.py'])
+def test_sharded_matches_unsharded(script):
+  path = TESTS / script
   try:
-    proc = subprocess.run([sys.executable, str(SCRIPT)], cwd=ROOT, env=_env(),
+    proc = subprocess.run([sys.executable, str(path)], cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=TIMEOUT_S)
   except subprocess.TimeoutExpired as e:
-    pytest.fail(f'{SCRIPT.name} ran past {TIMEOUT_S} s\n{_report(e.stdout, e.stderr)}')
+    pytest.fail(f'{script} ran past {TIMEOUT_S} s\n{_report(e.stdout, e.stderr)}')
   assert proc.returncode == 0, (
-      f'{SCRIPT.name} exited with {proc.returncode}\n{_report(proc.stdout, proc.stderr)}')
+      f'{script} exited with {proc.returncode}\n{_report(proc.stdout, proc.stderr)}')

@@ -1,1 +1,50 @@
-"""Datasets (the training stack's data layer)."""
+"""Datasets (the training stack's data layer).
+
+`load_dataset(name, **options)` returns a `Dataset` of numpy `Source`s;
+`TrainBatches` and `eval_batches` turn a split into batches. Loaders live in
+the plain dict `LOADERS` (no registration at import time); each is a function
+of keyword options only, so the options a loader accepts are its signature.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from sparsejax.data import files, mnist, mnist1d, text, tfds_source
+from sparsejax.data.base import (ArraySource, DataError, Dataset, Source, TrainBatches,
+                                 batch_indices, cache_dir, eval_batches, steps_per_epoch)
+
+LOADERS = {
+    'mnist1d': mnist1d.dataset,
+    'mnist': mnist.dataset,
+    'tfds': tfds_source.dataset,
+    'idx': files.idx_dataset,
+    'npz': files.npz_dataset,
+    'text': text.dataset,
+}
+
+__all__ = ['ArraySource', 'DataError', 'Dataset', 'LOADERS', 'Source', 'TrainBatches',
+           'batch_indices', 'cache_dir', 'eval_batches', 'load_dataset', 'loader_options',
+           'steps_per_epoch']
+
+
+def loader_options(name: str) -> dict[str, object]:
+  """{option: default} of loader `name`; required options map to
+  inspect.Parameter.empty."""
+  if name not in LOADERS:
+    raise DataError(f'unknown dataset {name!r}; choose one of {", ".join(LOADERS)}')
+  return {p.name: p.default for p in inspect.signature(LOADERS[name]).parameters.values()}
+
+
+def load_dataset(name: str, **options) -> Dataset:
+  """Load dataset `name` with a loader's options, e.g.
+  load_dataset('mnist', split='60k/10k') or load_dataset('idx', path='~/mnist')."""
+  accepted = loader_options(name)
+  unknown = sorted(set(options) - set(accepted))
+  if unknown:
+    raise DataError(f'unknown option(s) {", ".join(map(repr, unknown))} for dataset '
+                    f'{name!r}; its options are: {", ".join(accepted) or "none"}')
+  missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in options]
+  if missing:
+    raise DataError(f'dataset {name!r} needs option(s) {", ".join(missing)}')
+  return LOADERS[name](**options)

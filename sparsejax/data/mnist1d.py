@@ -7,16 +7,11 @@ Generation takes a few seconds, so the arrays are cached as .npz.
 
 from __future__ import annotations
 
-import os
-import pathlib
-
 import numpy as np
 
+from sparsejax.data.base import ArraySource, DataError, Dataset, cache_dir, holdout, save_npz
 
-def cache_dir() -> pathlib.Path:
-  root = os.environ.get('SPARSEJAX_DATA') or os.path.join(
-      os.path.expanduser('~'), '.cache', 'sparsejax')
-  return pathlib.Path(root)
+__all__ = ['cache_dir', 'generate', 'load', 'dataset']
 
 
 def generate() -> dict[str, np.ndarray]:
@@ -24,8 +19,8 @@ def generate() -> dict[str, np.ndarray]:
   try:
     from mnist1d.data import get_dataset_args, make_dataset
   except ImportError as e:
-    raise RuntimeError("MNIST-1D needs the 'mnist1d' package: pip install 'sparsejax[data]' "
-                       'or pip install mnist1d') from e
+    raise DataError("MNIST-1D needs the 'mnist1d' package: pip install 'sparsejax[data]' "
+                    'or pip install mnist1d') from e
   saved = np.random.get_state()   # the generator reseeds numpy's global RNG
   try:
     data = make_dataset(get_dataset_args())
@@ -45,8 +40,16 @@ def load(cache: bool = True) -> dict[str, np.ndarray]:
       return {k: f[k] for k in f.files}
   data = generate()
   if cache:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix('.tmp.npz')
-    np.savez(tmp, **data)
-    os.replace(tmp, path)
+    save_npz(path, data)
   return data
+
+
+def dataset(*, validation: int = 0) -> Dataset:
+  """The `mnist1d` loader: x float32 (40,), 10 classes; `validation` holds
+  out the last N training examples."""
+  data = load()
+  train, val = holdout(data['x_train'], data['y_train'], validation)
+  return Dataset(name='mnist1d', train=train, validation=val,
+                 test=ArraySource(data['x_test'], data['y_test']),
+                 num_classes=10, input_shape=data['x_train'].shape[1:],
+                 input_dtype=np.float32)

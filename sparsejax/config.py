@@ -1,0 +1,371 @@
+"""Configs: ml_collections files in, typed settings out, in this one place.
+
+A config is a Python file with `get_config()` returning a ConfigDict (the
+flax-examples / big_vision convention). It usually starts from
+`default_config()` and changes a few fields. Command-line overrides such as
+`--config.sparsity=0.95` or `--config.pruning.schedule=gradual` are applied
+here; `to_settings` then turns the ConfigDict into frozen dataclasses that the
+rest of the code takes as arguments. An unknown or misspelled key is an error
+naming it, both in a config file and on the command line. The free-form
+`options` dicts (model, data, pattern) are checked by what consumes them.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import hashlib
+import importlib.util
+import json
+import pathlib
+from typing import Any, Mapping
+
+import ml_collections
+
+# Keys that belong to some schedule module; a key unused by the chosen schedule
+# is reported, not passed on (so one key swaps schedules).
+SCHEDULE_KEYS = ('at_step', 'start', 'end', 'every', 'initial_sparsity', 'drop_fraction',
+                 'decay', 'grow', 'iterations')
+FREE_FORM = ('options', 'pattern_options', 'overrides', 'scales')   # keys checked downstream
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key a config may set, with its default."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.sparsity = 0.0                 # target fraction of prunable weights set to zero
+  c.data = ml_collections.ConfigDict(dict(
+      name='mnist1d', options={}, batch_size=100, eval_batch_size=1000, prefetch=2,
+      on_device='auto'))
+  c.model = ml_collections.ConfigDict(dict(name='mnist1d_mlp', options={}))
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name='adam', learning_rate=1e-3, schedule='constant', warmup_steps=0,
+      decay_steps=0, end_factor=0.0, weight_decay=0.0, momentum=0.9, nesterov=False,
+      b1=0.9, b2=0.999, eps=1e-8, grad_clip=0.0))
+  c.pruning = ml_collections.ConfigDict(dict(
+      schedule='dense', criterion='magnitude', allocation='uniform', overrides={},
+      scales={}, erk_power_scale=1.0, pattern='unstructured',
+      pattern_options={},
+      include=None, exclude=None, min_ndim=2,
+      at_step=0, start=0, end=1000, every=100, initial_sparsity=0.0,
+      drop_fraction=0.3, decay='cosine', grow='gradient', iterations=0))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=1000, log_every=10, eval_every=500, checkpoint_every=500, keep_checkpoints=3,
+      eval_splits=('test',)))
+  c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1), rules=()))
+  return c
+
+
+# --- typed settings -------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+  name: str
+  options: Mapping[str, Any]
+  batch_size: int
+  eval_batch_size: int
+  prefetch: int
+  on_device: str           # 'auto', 'yes', 'no': keep the train split on the devices
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+  name: str
+  options: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+  name: str                # 'adam', 'adamw', 'sgd'
+  learning_rate: float
+  schedule: str            # 'constant', 'cosine', 'linear'; warmup_steps adds a linear warmup
+  warmup_steps: int
+  decay_steps: int         # 0: decay over the whole run
+  end_factor: float        # final lr = learning_rate * end_factor
+  weight_decay: float
+  momentum: float
+  nesterov: bool
+  b1: float
+  b2: float
+  eps: float
+  grad_clip: float         # global-norm clipping; 0 = off
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningSettings:
+  schedule: str
+  sparsity: float
+  criterion: str
+  allocation: str
+  overrides: Mapping[str, float]
+  scales: Mapping[str, float]
+  erk_power_scale: float
+  pattern: str
+  pattern_options: Mapping[str, Any]
+  include: str | None
+  exclude: str | None
+  min_ndim: int
+  schedule_options: Mapping[str, Any]   # only the keys the chosen schedule takes
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+  steps: int
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+  keep_checkpoints: int
+  eval_splits: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSettings:
+  shape: tuple[int, int]                              # (data, model); -1 = the rest
+  rules: tuple[tuple[str, tuple[str | None, ...]], ...]   # (leaf-path regex, partition spec)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  seed: int
+  data: DataSettings
+  model: ModelSettings
+  optimizer: OptimizerSettings
+  pruning: PruningSettings
+  train: TrainSettings
+  mesh: MeshSettings
+
+
+class ConfigError(ValueError):
+  """A config that cannot be used; the message names the key."""
+
+
+# --- loading and overriding --------------------------------------------------------------
+
+def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """Runs `get_config()` from a Python config file."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ConfigError(f'config file {str(path)!r} does not exist')
+  spec = importlib.util.spec_from_file_location(f'_sparsejax_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise ConfigError(f'config file {str(path)!r} has no get_config() function')
+  config = module.get_config()
+  if not isinstance(config, ml_collections.ConfigDict):
+    config = ml_collections.ConfigDict(config)
+  check_keys(config)
+  return config
+
+
+def check_keys(config, schema=None, prefix='') -> None:
+  """Every key of `config` must exist in the default schema (options dicts excepted)."""
+  schema = default_config() if schema is None else schema
+  for key, value in config.items():
+    where = f'{prefix}{key}'
+    if key not in schema:
+      raise ConfigError(f'unknown config key {where!r}{_suggest(key, schema.keys())}')
+    if key in FREE_FORM:
+      continue
+    if isinstance(schema[key], ml_collections.ConfigDict):
+      if not isinstance(value, (ml_collections.ConfigDict, dict)):
+        raise ConfigError(f'config key {where!r} must be a group of settings, got {value!r}')
+      check_keys(value, schema[key], where + '.')
+
+
+def _suggest(key, choices) -> str:
+  close = difflib.get_close_matches(str(key), [str(c) for c in choices], n=1)
+  return f' (did you mean {close[0]!r}?)' if close else f'; known keys: {sorted(choices)}'
+
+
+def parse_value(text: str):
+  """A command-line value: a Python literal if it parses as one, else the string."""
+  lowered = text.strip().lower()
+  if lowered in ('true', 'false'):
+    return lowered == 'true'
+  if lowered in ('none', 'null'):
+    return None
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+                    ) -> ml_collections.ConfigDict:
+  """Returns a copy with dotted keys ('pruning.schedule') set; values may be strings."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for dotted, value in overrides.items():
+    if isinstance(value, str):
+      value = parse_value(value)
+    *parents, leaf = dotted.split('.')
+    node, where = config, ''
+    for name in parents:
+      where += name
+      if name not in node or not isinstance(node[name], ml_collections.ConfigDict):
+        raise ConfigError(f'unknown config key {dotted!r}: {where!r} is not a group of settings'
+                          f'{_suggest(name, node.keys()) if name not in node else ""}')
+      node, where = node[name], where + '.'
+    free = parents and parents[-1] in FREE_FORM
+    if leaf not in node and not free:
+      raise ConfigError(f'unknown config key {dotted!r}{_suggest(leaf, node.keys())}')
+    old = node[leaf] if leaf in node else None
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    if isinstance(old, tuple) and isinstance(value, list):
+      value = tuple(value)
+    if isinstance(value, dict):
+      value = ml_collections.ConfigDict(value)
+    try:
+      with node.ignore_type():
+        if old is not None and value is not None and type(old) is not type(value) and not (
+            isinstance(old, (dict, ml_collections.ConfigDict)) and isinstance(
+                value, (dict, ml_collections.ConfigDict))):
+          raise TypeError(f'expected {type(old).__name__}, got {type(value).__name__} {value!r}')
+        node[leaf] = value
+    except TypeError as e:
+      raise ConfigError(f'bad value for config key {dotted!r}: {e}') from None
+  check_keys(config)
+  return config
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+  """Separates '--config.a.b=v' (or '--config.a.b v') from the other arguments."""
+  rest, overrides, i = [], {}, 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith('--config.'):
+      body = arg[len('--config.'):]
+      if '=' in body:
+        key, value = body.split('=', 1)
+      elif i + 1 < len(argv):
+        key, value = body, argv[i + 1]
+        i += 1
+      else:
+        raise ConfigError(f'override {arg!r} has no value')
+      overrides[key] = value
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
+# --- translation ------------------------------------------------------------------------------
+
+def _plain(x):
+  if isinstance(x, ml_collections.ConfigDict):
+    x = x.to_dict()
+  if isinstance(x, Mapping):
+    return {str(k): _plain(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_plain(v) for v in x)
+  return x
+
+
+def _positive(name, value, allow_zero=False):
+  if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
+    raise ConfigError(f'config key {name!r} must be a{" non-negative" if allow_zero else " positive"} '
+                      f'integer, got {value!r}')
+  return value
+
+
+def _choice(name, value, choices):
+  if value not in choices:
+    raise ConfigError(f'config key {name!r} must be one of {list(choices)}, got {value!r}')
+  return value
+
+
+def to_settings(config: ml_collections.ConfigDict) -> Settings:
+  """The typed settings of a config; raises ConfigError naming a bad key."""
+  merged = _merge(default_config().to_dict(), _plain(config))
+  check_keys(ml_collections.ConfigDict(merged))
+  d, m, o, p, t, mesh = (merged[k] for k in ('data', 'model', 'optimizer', 'pruning', 'train',
+                                             'mesh'))
+  sparsity = merged['sparsity']
+  from sparsejax.core import allocation as alloc_lib   # the core's own range check
+  try:
+    sparsity = alloc_lib.check_sparsity(sparsity, "config key 'sparsity'")
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  schedule_options = _schedule_options(p)
+  pattern_options = dict(p['pattern_options'])
+  shape = tuple(mesh['shape'])
+  if len(shape) != 2 or any(not isinstance(s, int) or (s < 1 and s != -1) for s in shape):
+    raise ConfigError(f"config key 'mesh.shape' must be (data, model) sizes, -1 for the rest, "
+                      f'got {mesh["shape"]!r}')
+  rules = []
+  for i, rule in enumerate(mesh['rules']):
+    if len(rule) != 2 or not isinstance(rule[0], str):
+      raise ConfigError(f"config key 'mesh.rules[{i}]' must be (regex, partition spec), got {rule!r}")
+    rules.append((rule[0], tuple(rule[1])))
+  return Settings(
+      seed=int(merged['seed']),
+      data=DataSettings(name=d['name'], options=dict(d['options']),
+                        batch_size=_positive('data.batch_size', d['batch_size']),
+                        eval_batch_size=_positive('data.eval_batch_size', d['eval_batch_size']),
+                        prefetch=_positive('data.prefetch', d['prefetch'], allow_zero=True),
+                        on_device=_choice('data.on_device', d['on_device'],
+                                          ('auto', 'yes', 'no'))),
+      model=ModelSettings(name=m['name'], options=dict(m['options'])),
+      optimizer=OptimizerSettings(**{k: o[k] for k in (
+          f.name for f in dataclasses.fields(OptimizerSettings))}),
+      pruning=PruningSettings(
+          schedule=p['schedule'], sparsity=sparsity, criterion=p['criterion'],
+          allocation=p['allocation'], overrides=dict(p['overrides']), scales=dict(p['scales']),
+          erk_power_scale=float(p['erk_power_scale']), pattern=p['pattern'],
+          pattern_options=pattern_options, include=p['include'], exclude=p['exclude'],
+          min_ndim=int(p['min_ndim']), schedule_options=schedule_options),
+      train=TrainSettings(
+          steps=_positive('train.steps', t['steps']),
+          log_every=_positive('train.log_every', t['log_every']),
+          eval_every=_positive('train.eval_every', t['eval_every']),
+          checkpoint_every=_positive('train.checkpoint_every', t['checkpoint_every']),
+          keep_checkpoints=_positive('train.keep_checkpoints', t['keep_checkpoints']),
+          eval_splits=tuple(t['eval_splits'])),
+      mesh=MeshSettings(shape=shape, rules=tuple(rules)),
+  )
+
+
+def _merge(base: dict, over: Mapping) -> dict:
+  out = dict(base)
+  for k, v in over.items():
+    if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) and k not in FREE_FORM:
+      out[k] = _merge(out[k], v)
+    else:
+      out[k] = v
+  return out
+
+
+def _schedule_options(p: Mapping) -> dict:
+  """The schedule-specific keys the chosen schedule takes."""
+  from sparsejax.core import registry   # names of schedules and their fields
+  name = p['schedule']
+  if name not in registry.SCHEDULES:
+    raise ConfigError(f"config key 'pruning.schedule': unknown schedule {name!r}; "
+                      f'choose from {sorted(registry.SCHEDULES)}')
+  fields = {f.name for f in dataclasses.fields(registry.SCHEDULES[name])}
+  return {k: p[k] for k in SCHEDULE_KEYS if k in fields}
+
+
+def settings_hash(config: ml_collections.ConfigDict, length: int = 10) -> str:
+  """Short hash of the settings that differ from the defaults (OpenLTH's run naming):
+  adding a new key with a default does not change old runs' names."""
+  diff = changed_keys(_merge(default_config().to_dict(), _plain(config)),
+                      _plain(default_config()))
+  text = json.dumps(diff, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def changed_keys(config: Mapping, defaults: Mapping, prefix='') -> dict:
+  out = {}
+  for k, v in config.items():
+    if isinstance(v, Mapping) and isinstance(defaults.get(k), Mapping) and k not in FREE_FORM:
+      out.update(changed_keys(v, defaults[k], f'{prefix}{k}.'))
+    elif k not in defaults or defaults[k] != v:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(_plain(config), indent=2, sort_keys=True, default=str)

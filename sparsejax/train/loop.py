@@ -1,0 +1,293 @@
+"""train_and_evaluate: a config and a workdir in; a trained sparse model,
+metrics, checkpoints and a summary out. Resumes from the workdir's latest
+checkpoint, so re-running the same command after a crash, a kill or Ctrl-C
+continues exactly where the last checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import pathlib
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sparsejax import config as config_lib
+from sparsejax import data as data_lib
+from sparsejax.core import masks as masks_lib
+from sparsejax.core import transform
+from sparsejax.data import base as data_base
+from sparsejax.train import builders, checkpoint as ckpt_lib, feed as feed_lib
+from sparsejax.train import metrics as metrics_lib
+from sparsejax.train import sharding as sharding_lib, step as step_lib
+
+# Metrics are fetched LAG steps behind the newest step, so the devices still
+# have LAG steps queued while the host writes rows; never more than 2 * LAG
+# steps are in flight (fake CPU meshes deadlock past about 30; see DESIGN.md).
+LAG = 8
+# Keys that change what is logged or saved, not what is trained: a resumed run
+# may change them.
+NO_EFFECT_KEYS = ('train.log_every', 'train.eval_every', 'train.checkpoint_every',
+                  'train.keep_checkpoints', 'train.eval_splits', 'data.prefetch',
+                  'data.eval_batch_size')
+
+
+class NonFiniteError(RuntimeError):
+  """The loss or the gradients became NaN or Inf."""
+
+
+class Interrupted(RuntimeError):
+  """SIGINT or SIGTERM arrived; a checkpoint was saved."""
+
+  def __init__(self, signum: int, step: int, workdir):
+    self.signum = signum
+    super().__init__(f'{signal.Signals(signum).name} at step {step}: checkpoint saved in '
+                     f'{workdir}; run the same command again to resume')
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything built from the settings, before any training."""
+  settings: config_lib.Settings
+  dataset: data_base.Dataset
+  model: Any
+  mesh: Any
+  tx: Any
+  lr_fn: Any
+  init_state: Any          # key -> TrainState (pure)
+  abstract: Any            # TrainState of ShapeDtypeStructs
+  state_sh: Any            # TrainState of shardings
+
+
+def build(settings: config_lib.Settings, mesh=None) -> Run:
+  s = settings
+  try:
+    dataset = data_lib.load_dataset(s.data.name, **s.data.options)
+  except TypeError as e:
+    raise config_lib.ConfigError(f'data settings: {e}') from None
+  mesh = mesh or sharding_lib.make_mesh(s.mesh.shape)
+  sharding_lib.check_batch(mesh, s.data.batch_size)
+  sharding_lib.check_batch(mesh, s.data.eval_batch_size, 'data.eval_batch_size')
+  max_len = dataset.input_shape[0] if dataset.task == 'lm' else None
+  model = builders.build_model(s.model, dataset.num_classes, dataset.task, max_len)
+  inner, lr_fn = builders.build_optimizer(s.optimizer, s.train.steps)
+
+  x0, y0 = dataset.train.get(data_base.batch_indices(len(dataset.train), s.data.batch_size,
+                                                     s.seed, 0))
+
+  def loss_fn(params, batch):
+    out = model.apply({'params': params}, batch[0], train=False)
+    return step_lib.cross_entropy(out, batch[1])[0] / batch[1].size
+
+  def apply_fn(params, x):
+    return model.apply({'params': params}, x, train=False)
+
+  schedule = builders.build_schedule(
+      s.pruning, s.seed, loss_fn=loss_fn, batch=(jnp.asarray(x0), jnp.asarray(y0)),
+      apply_fn=apply_fn, input_shape=(1, *dataset.input_shape))
+  tx = transform.sparsify(inner, schedule, builders.prunable_rule(s.pruning))
+
+  def init_state(key):
+    from sparsejax import models
+    init_key, run_key = jax.random.split(key)
+    variables = dict(models.init_variables(model, init_key, dataset.input_shape,
+                                           dataset.input_dtype))
+    params = variables.pop('params')
+    opt_state = tx.init(params)
+    params = transform.masked_params(params, opt_state)
+    return step_lib.TrainState(jnp.zeros([], jnp.int32), params, variables, opt_state,
+                               jax.random.key_data(run_key))
+
+  abstract = jax.eval_shape(init_state, jax.random.key(s.seed))
+  param_sh = sharding_lib.param_shardings(mesh, abstract.params, s.mesh.rules)
+  state_sh = sharding_lib.state_shardings(mesh, abstract, abstract.params, param_sh)
+  return Run(s, dataset, model, mesh, tx, lr_fn, init_state, abstract, state_sh)
+
+
+def _check_workdir_config(workdir: pathlib.Path, config) -> None:
+  """A workdir belongs to one config: resuming with other settings is an error."""
+  path = workdir / 'config.json'
+  text = config_lib.to_json(config)
+  if path.exists():
+    old, new = _flat(json.loads(path.read_text())), _flat(json.loads(text))
+    changed = sorted(k for k in set(old) | set(new)
+                     if old.get(k) != new.get(k) and k not in NO_EFFECT_KEYS)
+    if changed:
+      raise config_lib.ConfigError(
+          f'{workdir} holds a run of a different config (keys that differ: {changed}); '
+          'use a new workdir or the same config')
+  if jax.process_index() == 0:
+    path.write_text(text + '\n')
+
+
+def _flat(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict) and v:
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+@contextlib.contextmanager
+def _catch_signals():
+  """Records SIGINT/SIGTERM instead of dying, so the loop can save first."""
+  caught = []
+  handler = lambda signum, frame: caught.append(signum)
+  old = {}
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    try:
+      old[sig] = signal.signal(sig, handler)
+    except ValueError:      # not the main thread: leave signals alone
+      pass
+  try:
+    yield caught
+  finally:
+    for sig, h in old.items():
+      signal.signal(sig, h)
+
+
+def evaluate(run: Run, params, model_state, eval_fn, split: str) -> dict:
+  """Mean loss and accuracy over a whole split (every example counted once)."""
+  source = {'test': run.dataset.test, 'validation': run.dataset.validation,
+            'train': run.dataset.train}.get(split, 'unknown')
+  if source == 'unknown':
+    raise config_lib.ConfigError(f"config key 'train.eval_splits': unknown split {split!r}; "
+                                 "use 'train', 'validation' or 'test'")
+  if source is None:
+    raise config_lib.ConfigError(f"config key 'train.eval_splits': dataset "
+                                 f"{run.dataset.name!r} has no {split!r} split")
+  total = None
+  sl = sharding_lib.process_slice(run.settings.data.eval_batch_size)
+  for x, y, w in data_base.eval_batches(source, run.settings.data.eval_batch_size):
+    out = eval_fn(params, model_state, sharding_lib.put_batch(run.mesh, (x[sl], y[sl], w[sl])))
+    total = out if total is None else jax.tree.map(jnp.add, total, out)
+  total = jax.device_get(total)
+  n = float(total['count'])
+  return {'loss': float(total['loss_sum']) / n, 'accuracy': float(total['correct']) / n,
+          'examples': int(len(source))}
+
+
+def density_stats(opt_state) -> dict:
+  masks = transform.get_masks(opt_state)
+  per_layer = jax.device_get(masks_lib.layer_density(masks))
+  total = sum(masks_lib.count_total(masks).values())
+  active = int(jax.device_get(masks_lib.total_active(masks)))
+  return {'density': active / total if total else 1.0, 'active': active, 'prunable': total,
+          'layer_density': {k: float(v) for k, v in per_layer.items()}}
+
+
+def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None) -> dict:
+  """Trains (or resumes) the run in `workdir`; returns the summary."""
+  settings = config_lib.to_settings(config)
+  workdir = pathlib.Path(workdir).absolute()
+  workdir.mkdir(parents=True, exist_ok=True)
+  _check_workdir_config(workdir, config)
+  run = build(settings, mesh)
+  s, t = settings, settings.train
+  x_nd = 1 + len(run.dataset.input_shape)
+  y_nd = x_nd if run.dataset.task == 'lm' else 1
+  eval_fn = step_lib.compile_eval_step(step_lib.make_eval_step(run.model.apply), run.mesh,
+                                       run.state_sh, x_nd, y_nd)
+  ckpts = ckpt_lib.Checkpoints(workdir / 'checkpoints', keep=t.keep_checkpoints)
+  latest = ckpts.latest_step()
+  if latest is None:
+    state = jax.jit(run.init_state, out_shardings=run.state_sh)(jax.random.key(s.seed))
+    ckpts.save_named('init', {'params': state.params, 'model_state': state.model_state})
+  else:
+    state, meta = ckpts.restore(latest, ckpt_lib.abstract_like(run.abstract, run.state_sh))
+    if int(state.step) != latest or meta.get('data_position') != latest:
+      raise ckpt_lib.CheckpointError(f'checkpoint {ckpts.steps_dir / str(latest)} is '
+                                     f'inconsistent: step {int(state.step)}, meta {meta}')
+  start = int(state.step)
+  writer = metrics_lib.MetricsWriter(workdir, t.steps, start, progress=progress)
+  if feed_lib.wants_device(s.data.on_device, run.dataset.train):
+    feed = feed_lib.DeviceFeed(run.dataset.train, s.data.batch_size, s.seed, start, run.mesh)
+  else:
+    feed = feed_lib.HostFeed(run.dataset.train, s.data.batch_size, s.seed, start,
+                             s.data.prefetch, run.mesh)
+  train_fn = step_lib.compile_train_step(step_lib.make_train_step(run.model.apply, run.tx),
+                                        run.mesh, run.state_sh, x_nd, y_nd)
+  settings_hash = config_lib.settings_hash(config)
+  density_fn = jax.jit(density_stats_device)
+  pending, last_eval, t_window, n_window = [], {}, time.perf_counter(), 0
+  t_start = time.perf_counter()
+  try:
+    with _catch_signals() as caught:
+      for step in range(start, t.steps):
+        state, m = train_fn(state, feed.next_batch(step))
+        pending.append(m)
+        n_window += 1
+        done = step + 1
+        log_now = done % t.log_every == 0 or done == t.steps
+        eval_now = done % t.eval_every == 0 or done == t.steps
+        save_now = done % t.checkpoint_every == 0 or done == t.steps
+        boundary = log_now or eval_now or save_now or caught
+        if not boundary and len(pending) < 2 * LAG:
+          continue
+        fetch = len(pending) if boundary else LAG
+        first = done - len(pending) + 1
+        rows = np.stack(jax.device_get(pending[:fetch])).astype(np.float64)
+        pending = pending[fetch:]
+        finite = rows[:, step_lib.METRICS.index('finite')]
+        if not finite.all():
+          bad = int(np.argmin(finite))
+          raise NonFiniteError(
+              f'the loss or gradients became non-finite at step {first + bad} (loss '
+              f'{rows[bad, 0]}); stopped. The last good checkpoint is step '
+              f'{ckpts.latest_step()} in {ckpts.steps_dir}; lower the learning rate or clip '
+              'gradients (optimizer.grad_clip) and resume or restart.')
+        names = [n for n in step_lib.METRICS if n != 'finite']
+        rows = rows[:, [step_lib.METRICS.index(n) for n in names]]
+        writer.write_steps('train', first, names, rows[:-1] if log_now else rows)
+        if not boundary:
+          continue
+        if log_now:
+          now = time.perf_counter()
+          r = dict(zip(names, rows[-1].tolist()))
+          r.update(learning_rate=float(run.lr_fn(done - 1)),
+                   density=float(jax.device_get(density_fn(state.opt_state))),
+                   steps_per_sec=n_window / max(now - t_window, 1e-9))
+          writer.write('train', done, r)
+          writer.progress(done, loss=r['loss'], acc=r['accuracy'],
+                          **{f'{k}_acc': v['accuracy'] for k, v in last_eval.items()})
+        if eval_now:
+          last_eval = {split: evaluate(run, state.params, state.model_state, eval_fn, split)
+                       for split in t.eval_splits}
+          dens = density_stats(state.opt_state)
+          writer.write('eval', done, {**{f'{sp}_{k}': v for sp, e in last_eval.items()
+                                         for k, v in e.items()}, **dens})
+        writer.flush()
+        if save_now or caught:
+          ckpts.save(done, state, {'step': done, 'data_position': feed.position,
+                                   'settings_hash': settings_hash}, wait=bool(caught))
+        if caught:
+          raise Interrupted(caught[0], done, ckpts.steps_dir)
+        if log_now:    # the window's clock restarts after evaluation and saving
+          t_window, n_window = time.perf_counter(), 0
+    ckpts.wait()
+    if not last_eval:      # the run had already finished: evaluate what is there
+      last_eval = {split: evaluate(run, state.params, state.model_state, eval_fn, split)
+                   for split in t.eval_splits}
+  finally:
+    feed.close()
+    writer.close()
+    ckpts.close()
+  final = {split: e for split, e in last_eval.items()}
+  summary = {'steps': t.steps, 'settings_hash': settings_hash, 'workdir': str(workdir),
+             'eval': final, **density_stats(state.opt_state),
+             'train_seconds_this_process': time.perf_counter() - t_start,
+             'resumed_from': start or None}
+  metrics_lib.write_json(workdir / 'summary.json', summary)
+  return summary
+
+
+def density_stats_device(opt_state):
+  return masks_lib.overall_density(transform.get_masks(opt_state))

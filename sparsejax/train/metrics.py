@@ -1,0 +1,152 @@
+"""Metrics out: JSONL rows, TensorBoard event files and a progress bar.
+
+Only process 0 writes. Rows carry a `kind` ('train' or 'eval') and the step;
+fields whose values depend on wall-clock time are listed in TIMING_KEYS so
+that comparisons between runs can leave them out. On resume, rows past the
+restored step are dropped first, so the file reads as if the run had never
+been interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import sys
+from typing import Any, Mapping
+
+import jax
+
+TIMING_KEYS = ('steps_per_sec', 'seconds')
+
+
+def _clean(v):
+  if hasattr(v, 'item'):
+    v = v.item()
+  if isinstance(v, float) and not math.isfinite(v):
+    return str(v)          # JSON has no NaN/Inf; keep them readable
+  return v
+
+
+def read_rows(path) -> list[dict]:
+  path = pathlib.Path(path)
+  if not path.exists():
+    return []
+  rows = []
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line:
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError:
+          break            # a line cut short by a kill: everything after it is dropped
+  return rows
+
+
+class MetricsWriter:
+  """JSONL + TensorBoard + progress bar; a no-op on processes other than 0."""
+
+  def __init__(self, workdir, total_steps: int, start_step: int = 0, progress: bool = True,
+               tensorboard: bool = True):
+    self.enabled = jax.process_index() == 0
+    self.path = pathlib.Path(workdir) / 'metrics.jsonl'
+    self._tb = None
+    self._bar = None
+    if not self.enabled:
+      return
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    # Rewritten atomically: a kill during the rewrite must not lose kept rows.
+    kept = [r for r in read_rows(self.path) if r.get('step', 0) <= start_step]
+    tmp = self.path.with_suffix('.jsonl.tmp')
+    with open(tmp, 'w') as f:
+      for r in kept:
+        f.write(json.dumps(r) + '\n')
+    os.replace(tmp, self.path)
+    self._file = open(self.path, 'a')
+    if tensorboard:
+      try:
+        from tensorboardX import SummaryWriter
+      except ImportError:
+        print('note: tensorboardX is not installed; no TensorBoard event files',
+              file=sys.stderr)
+      else:
+        self._tb = SummaryWriter(str(pathlib.Path(workdir) / 'tensorboard'),
+                                 purge_step=start_step + 1 if start_step else None)
+    if progress:
+      from tqdm import tqdm
+      # disable=None: a bar on a terminal, nothing in logs or CI.
+      self._bar = tqdm(total=total_steps, initial=start_step, disable=None, dynamic_ncols=True,
+                       file=sys.stderr, desc='train')
+
+  def write(self, kind: str, step: int, values: Mapping[str, Any],
+            summary: bool = True) -> None:
+    """One JSONL row; with `summary`, also TensorBoard scalars (these cost about
+    50 us each, so per-step rows skip them and log rows carry them)."""
+    if not self.enabled:
+      return
+    row = {'kind': kind, 'step': int(step)}
+    for k, v in values.items():
+      if isinstance(v, Mapping):
+        row[k] = {kk: _clean(vv) for kk, vv in v.items()}
+      else:
+        row[k] = _clean(v)
+    self._file.write(json.dumps(row) + '\n')
+    if self._tb is not None and summary:
+      for k, v in row.items():
+        if k in ('kind', 'step'):
+          continue
+        if isinstance(v, Mapping):
+          for kk, vv in v.items():
+            if isinstance(vv, (int, float)):
+              self._tb.add_scalar(f'{kind}/{k}/{kk}', vv, step)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+          self._tb.add_scalar(f'{kind}/{k}', v, step)
+
+  def write_steps(self, kind: str, first_step: int, names, values) -> None:
+    """Rows for consecutive steps from a (steps, len(names)) array of finite
+    floats, formatted in one pass (per-step rows are on the hot path)."""
+    if not self.enabled or not len(values):
+      return
+    head = [f'{{"kind": {json.dumps(kind)}, "step": ']
+    keys = [f', {json.dumps(n)}: ' for n in names]
+    lines = []
+    for i, row in enumerate(values.tolist()):
+      parts = [head[0], str(first_step + i)]
+      for k, v in zip(keys, row):
+        parts += [k, repr(v)]
+      parts.append('}\n')
+      lines.append(''.join(parts))
+    self._file.write(''.join(lines))
+
+  def flush(self) -> None:
+    if self.enabled:
+      self._file.flush()
+      if self._tb is not None:
+        self._tb.flush()
+
+  def progress(self, step: int, **postfix) -> None:
+    if self._bar is not None:
+      self._bar.n = step
+      self._bar.set_postfix({k: f'{v:.4g}' for k, v in postfix.items()}, refresh=False)
+      self._bar.refresh()
+
+  def close(self) -> None:
+    if not self.enabled:
+      return
+    self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+    if self._bar is not None:
+      self._bar.close()
+
+
+def write_json(path, data) -> None:
+  """Writes JSON atomically (process 0 only)."""
+  if jax.process_index() != 0:
+    return
+  path = pathlib.Path(path)
+  tmp = path.with_suffix(path.suffix + '.tmp')
+  tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_clean) + '\n')
+  tmp.replace(path)

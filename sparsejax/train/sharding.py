@@ -1,0 +1,122 @@
+"""The device mesh and the shardings of params, optimizer state and batches.
+
+One mesh with a 'data' and a 'model' axis. Batches split over 'data'. Params
+follow rules over leaf paths (first matching regex wins; replicated when none
+matches). Every other state leaf that has a param's shape and ends with that
+param's path (masks, Adam moments, saved rewind weights) takes that param's
+sharding; everything else (counters, scalars, RNG) is replicated. The same
+code runs on one device and on many, on CPU, GPU or TPU.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from sparsejax.core import tree as tree_lib
+
+PyTree = Any
+AXES = ('data', 'model')
+
+
+def make_mesh(shape: Sequence[int] = (-1, 1), devices=None) -> Mesh:
+  """A ('data', 'model') mesh; -1 takes the devices left over."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = list(shape)
+  if shape.count(-1) > 1:
+    raise ValueError(f'mesh shape {tuple(shape)} may have at most one -1')
+  known = int(np.prod([s for s in shape if s != -1]))
+  if -1 in shape:
+    if len(devices) % known:
+      raise ValueError(f'mesh shape {tuple(shape)} does not fit {len(devices)} devices')
+    shape[shape.index(-1)] = len(devices) // known
+  if int(np.prod(shape)) != len(devices):
+    raise ValueError(f'mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, '
+                     f'{len(devices)} are present')
+  return Mesh(np.asarray(devices, dtype=object).reshape(shape), AXES)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def param_shardings(mesh: Mesh, params: PyTree, rules=()) -> PyTree:
+  """NamedSharding per param leaf from (regex, spec) rules over leaf paths."""
+  compiled = [(re.compile(pattern), tuple(spec)) for pattern, spec in rules]
+
+  def one(path, leaf):
+    for pattern, spec in compiled:
+      if pattern.search(path):
+        return NamedSharding(mesh, _checked_spec(mesh, path, leaf.shape, spec))
+    return replicated(mesh)
+  return tree_lib.map_with_path(one, params)
+
+
+def _checked_spec(mesh, path, shape, spec) -> P:
+  if len(spec) > len(shape):
+    raise ValueError(f'sharding rule {spec} has more axes than leaf {path!r} {tuple(shape)}')
+  for dim, axis in zip(shape, spec):
+    if axis is None:
+      continue
+    if axis not in mesh.shape:
+      raise ValueError(f'sharding rule for leaf {path!r} names mesh axis {axis!r}; '
+                       f'the mesh has {list(mesh.shape)}')
+    if dim % mesh.shape[axis]:
+      raise ValueError(f'leaf {path!r} {tuple(shape)}: dimension {dim} does not split '
+                       f'over mesh axis {axis!r} of size {mesh.shape[axis]}')
+  return P(*spec)
+
+
+def state_shardings(mesh: Mesh, state: PyTree, params: PyTree, param_sh: PyTree) -> PyTree:
+  """Shardings for any state tree: a leaf takes the sharding of the param whose
+  path it ends with and whose shape it has; other leaves are replicated."""
+  by_path = {}
+  for (path, p), (_, s) in zip(tree_lib.leaves_with_paths(params),
+                               tree_lib.leaves_with_paths(param_sh)):
+    by_path[path] = (tuple(p.shape), s)
+
+  def one(path, leaf):
+    shape = tuple(getattr(leaf, 'shape', ()))
+    best = None
+    for ppath, (pshape, s) in by_path.items():
+      if pshape == shape and (path == ppath or path.endswith('/' + ppath)):
+        if best is None or len(ppath) > len(best[0]):
+          best = (ppath, s)
+    return best[1] if best else replicated(mesh)
+  return tree_lib.map_with_path(one, state)
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  return NamedSharding(mesh, P('data', *([None] * (ndim - 1))))
+
+
+def put_batch(mesh: Mesh, arrays):
+  """Host numpy batch -> global arrays split over 'data'.
+
+  Each process passes its own share of the global batch (all of it when there
+  is one process), as `jax.make_array_from_process_local_data` expects.
+  """
+  def one(x):
+    x = np.asarray(x)
+    return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
+  return jax.tree.map(one, arrays)
+
+
+def process_slice(global_batch: int) -> slice:
+  """This process's rows of a global batch (contiguous, equal shares)."""
+  n = jax.process_count()
+  if global_batch % n:
+    raise ValueError(f'batch size {global_batch} does not split over {n} processes')
+  per = global_batch // n
+  return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+
+
+def check_batch(mesh: Mesh, batch_size: int, what: str = 'data.batch_size') -> None:
+  n = mesh.shape['data']
+  if batch_size % n:
+    raise ValueError(f'{what}={batch_size} does not split over the {n} devices of the '
+                     "mesh's 'data' axis")
