@@ -3,7 +3,6 @@
   sparsejax train   --config FILE --workdir DIR [--config.KEY=VALUE ...]
   sparsejax eval    --workdir DIR [--split test] [--step N]
   sparsejax inspect DIR_OR_CHECKPOINT
-  sparsejax demo    [--steps N] [--sparsity S]
 
 `train` resumes when DIR already holds a checkpoint of the same config.
 """
@@ -24,16 +23,20 @@ def _parser() -> argparse.ArgumentParser:
   train.add_argument('--config', required=True, help='Python file with get_config()')
   train.add_argument('--workdir', required=True, help='where checkpoints and metrics go')
   train.add_argument('--no-progress', action='store_true', help='no progress bar')
+  train.add_argument('--coordinator', default=None,
+                     help='host:port of process 0, for a multi-process run '
+                     '(jax.distributed.initialize); omit on TPU pods and SLURM, where '
+                     'JAX finds it itself with --distributed')
+  train.add_argument('--num-processes', type=int, default=None)
+  train.add_argument('--process-id', type=int, default=None)
+  train.add_argument('--distributed', action='store_true',
+                     help='call jax.distributed.initialize() with settings from the cluster')
   ev = sub.add_parser('eval', help="evaluate a run's latest (or a given) checkpoint")
   ev.add_argument('--workdir', required=True)
   ev.add_argument('--split', action='append', help='test, validation or train (repeatable)')
   ev.add_argument('--step', type=int, default=None)
   ins = sub.add_parser('inspect', help='per-layer table of a checkpoint')
   ins.add_argument('path', help='a workdir, its checkpoints folder or a step folder')
-  demo = sub.add_parser('demo', help='train a 90%%-sparse MLP on MNIST-1D five ways')
-  demo.add_argument('--steps', type=int, default=4000)
-  demo.add_argument('--sparsity', type=float, default=0.9)
-  demo.add_argument('--seed', type=int, default=0)
   return parser
 
 
@@ -48,6 +51,10 @@ def results_table(summary: dict) -> str:
 
 
 def _train(args, overrides) -> int:
+  if args.coordinator or args.distributed:
+    import jax
+    jax.distributed.initialize(coordinator_address=args.coordinator,
+                               num_processes=args.num_processes, process_id=args.process_id)
   from sparsejax import config as config_lib
   from sparsejax.train import inspection, loop
   config = config_lib.apply_overrides(config_lib.load_config(args.config), overrides)
@@ -56,9 +63,11 @@ def _train(args, overrides) -> int:
   except loop.Interrupted as e:
     print(f'sparsejax: interrupted: {e}', file=sys.stderr)
     return 128 + e.signum
-  print(results_table(summary))
-  print()
-  print(inspection.inspect(args.workdir))
+  import jax
+  if jax.process_index() == 0:
+    print(results_table(summary))
+    print()
+    print(inspection.inspect(args.workdir))
   return 0
 
 
@@ -109,10 +118,6 @@ def main(argv=None) -> int:
     if args.command == 'inspect':
       from sparsejax.train import inspection
       print(inspection.inspect(args.path))
-      return 0
-    if args.command == 'demo':
-      from sparsejax import demo as demo_lib
-      demo_lib.main(steps=args.steps, sparsity=args.sparsity, seed=args.seed)
       return 0
   except (config_lib.ConfigError, ckpt_lib.CheckpointError) as e:
     print(f'sparsejax: {e}', file=sys.stderr)

@@ -17,6 +17,7 @@ import pytest
 from sparsejax.data import (LOADERS, ArraySource, DataError, Dataset, TrainBatches, batch_indices,
                             eval_batches, files, load_dataset, mnist as mnist_lib, text)
 from sparsejax.data.tfds_source import TfdsSource
+from sparsejax.data import mnist1d
 
 
 def _source(n=50, d=3):
@@ -398,3 +399,16 @@ def test_every_loader_returns_numpy_splits(tmp_path):
       assert split.x.dtype == ds.input_dtype and split.x.shape[1:] == ds.input_shape
   for loader in LOADERS.values():   # options are keywords, so load_dataset can check them
     assert all(p.kind == p.KEYWORD_ONLY for p in inspect.signature(loader).parameters.values())
+
+
+def test_mnist1d_default_split(tmp_path, monkeypatch):
+  monkeypatch.setenv('SPARSEJAX_DATA', str(tmp_path))
+  state = np.random.get_state()
+  data = mnist1d.load()
+  assert data['x_train'].shape == (4000, 40) and data['x_test'].shape == (1000, 40)
+  assert set(np.unique(data['y_train'])) == set(range(10))
+  assert (tmp_path / 'mnist1d_default.npz').exists()
+  again = mnist1d.load()   # from the cache
+  np.testing.assert_array_equal(again['x_test'], data['x_test'])
+  # Generation must not leave numpy's global RNG reseeded.
+  np.testing.assert_array_equal(np.random.get_state()[1], state[1])

@@ -50,8 +50,9 @@ def train_rows_written(workdir):
     return sum(1 for _ in f)
 
 
-def start_and_signal(workdir, after_rows, sig):
-  """Starts a run and sends `sig` once the metrics file has `after_rows` lines."""
+def start_and_signal(workdir, after_rows, sig, delay=0.0):
+  """Starts a run and sends `sig` `delay` seconds after the metrics file has
+  `after_rows` lines (rows are flushed in blocks, so a delay lands mid-block)."""
   proc = subprocess.Popen(command(workdir), env=env(), cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 240
@@ -63,6 +64,7 @@ def start_and_signal(workdir, after_rows, sig):
       proc.kill()
       pytest.fail('run made no progress')
     time.sleep(0.01)
+  time.sleep(delay)
   proc.send_signal(sig)
   out, err = proc.communicate(timeout=120)
   return proc.returncode, out, err
@@ -89,7 +91,8 @@ def test_killed_and_terminated_run_resumes_bitwise(tmp_path):
     latest = ckpt_lib.Checkpoints(run / 'checkpoints').latest_step()
     resumed_from.append(latest)
 
-  rc, _, err = start_and_signal(run, train_rows_written(run) + 100, signal.SIGTERM)
+  rc, _, err = start_and_signal(run, train_rows_written(run) + 100, signal.SIGTERM,
+                                delay=float(rng.uniform(0.005, 0.03)))
   if rc == 0:
     pytest.skip('the run finished before SIGTERM arrived')   # a very fast machine
   assert rc == 128 + signal.SIGTERM, err[-3000:]

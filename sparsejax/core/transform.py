@@ -70,10 +70,12 @@ def sparsify(inner: optax.GradientTransformation, schedule,
   leaves of rank >= 2). `update` needs `params`.
   """
   inner = optax.with_extra_args_support(inner)
+  # Compiled, so that criteria and selections run as one program; made once,
+  # so that repeated inits (eval_shape, then the real one) trace it once.
+  schedule_init = jax.jit(schedule.init, static_argnums=1)
 
   def init_fn(params):
-    # Compiled, so that criteria and selections run as one program, once.
-    masks, sched_state = jax.jit(schedule.init, static_argnums=1)(params, rule)
+    masks, sched_state = schedule_init(params, rule)
     masks = jax.tree.map(_like_param, params, masks)
     return SparsityState(jnp.zeros([], jnp.int32), masks, sched_state, inner.init(params))
 

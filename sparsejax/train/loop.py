@@ -229,7 +229,8 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None) -> 
         log_now = done % t.log_every == 0 or done == t.steps
         eval_now = done % t.eval_every == 0 or done == t.steps
         save_now = done % t.checkpoint_every == 0 or done == t.steps
-        boundary = log_now or eval_now or save_now or caught
+        stop = bool(caught)   # read once: a signal may arrive at any point below
+        boundary = log_now or eval_now or save_now or stop
         if not boundary and len(pending) < 2 * LAG:
           continue
         fetch = len(pending) if boundary else LAG
@@ -265,10 +266,10 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None) -> 
           writer.write('eval', done, {**{f'{sp}_{k}': v for sp, e in last_eval.items()
                                          for k, v in e.items()}, **dens})
         writer.flush()
-        if save_now or caught:
+        if save_now or stop:
           ckpts.save(done, state, {'step': done, 'data_position': feed.position,
-                                   'settings_hash': settings_hash}, wait=bool(caught))
-        if caught:
+                                   'settings_hash': settings_hash}, wait=stop)
+        if stop:
           raise Interrupted(caught[0], done, ckpts.steps_dir)
         if log_now:    # the window's clock restarts after evaluation and saving
           t_window, n_window = time.perf_counter(), 0
