@@ -64,10 +64,11 @@ def _train(args, overrides) -> int:
     print(f'sparsejax: interrupted: {e}', file=sys.stderr)
     return 128 + e.signum
   import jax
+  table = inspection.inspect(args.workdir)   # every process: orbax restores collectively
   if jax.process_index() == 0:
     print(results_table(summary))
     print()
-    print(inspection.inspect(args.workdir))
+    print(table)
   return 0
 
 
@@ -100,6 +101,7 @@ def _eval(args) -> int:
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   from sparsejax import config as config_lib
+  from sparsejax.data.base import DataError
   from sparsejax.train import checkpoint as ckpt_lib
   try:
     argv, overrides = config_lib.split_overrides(argv)
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
       from sparsejax.train import inspection
       print(inspection.inspect(args.path))
       return 0
-  except (config_lib.ConfigError, ckpt_lib.CheckpointError) as e:
+  except (config_lib.ConfigError, ckpt_lib.CheckpointError, DataError) as e:
     print(f'sparsejax: {e}', file=sys.stderr)
     return 2
   except RuntimeError as e:

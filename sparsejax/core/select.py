@@ -17,10 +17,11 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-EXCLUDED = jnp.uint32(0)          # key of an entry that may not be selected
-FORCED = jnp.uint32(0xFFFFFFFF)   # key of an entry that must be selected
+EXCLUDED = np.uint32(0)           # key of an entry that may not be selected
+FORCED = np.uint32(0xFFFFFFFF)    # key of an entry that must be selected
 
 
 def ordered_keys(scores: jax.Array, where: jax.Array | None = None) -> jax.Array:

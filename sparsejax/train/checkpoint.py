@@ -11,12 +11,14 @@ state lands on the current mesh.
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import shutil
 import warnings
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 PyTree = Any
@@ -130,11 +132,22 @@ class Checkpoints:
 
 
 def restore_raw(path) -> PyTree:
-  """A step or named checkpoint's state as saved, without a target (for inspection)."""
+  """A step or named checkpoint's state as numpy arrays, without a target.
+
+  Reads on any machine whatever topology saved it (a pod's checkpoint on a
+  laptop), for inspection and comparisons; training restores use a target.
+  """
   path = pathlib.Path(path).absolute()
   state_dir = path / 'state' if (path / 'state').is_dir() else path
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)   # orbax warns that a sub-item has no step metadata
   try:
-    with ocp.StandardCheckpointer() as ckptr:
-      return ckptr.restore(state_dir)
+    with ocp.PyTreeCheckpointer() as ckptr:
+      tree = ckptr.metadata(state_dir).item_metadata.tree
+      restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+      return ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
   except Exception as e:
     raise CheckpointError(f'{path} is not a readable checkpoint: {e}') from e
+  finally:
+    absl_logger.setLevel(level)

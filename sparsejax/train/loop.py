@@ -110,8 +110,9 @@ def build(settings: config_lib.Settings, mesh=None) -> Run:
   return Run(s, dataset, model, mesh, tx, lr_fn, init_state, abstract, state_sh)
 
 
-def _check_workdir_config(workdir: pathlib.Path, config) -> None:
-  """A workdir belongs to one config: resuming with other settings is an error."""
+def _check_workdir_config(workdir: pathlib.Path, config, write: bool = False) -> None:
+  """A workdir belongs to one config: resuming with other settings is an error.
+  With `write`, records the config (once the run could be built)."""
   path = workdir / 'config.json'
   text = config_lib.to_json(config)
   if path.exists():
@@ -122,7 +123,7 @@ def _check_workdir_config(workdir: pathlib.Path, config) -> None:
       raise config_lib.ConfigError(
           f'{workdir} holds a run of a different config (keys that differ: {changed}); '
           'use a new workdir or the same config')
-  if jax.process_index() == 0:
+  if write and jax.process_index() == 0:
     path.write_text(text + '\n')
 
 
@@ -191,6 +192,7 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None) -> 
   workdir.mkdir(parents=True, exist_ok=True)
   _check_workdir_config(workdir, config)
   run = build(settings, mesh)
+  _check_workdir_config(workdir, config, write=True)
   s, t = settings, settings.train
   x_nd = 1 + len(run.dataset.input_shape)
   y_nd = x_nd if run.dataset.task == 'lm' else 1
@@ -240,10 +242,12 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None) -> 
         finite = rows[:, step_lib.METRICS.index('finite')]
         if not finite.all():
           bad = int(np.argmin(finite))
+          last = ckpts.latest_step()
+          where = (f'The last good checkpoint is step {last} in {ckpts.steps_dir}'
+                   if last is not None else 'No checkpoint had been saved yet')
           raise NonFiniteError(
               f'the loss or gradients became non-finite at step {first + bad} (loss '
-              f'{rows[bad, 0]}); stopped. The last good checkpoint is step '
-              f'{ckpts.latest_step()} in {ckpts.steps_dir}; lower the learning rate or clip '
+              f'{rows[bad, 0]}); stopped. {where}; lower the learning rate or clip '
               'gradients (optimizer.grad_clip) and resume or restart.')
         names = [n for n in step_lib.METRICS if n != 'finite']
         rows = rows[:, [step_lib.METRICS.index(n) for n in names]]
