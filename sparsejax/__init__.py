@@ -7,7 +7,7 @@ The names most users need are re-exported here; each lives in the
 from sparsejax.core.allocation import Allocation, erk_sparsities
 from sparsejax.core.criteria import CRITERIA, get_criterion
 from sparsejax.core.dynamic import SET, RigL
-from sparsejax.core.imp import prune_remaining, rewind
+from sparsejax.core.imp import IMP, prune_remaining, rewind, same_counts
 from sparsejax.core.masks import (apply_masks, count_active, dense_masks, layer_density,
                                   masks_from_zeros, overall_density, overall_sparsity,
                                   overlap, total_active, validate_masks)

@@ -3,6 +3,8 @@
   sparsejax train   --config FILE --workdir DIR [--config.KEY=VALUE ...]
   sparsejax eval    --workdir DIR [--split test] [--step N]
   sparsejax inspect DIR_OR_CHECKPOINT
+  sparsejax lottery --config FILE --workdir DIR [--config.KEY=VALUE ...]
+  sparsejax report  DIR [DIR ...] [--out DIR] [--metric test_accuracy]
 
 `train` resumes when DIR already holds a checkpoint of the same config.
 """
@@ -37,7 +39,26 @@ def _parser() -> argparse.ArgumentParser:
   ev.add_argument('--step', type=int, default=None)
   ins = sub.add_parser('inspect', help='per-layer table of a checkpoint')
   ins.add_argument('path', help='a workdir, its checkpoints folder or a step folder')
+  lot = sub.add_parser('lottery', help='iterative magnitude pruning as levels, with controls')
+  lot.add_argument('--config', required=True)
+  lot.add_argument('--workdir', required=True)
+  lot.add_argument('--progress', action='store_true', help='progress bars for each run')
+  rep = sub.add_parser('report', help='tables and plots of lottery or sweep results')
+  rep.add_argument('dirs', nargs='+', help='run directories holding results.jsonl')
+  rep.add_argument('--out', default=None, help='where to write (default: the first dir)')
+  rep.add_argument('--metric', default='test_accuracy',
+                   help="e.g. test_accuracy, validation_loss, early_stop_test_accuracy")
   return parser
+
+
+def _lottery(args, overrides) -> int:
+  from sparsejax import config as config_lib
+  from sparsejax.programs import lottery, report
+  config = config_lib.apply_overrides(config_lib.load_config(args.config), overrides)
+  lottery.run_lottery(config, args.workdir, progress=args.progress)
+  print()
+  print(report.report(lottery.run_dir(config, args.workdir)))
+  return 0
 
 
 def results_table(summary: dict) -> str:
@@ -109,19 +130,30 @@ def main(argv=None) -> int:
     print(f'sparsejax: {e}', file=sys.stderr)
     return 2
   args = _parser().parse_args(argv)
-  if overrides and args.command != 'train':
-    print('sparsejax: --config.KEY overrides apply to train only', file=sys.stderr)
+  if overrides and args.command not in ('train', 'lottery'):
+    print('sparsejax: --config.KEY overrides apply to train and lottery only', file=sys.stderr)
     return 2
   try:
     if args.command == 'train':
       return _train(args, overrides)
     if args.command == 'eval':
       return _eval(args)
+    if args.command == 'lottery':
+      return _lottery(args, overrides)
+    if args.command == 'report':
+      from sparsejax.programs import report
+      print(report.report(args.dirs, args.out, args.metric))
+      return 0
     if args.command == 'inspect':
       from sparsejax.train import inspection
       print(inspection.inspect(args.path))
       return 0
   except (config_lib.ConfigError, ckpt_lib.CheckpointError, DataError) as e:
+    print(f'sparsejax: {e}', file=sys.stderr)
+    return 2
+  except ValueError as e:
+    if args.command != 'report':
+      raise
     print(f'sparsejax: {e}', file=sys.stderr)
     return 2
   except RuntimeError as e:

@@ -26,7 +26,7 @@ import ml_collections
 # Keys that belong to some schedule module; a key unused by the chosen schedule
 # is reported, not passed on (so one key swaps schedules).
 SCHEDULE_KEYS = ('at_step', 'start', 'end', 'every', 'initial_sparsity', 'drop_fraction',
-                 'decay', 'grow', 'iterations')
+                 'decay', 'grow', 'iterations', 'rounds', 'prune_fraction', 'rewind_step')
 FREE_FORM = ('options', 'pattern_options', 'overrides', 'scales')   # keys checked downstream
 
 
@@ -49,11 +49,17 @@ def default_config() -> ml_collections.ConfigDict:
       pattern_options={},
       include=None, exclude=None, min_ndim=2,
       at_step=0, start=0, end=1000, every=100, initial_sparsity=0.0,
-      drop_fraction=0.3, decay='cosine', grow='gradient', iterations=0))
+      drop_fraction=0.3, decay='cosine', grow='gradient', iterations=0,
+      rounds=5, prune_fraction=0.2, rewind_step=0))
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, log_every=10, eval_every=500, checkpoint_every=500, keep_checkpoints=3,
       eval_splits=('test',)))
   c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1), rules=()))
+  # The `lottery` program (IMP as levels): per level prune `prune_fraction` of
+  # what remains (rates per layer from pruning.allocation/scales/overrides).
+  c.lottery = ml_collections.ConfigDict(dict(
+      levels=10, prune_fraction=0.2, rewind='init', rewind_step=0, controls=(),
+      control_levels=(), replicates=1))
   return c
 
 
@@ -126,6 +132,21 @@ class MeshSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class LotterySettings:
+  levels: int                      # pruning levels after the dense level 0
+  prune_fraction: float            # of the remaining weights, per level
+  rewind: str                      # 'init', 'step' (to rewind_step), 'lr' (keep weights, replay lr), 'none'
+  rewind_step: int
+  controls: tuple[str, ...]        # 'reinit', 'random_prune', 'oneshot'
+  control_levels: tuple[int, ...]  # levels that get the controls; () = all
+  replicates: int
+
+
+REWINDS = ('init', 'step', 'lr', 'none')
+CONTROLS = ('reinit', 'random_prune', 'oneshot')
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
   seed: int
   data: DataSettings
@@ -134,6 +155,7 @@ class Settings:
   pruning: PruningSettings
   train: TrainSettings
   mesh: MeshSettings
+  lottery: LotterySettings
 
 
 class ConfigError(ValueError):
@@ -324,7 +346,26 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
           keep_checkpoints=_positive('train.keep_checkpoints', t['keep_checkpoints']),
           eval_splits=tuple(t['eval_splits'])),
       mesh=MeshSettings(shape=shape, rules=tuple(rules)),
+      lottery=_lottery(merged['lottery']),
   )
+
+
+def _lottery(lot: Mapping) -> LotterySettings:
+  controls = tuple(lot['controls'])
+  for c in controls:
+    if c not in CONTROLS:
+      raise ConfigError(f"config key 'lottery.controls': unknown control {c!r}; "
+                        f'choose from {list(CONTROLS)}')
+  frac = lot['prune_fraction']
+  if not isinstance(frac, (int, float)) or not 0 < frac < 1:
+    raise ConfigError(f"config key 'lottery.prune_fraction' must be in (0, 1), got {frac!r}")
+  return LotterySettings(
+      levels=_positive('lottery.levels', lot['levels'], allow_zero=True),
+      prune_fraction=float(frac),
+      rewind=_choice('lottery.rewind', lot['rewind'], REWINDS),
+      rewind_step=_positive('lottery.rewind_step', lot['rewind_step'], allow_zero=True),
+      controls=controls, control_levels=tuple(int(x) for x in lot['control_levels']),
+      replicates=_positive('lottery.replicates', lot['replicates']))
 
 
 def _merge(base: dict, over: Mapping) -> dict:

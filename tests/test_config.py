@@ -11,8 +11,8 @@ CONFIGS = pathlib.Path(__file__).resolve().parent.parent / 'configs'
 
 
 def test_every_config_translates():
-  paths = sorted(CONFIGS.glob('*.py'))
-  assert len(paths) >= 8
+  paths = sorted(CONFIGS.glob('*.py')) + sorted(CONFIGS.parent.glob('experiments/*/config.py'))
+  assert len(paths) >= 12
   for path in paths:
     settings = config_lib.to_settings(config_lib.load_config(path))
     assert settings.train.steps > 0, path

@@ -6,11 +6,8 @@ across mask updates (so lax.cond and checkpoints work) and the step compiles
 once; init works on ShapeDtypeStructs.
 """
 
-import functools
-
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -52,6 +49,8 @@ def _schedules():
       'at_init_random': sj.at_init('random', SPARSITY, seed=3),
       'set': sj.make_schedule('set', sparsity=SPARSITY, every=10, end=45),
       'rigl': sj.make_schedule('rigl', sparsity=SPARSITY, every=10, end=45),
+      'imp': sj.make_schedule('imp', every=12, rounds=3, prune_fraction=0.4, rewind_step=2,
+                              allocation=sj.Allocation(scales={'head': 0.5})),
   }
 
 
@@ -73,6 +72,16 @@ def expected_counts(schedule, masks, params):
   totals = masks_lib.count_total(masks)
   if isinstance(schedule, sj.FixedMask):
     return {p: int(c) for p, c in sj.count_active(schedule.masks).items()}
+  if isinstance(schedule, sj.IMP):
+    out = {}
+    for p, n in totals.items():
+      rate = schedule.allocation.layer_sparsities({p: shapes_of(masks)[p]},
+                                                  schedule.prune_fraction)[p]
+      k = n
+      for _ in range(schedule.rounds):
+        k = max(k - round(rate * k), 1)
+      out[p] = k
+    return out
   if isinstance(schedule.pattern, sj.NM):
     return {p: n * schedule.pattern.n // schedule.pattern.m for p, n in totals.items()}
   shapes = {p: tuple(m.shape) for p, m in zip(totals, jax.tree.leaves(masks))}
@@ -84,6 +93,11 @@ def expected_counts(schedule, masks, params):
     n = sum(totals.values())
     return {'total': int(select.keep_count(n, schedule.sparsity))}
   return {p: int(select.keep_count(totals[p], s)) for p, s in per_leaf.items()}
+
+
+def shapes_of(masks):
+  return {p: tuple(m.shape) for p, m in zip(masks_lib.count_total(masks),
+                                            jax.tree.leaves(masks))}
 
 
 def make_step(tx):

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import sparsejax as sj
-from sparsejax.core import dynamic, masks as masks_lib
+from sparsejax.core import dynamic
 
 MASK = jnp.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
 W = jnp.array([0.5, -0.1, 2.0, 0.3, 0.0, 0.0, 0.0, 0.0])
@@ -210,3 +210,69 @@ def test_mask_with_wrong_shape_rejected_by_fixed_schedule():
   tx = sj.sparsify(optax.sgd(0.1), sj.FixedMask(masks={'w': jnp.ones((4, 3), bool), 'b': None}))
   with pytest.raises(ValueError, match="'w' has shape"):
     tx.init(params)
+
+
+def test_imp_schedule_rounds_rewind_and_reset_by_hand():
+  """IMP inside one run: every 3 steps prune half of what remains, rewind to
+  the step-0 params under the new mask, restart Adam (count and moments)."""
+  params = {'w': jax.random.normal(jax.random.key(0), (4, 6)), 'b': jnp.ones(6)}
+  imp = sj.IMP(every=3, rounds=2, prune_fraction=0.5)
+  lr = optax.linear_schedule(1e-2, 0.0, 3)
+  tx = sj.sparsify(optax.inject_hyperparams(optax.adam)(learning_rate=lr), imp)
+  state = tx.init(params)
+  init = params
+  grads = {'w': jnp.ones((4, 6)), 'b': jnp.ones(6)}
+  counts = []
+  for step in range(7):
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    counts.append(int(sj.count_active(sj.get_masks(state))['w']))
+    inner = state.inner_state          # InjectHyperparamsState(count, hyperparams, adam)
+    if step in (3, 6):    # a round: rewound and restarted
+      m = np.asarray(sj.get_masks(state)['w'])
+      np.testing.assert_array_equal(np.asarray(params['w']), np.where(m, init['w'], 0.0))
+      np.testing.assert_array_equal(np.asarray(params['b']), np.asarray(init['b']))
+      assert int(inner.count) == 0
+      assert float(jnp.abs(inner.inner_state[0].mu['w']).max()) == 0.0
+    else:
+      assert int(inner.count) > 0
+  assert counts == [24, 24, 24, 12, 12, 12, 6]
+
+
+def test_imp_rewinds_to_step_k_and_restarts_learning_rate():
+  params = {'w': jax.random.normal(jax.random.key(1), (8, 8))}
+  imp = sj.IMP(every=5, rounds=1, prune_fraction=0.25, rewind_step=2)
+  tx = sj.sparsify(optax.sgd(0.1), imp)
+  state = tx.init(params)
+  saved = None
+  for step in range(6):
+    if step == 2:
+      saved = params
+    g = {'w': jax.random.normal(jax.random.fold_in(jax.random.key(2), step), (8, 8))}
+    updates, state = tx.update(g, state, params)
+    params = optax.apply_updates(params, updates)
+  m = np.asarray(sj.get_masks(state)['w'])
+  assert m.sum() == 64 - 16
+  np.testing.assert_array_equal(np.asarray(params['w']), np.where(m, saved['w'], 0.0))
+
+
+def test_imp_settings_checked():
+  with pytest.raises(ValueError, match='leave sparsity at 0'):
+    sj.make_schedule('imp', sparsity=0.9)
+  with pytest.raises(ValueError, match='prune_fraction'):
+    sj.make_schedule('imp', prune_fraction=1.5)
+  with pytest.raises(ValueError, match="'erk'"):
+    sj.make_schedule('imp', allocation='erk')
+
+
+def test_same_counts_control_masks():
+  params = {'a': jax.random.normal(jax.random.key(0), (10, 10)),
+            'b': jax.random.normal(jax.random.key(1), (10, 4))}
+  ticket = sj.prune_remaining(params, sj.dense_masks(params), 0.7,
+                              allocation=sj.Allocation(scales={'b': 0.5}))
+  rand = sj.same_counts(sj.get_criterion('random')(params, None, jax.random.key(3)), ticket)
+  assert {k: int(v) for k, v in sj.count_active(rand).items()} == \
+      {k: int(v) for k, v in sj.count_active(ticket).items()}
+  assert not np.array_equal(np.asarray(rand['a']), np.asarray(ticket['a']))
+  mag = sj.same_counts(jax.tree.map(jnp.abs, params), ticket)
+  np.testing.assert_array_equal(mag['a'], ticket['a'])   # same criterion, same counts

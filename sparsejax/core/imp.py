@@ -2,12 +2,16 @@
 
 IMP trains, prunes a fraction of the remaining weights, rewinds the survivors
 to earlier values (the initial weights, or the weights at step k as in
-Frankle et al. 2020) and trains again. The loops live in the programs layer;
-these are the two pure steps.
+Frankle et al. 2020) and trains again. The pure steps are here (prune a
+fraction of what remains, rewind under a mask, masks with another mask's
+per-layer counts for the controls), and `IMP`, the schedule module that runs
+the whole loop inside one training run. The `lottery` program runs it as
+separate runs per level with controls and replicates.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -19,6 +23,7 @@ from sparsejax.core import masks as masks_lib
 from sparsejax.core import prune as prune_lib
 from sparsejax.core import select
 from sparsejax.core import tree as tree_lib
+from sparsejax.core.schedules import Schedule
 
 PyTree = Any
 
@@ -58,3 +63,82 @@ def rewind(params: PyTree, saved: PyTree, masks: PyTree) -> PyTree:
   return jax.tree.map(
       lambda p, s, m: s if m is None else jnp.where(m, s, jnp.zeros_like(s)),
       params, saved, masks)
+
+
+def same_counts(scores: PyTree, reference: PyTree) -> PyTree:
+  """Masks keeping, in every leaf, the top-scoring weights in the number that
+  `reference` keeps there (ties: lowest index).
+
+  The lottery-ticket controls use it: random scores give a random mask with
+  the ticket's per-layer sparsities; magnitudes of the dense trained weights
+  give a one-shot pruning to the ticket's per-layer sparsities.
+  """
+  score_of = dict(tree_lib.leaves_with_paths(scores))
+  return tree_lib.map_with_path(
+      lambda path, m: select.topk_mask(score_of[path], jnp.sum(m, dtype=jnp.int32)),
+      reference)
+
+
+@dataclasses.dataclass(frozen=True)
+class IMP(Schedule):
+  """Iterative magnitude pruning with rewinding inside one training run.
+
+  Every `every` steps, for `rounds` rounds, prune `prune_fraction` of each
+  leaf's remaining weights (rates scaled per leaf by the allocation, or one
+  global threshold), set all params back to their values at step
+  `rewind_step` under the new mask, and reset the inner optimizer's state so
+  that its learning-rate schedule starts again (Frankle & Carbin 2019;
+  rewinding to step k: Frankle et al. 2020). The step on which this happens
+  does not apply its gradient. The final sparsity is 1 - (1 - p)^rounds for
+  uniform rates; the `sparsity` setting is not used. The `lottery` command
+  runs the same algorithm as separate runs per level, with controls.
+  """
+  every: int = 1000
+  rounds: int = 5
+  prune_fraction: float = 0.2
+  rewind_step: int = 0
+  rewinds = True   # sparsify rewinds params and resets the optimizer on should_rewind
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.sparsity:
+      raise ValueError(f'IMP reaches its sparsity through rounds and prune_fraction '
+                       f'(here {1 - (1 - self.prune_fraction) ** self.rounds:.4f}); leave '
+                       f'sparsity at 0, got {self.sparsity}')
+    if not 0.0 < self.prune_fraction < 1.0:
+      raise ValueError(f'prune_fraction must be in (0, 1), got {self.prune_fraction}')
+    if self.allocation.method in ('er', 'erk'):
+      raise ValueError('IMP prunes a fraction of what remains: use uniform (with scales '
+                       f'or overrides) or global allocation, not {self.allocation.method!r}')
+    if self.every < 1 or self.rounds < 0 or not 0 <= self.rewind_step < self.every:
+      raise ValueError(f'IMP needs every >= 1, rounds >= 0 and 0 <= rewind_step < every, got '
+                       f'every={self.every}, rounds={self.rounds}, '
+                       f'rewind_step={self.rewind_step}')
+
+  def init(self, params, rule=tree_lib.DEFAULT_RULE):
+    masks, _ = super().init(params, rule)
+    # The rewind point: the initial params now; replaced at rewind_step if > 0.
+    return masks, jax.tree.map(jnp.asarray, params)
+
+  def is_round(self, step):
+    return (step > 0) & (step % self.every == 0) & (step <= self.rounds * self.every)
+
+  def should_update(self, step):
+    return (step == self.rewind_step) | self.is_round(step)
+
+  def should_rewind(self, step):
+    return self.is_round(step)
+
+  def update(self, masks, params, grads, step, state):
+    saved = jax.tree.map(lambda s, p: jnp.where(step == self.rewind_step, p, s), state, params)
+    new_masks = jax.lax.cond(
+        self.is_round(step),
+        lambda: prune_remaining(params, masks, self.prune_fraction,
+                                allocation=self.allocation, criterion=self.criterion,
+                                pattern=self.pattern, grads=grads, key=self.key(step)),
+        lambda: masks)
+    return new_masks, saved
+
+  def rewind_target(self, masks, state):
+    """The params to continue from after a round: the saved ones, masked."""
+    return masks_lib.apply_masks(state, masks)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from sparsejax.core import dynamic, schedules
+from sparsejax.core import dynamic, imp, schedules
 
 SCHEDULES = {
     'dense': schedules.Dense,
@@ -17,6 +17,7 @@ SCHEDULES = {
     'at_init': schedules.AtInit,
     'set': dynamic.SET,
     'rigl': dynamic.RigL,
+    'imp': imp.IMP,
 }
 
 

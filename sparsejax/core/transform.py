@@ -11,7 +11,9 @@ optimizer state. Each update:
 2. masks the gradients before the inner optimizer;
 3. projects the updates so that after `optax.apply_updates` every pruned
    weight is exactly 0.0 (update = -w there), whatever the inner optimizer,
-   weight decay or learning-rate injection does.
+   weight decay or learning-rate injection does;
+4. for schedules that rewind (IMP), replaces the update on a round's step by
+   a jump back to the saved params and starts the inner state afresh.
 
 No hook is needed: pruned weights are zero after every update.
 """
@@ -96,6 +98,17 @@ def sparsify(inner: optax.GradientTransformation, schedule,
     masked = jax.tree.map(
         lambda g, m: g if m is None else jnp.where(m, g, jnp.zeros_like(g)), updates, masks)
     new_updates, inner_state = inner.update(masked, inner_state, params, **extra_args)
+    if getattr(schedule, 'rewinds', False):
+      # IMP: on a round's last step, go back to the saved params under the new
+      # mask and start the inner optimizer afresh (its count too, so a
+      # learning-rate schedule restarts); this step's gradient is not applied.
+      rewind = schedule.should_rewind(step)
+      target = schedule.rewind_target(masks, sched_state)
+      new_updates = jax.tree.map(
+          lambda u, t, p: jnp.where(rewind, (t - p).astype(u.dtype), u),
+          new_updates, target, params)
+      inner_state = jax.tree.map(lambda fresh, cur: jnp.where(rewind, fresh, cur),
+                                 inner.init(params), inner_state)
     new_updates = jax.tree.map(
         lambda u, p, m: u if m is None else jnp.where(m, u, -p.astype(u.dtype)),
         new_updates, params, masks)

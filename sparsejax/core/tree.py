@@ -90,3 +90,23 @@ def prunable_shapes(params: PyTree, rule: Callable = DEFAULT_RULE
   """{path: shape} of the prunable leaves (works on ShapeDtypeStructs)."""
   return {p: tuple(x.shape) for p, x in leaves_with_paths(params)
           if rule(p, x)}
+
+
+def check_same_structure(tree: PyTree, reference: PyTree, what: str = 'tree',
+                         reference_what: str = 'the model') -> None:
+  """Raises ValueError naming the first leaf path that `tree` lacks, has in
+  excess, or holds with another shape than `reference` (None leaves skipped)."""
+  got = {p: tuple(getattr(x, 'shape', ())) for p, x in leaves_with_paths(tree)}
+  want = {p: tuple(getattr(x, 'shape', ())) for p, x in leaves_with_paths(reference)}
+  missing = [p for p in want if p not in got]
+  extra = [p for p in got if p not in want]
+  if missing:
+    raise ValueError(f'{what} has no leaf {missing[0]!r} that {reference_what} has'
+                     + (f' (and {len(missing) - 1} more missing)' if len(missing) > 1 else '')
+                     + (f'; it has {extra[0]!r} instead' if extra else ''))
+  if extra:
+    raise ValueError(f'{what} has a leaf {extra[0]!r} that {reference_what} does not have'
+                     + (f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''))
+  for p, shape in want.items():
+    if got[p] != shape:
+      raise ValueError(f'{what} leaf {p!r} has shape {got[p]}; {reference_what} needs {shape}')

@@ -21,7 +21,8 @@ import numpy as np
 from sparsejax import config as config_lib
 from sparsejax import data as data_lib
 from sparsejax.core import masks as masks_lib
-from sparsejax.core import transform
+from sparsejax.core import schedules, transform
+from sparsejax.core import tree as tree_lib
 from sparsejax.data import base as data_base
 from sparsejax.train import builders, checkpoint as ckpt_lib, feed as feed_lib
 from sparsejax.train import metrics as metrics_lib
@@ -51,6 +52,16 @@ class Interrupted(RuntimeError):
                      f'{workdir}; run the same command again to resume')
 
 
+@dataclasses.dataclass(frozen=True)
+class Start:
+  """Where a run starts instead of a fresh initialisation: given params (and
+  model state), and optionally a fixed mask (then pruning.schedule must be
+  'fixed'). Programs use it: IMP levels, their controls, fine-tuning."""
+  params: Any
+  masks: Any = None
+  model_state: Any = None
+
+
 @dataclasses.dataclass
 class Run:
   """Everything built from the settings, before any training."""
@@ -63,9 +74,10 @@ class Run:
   init_state: Any          # key -> TrainState (pure)
   abstract: Any            # TrainState of ShapeDtypeStructs
   state_sh: Any            # TrainState of shardings
+  start: Start | None = None
 
 
-def build(settings: config_lib.Settings, mesh=None) -> Run:
+def build(settings: config_lib.Settings, mesh=None, start: Start | None = None) -> Run:
   s = settings
   try:
     dataset = data_lib.load_dataset(s.data.name, **s.data.options)
@@ -76,7 +88,14 @@ def build(settings: config_lib.Settings, mesh=None) -> Run:
   sharding_lib.check_batch(mesh, s.data.eval_batch_size, 'data.eval_batch_size')
   max_len = dataset.input_shape[0] if dataset.task == 'lm' else None
   model = builders.build_model(s.model, dataset.num_classes, dataset.task, max_len)
-  inner, lr_fn = builders.build_optimizer(s.optimizer, s.train.steps)
+  imp = s.pruning.schedule == 'imp'
+  # IMP restarts the learning-rate schedule every round: it spans one round.
+  round_steps = s.pruning.schedule_options['every'] if imp else s.train.steps
+  inner, lr_fn = builders.build_optimizer(s.optimizer, round_steps)
+  if imp:
+    last_round = s.pruning.schedule_options['rounds'] * round_steps
+    base_lr = lr_fn
+    lr_fn = lambda step: base_lr(step - min(step // round_steps * round_steps, last_round))
 
   x0, y0 = dataset.train.get(data_base.batch_indices(len(dataset.train), s.data.batch_size,
                                                      s.seed, 0))
@@ -88,26 +107,53 @@ def build(settings: config_lib.Settings, mesh=None) -> Run:
   def apply_fn(params, x):
     return model.apply({'params': params}, x, train=False)
 
-  schedule = builders.build_schedule(
-      s.pruning, s.seed, loss_fn=loss_fn, batch=(jnp.asarray(x0), jnp.asarray(y0)),
-      apply_fn=apply_fn, input_shape=(1, *dataset.input_shape))
+  if start is not None and start.masks is not None:
+    if s.pruning.schedule != 'fixed':
+      raise config_lib.ConfigError("a run started with a given mask needs pruning.schedule "
+                                   f"'fixed', not {s.pruning.schedule!r}")
+    schedule = schedules.FixedMask(masks=start.masks)
+  else:
+    schedule = builders.build_schedule(
+        s.pruning, s.seed, loss_fn=loss_fn, batch=(jnp.asarray(x0), jnp.asarray(y0)),
+        apply_fn=apply_fn, input_shape=(1, *dataset.input_shape))
   tx = transform.sparsify(inner, schedule, builders.prunable_rule(s.pruning))
 
-  def init_state(key):
+  def init_state(key, start_params=None, start_model_state=None):
     from sparsejax import models
     init_key, run_key = jax.random.split(key)
     variables = dict(models.init_variables(model, init_key, dataset.input_shape,
                                            dataset.input_dtype))
     params = variables.pop('params')
+    if start_params is not None:
+      params = jax.tree.map(lambda a, b: jnp.asarray(a, b.dtype), start_params, params)
+      if start_model_state is not None:
+        variables = dict(start_model_state)
     opt_state = tx.init(params)
     params = transform.masked_params(params, opt_state)
     return step_lib.TrainState(jnp.zeros([], jnp.int32), params, variables, opt_state,
                                jax.random.key_data(run_key))
 
   abstract = jax.eval_shape(init_state, jax.random.key(s.seed))
+  if start is not None:
+    try:
+      tree_lib.check_same_structure(start.params, abstract.params, 'the starting params')
+      if start.model_state is not None:
+        tree_lib.check_same_structure(start.model_state, abstract.model_state,
+                                      'the starting model state')
+    except ValueError as e:
+      raise ckpt_lib.CheckpointError(str(e)) from None
   param_sh = sharding_lib.param_shardings(mesh, abstract.params, s.mesh.rules)
   state_sh = sharding_lib.state_shardings(mesh, abstract, abstract.params, param_sh)
-  return Run(s, dataset, model, mesh, tx, lr_fn, init_state, abstract, state_sh)
+  return Run(s, dataset, model, mesh, tx, lr_fn, init_state, abstract, state_sh, start)
+
+
+def initial_state(run: Run):
+  """The run's state at step 0, placed with its shardings."""
+  key = jax.random.key(run.settings.seed)
+  init = jax.jit(run.init_state, out_shardings=run.state_sh)
+  if run.start is None:
+    return init(key)
+  return init(key, run.start.params, run.start.model_state)
 
 
 def _check_workdir_config(workdir: pathlib.Path, config, write: bool = False) -> None:
@@ -185,13 +231,20 @@ def density_stats(opt_state) -> dict:
           'layer_density': {k: float(v) for k, v in per_layer.items()}}
 
 
-def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None) -> dict:
-  """Trains (or resumes) the run in `workdir`; returns the summary."""
+def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
+                       start: Start | None = None, snapshots: tuple[int, ...] = ()) -> dict:
+  """Trains (or resumes) the run in `workdir`; returns the summary.
+
+  `start` replaces the fresh initialisation (used only when the workdir holds
+  no checkpoint yet). `snapshots` are steps after which the params and model
+  state are also saved as named checkpoints 'step_K' (IMP's rewind points;
+  'init' is always saved).
+  """
   settings = config_lib.to_settings(config)
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
   _check_workdir_config(workdir, config)
-  run = build(settings, mesh)
+  run = build(settings, mesh, start)
   _check_workdir_config(workdir, config, write=True)
   s, t = settings, settings.train
   x_nd = 1 + len(run.dataset.input_shape)
@@ -201,8 +254,10 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None) -> 
   ckpts = ckpt_lib.Checkpoints(workdir / 'checkpoints', keep=t.keep_checkpoints)
   latest = ckpts.latest_step()
   if latest is None:
-    state = jax.jit(run.init_state, out_shardings=run.state_sh)(jax.random.key(s.seed))
+    state = initial_state(run)
     ckpts.save_named('init', {'params': state.params, 'model_state': state.model_state})
+    if 0 in snapshots:
+      ckpts.save_named('step_0', {'params': state.params, 'model_state': state.model_state})
   else:
     state, meta = ckpts.restore(latest, ckpt_lib.abstract_like(run.abstract, run.state_sh))
     if int(state.step) != latest or meta.get('data_position') != latest:
@@ -231,6 +286,9 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None) -> 
         log_now = done % t.log_every == 0 or done == t.steps
         eval_now = done % t.eval_every == 0 or done == t.steps
         save_now = done % t.checkpoint_every == 0 or done == t.steps
+        if done in snapshots:
+          ckpts.save_named(f'step_{done}', {'params': state.params,
+                                            'model_state': state.model_state})
         stop = bool(caught)   # read once: a signal may arrive at any point below
         boundary = log_now or eval_now or save_now or stop
         if not boundary and len(pending) < 2 * LAG:

@@ -1,0 +1,71 @@
+"""Result rows: one JSON line per finished training run, read by `report`.
+
+A row names the run (replicate, seed, level, arm, swept setting) and carries
+its final metrics, the eval curve, the early-stopping point (the eval step
+with the lowest validation loss, as in Frankle & Carbin 2019) and the final
+per-layer density.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from sparsejax.train import checkpoint as ckpt_lib, inspection
+from sparsejax.train import metrics as metrics_lib
+
+
+def run_row(workdir, **ids: Any) -> dict:
+  """The result row of a finished run in `workdir` (it must hold summary.json)."""
+  workdir = pathlib.Path(workdir)
+  summary = json.loads((workdir / 'summary.json').read_text())
+  evals = [r for r in metrics_lib.read_rows(workdir / 'metrics.jsonl') if r['kind'] == 'eval']
+  curve = [[r['step'], {k: v for k, v in r.items()
+                        if k.endswith(('_accuracy', '_loss'))}] for r in evals]
+  final = {f'{split}_{k}': v for split, e in summary['eval'].items()
+           for k, v in e.items() if k in ('accuracy', 'loss')}
+  early = None
+  with_val = [(s, m) for s, m in curve if 'validation_loss' in m]
+  if with_val:
+    step, m = min(with_val, key=lambda sm: (sm[1]['validation_loss'], sm[0]))
+    early = {'step': step, 'validation_loss': m['validation_loss'],
+             **({'test_accuracy': m['test_accuracy']} if 'test_accuracy' in m else {})}
+  return {**ids, 'density': summary['density'], 'final': final, 'early_stop': early,
+          'curve': curve, 'layer_density': summary.get('layer_density', {}),
+          'status': 'ok', 'workdir': str(workdir)}
+
+
+def failed_row(error: str, **ids: Any) -> dict:
+  return {**ids, 'status': 'failed', 'error': error}
+
+
+def write_rows(path, rows) -> None:
+  """Writes all rows at once, atomically."""
+  path = pathlib.Path(path)
+  tmp = path.with_suffix('.jsonl.tmp')
+  tmp.write_text(''.join(json.dumps(r, default=_plain) + '\n' for r in rows))
+  tmp.replace(path)
+
+
+def _plain(x):
+  if isinstance(x, np.generic):
+    return x.item()
+  raise TypeError(f'cannot write {type(x).__name__} to JSON')
+
+
+def final_weights(workdir) -> tuple[Any, Any, Any]:
+  """(params, model_state, masks) of a run's latest checkpoint, as numpy."""
+  state = ckpt_lib.restore_raw(inspection.resolve(workdir))
+  return state['params'], state.get('model_state') or {}, state['opt_state']['masks']
+
+
+def named_weights(workdir, name: str) -> tuple[Any, Any]:
+  """(params, model_state) of a run's named checkpoint ('init', 'step_K')."""
+  path = pathlib.Path(workdir) / 'checkpoints' / 'named' / name
+  if not path.exists():
+    raise ckpt_lib.CheckpointError(f'no named checkpoint {name!r} at {path}')
+  tree = ckpt_lib.restore_raw(path)
+  return tree['params'], tree.get('model_state') or {}

@@ -1,0 +1,252 @@
+"""Result rows -> markdown tables and CSV (plots are in `plots`, the
+whole report in `report`).
+
+Programs append one JSON row per finished run to `results.jsonl` in their
+run directory (replicate, seed, level, arm, setting, density, final metrics,
+early-stop point, eval curve, per-layer density, status). This module reads
+those files and writes markdown tables, a CSV and PNG plots. It is host-side
+only (numpy and matplotlib, no JAX), so a report can be made on a laptop
+from copied run directories.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pathlib
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+Row = dict[str, Any]
+EARLY_STOP_PREFIX = 'early_stop_'
+
+
+# ----------------------------------------------------------------- loading
+
+def load_results(dirs) -> list[Row]:
+  """Rows of `results.jsonl` from each run directory (or the file itself)."""
+  if isinstance(dirs, (str, pathlib.Path)):
+    dirs = [dirs]
+  rows = []
+  for d in dirs:
+    p = pathlib.Path(d)
+    path = p / 'results.jsonl' if p.is_dir() else p
+    if not path.is_file():
+      looked = path if p.is_dir() else f'{p} or {p / "results.jsonl"}'
+      raise ValueError(f'no results file: looked for {looked}')
+    with open(path) as f:
+      for lineno, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise ValueError(f'{path}, line {lineno}: malformed JSON ({e.msg})') from None
+        if not isinstance(row, dict):
+          raise ValueError(f'{path}, line {lineno}: expected a JSON object, '
+                           f'got {type(row).__name__}')
+        rows.append(row)
+  return rows
+
+
+# ------------------------------------------------------------ row helpers
+
+def failed(row: Row) -> bool:
+  return row.get('status', 'ok') != 'ok'
+
+
+def is_percent(metric: str) -> bool:
+  """Accuracies are stored as fractions and shown in percent."""
+  return 'accuracy' in metric
+
+
+def metric_value(row: Row, metric: str) -> float | None:
+  """row['final'][metric], or row['early_stop'][rest] for 'early_stop_<rest>'.
+
+  None when the row does not record it; 'nan' strings (how the metrics
+  writer stores non-finite numbers) become float NaN.
+  """
+  if metric.startswith(EARLY_STOP_PREFIX):
+    source, key = row.get('early_stop') or {}, metric[len(EARLY_STOP_PREFIX):]
+  else:
+    source, key = row.get('final') or {}, metric
+  v = source.get(key)
+  return None if v is None else float(v)
+
+
+def _stats(values: Sequence[float]) -> tuple[int, float, float]:
+  """(n, mean, sample std with ddof=1; NaN for n < 2)."""
+  a = np.asarray(values, dtype=float)
+  if a.size == 0:
+    return 0, math.nan, math.nan
+  return a.size, float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else math.nan
+
+
+def format_stats(values: Sequence[float], percent: bool = False, decimals: int | None = None
+                 ) -> str:
+  """'mean ± std (n=k)', just 'value (n=1)' for one value, '-' for none."""
+  n, mean, std = _stats(values)
+  if n == 0:
+    return '-'
+  scale = 100.0 if percent else 1.0
+  d = decimals if decimals is not None else (2 if percent else 4)
+  if n == 1:
+    return f'{mean * scale:.{d}f} (n=1)'
+  return f'{mean * scale:.{d}f} ± {std * scale:.{d}f} (n={n})'
+
+
+def _error(row: Row, width: int = 100) -> str:
+  lines = str(row.get('error') or 'no error message').strip().splitlines() or ['']
+  text = lines[0]
+  return text if len(text) <= width else text[:width - 3] + '...'
+
+
+def _markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+  """A markdown table padded so that it also reads well as plain text."""
+  cells = [[str(c).replace('|', '\\|') for c in r] for r in [header, *body]]
+  widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+  line = lambda r: '| ' + ' | '.join(c.ljust(w) for c, w in zip(r, widths)) + ' |'
+  sep = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'
+  return '\n'.join([line(cells[0]), sep, *(line(r) for r in cells[1:])])
+
+
+def _note(metric: str) -> str:
+  unit = 'in percent; ' if is_percent(metric) else ''
+  return (f'{metric} {unit}mean ± sample std (ddof=1) over replicates; '
+          'n counts finished runs.')
+
+
+def _arms(rows: Iterable[Row]) -> list[str]:
+  """Arms in order of first appearance, 'ticket' first when present."""
+  seen = list(dict.fromkeys(str(r.get('arm', '?')) for r in rows))
+  return sorted(seen, key=lambda a: a != 'ticket')
+
+
+# ------------------------------------------------------------- level table
+
+def level_table(rows: Sequence[Row], metric: str = 'test_accuracy',
+                arms: Sequence[str] | None = None) -> str:
+  """Markdown table of lottery results: one line per IMP level.
+
+  Columns: level, % weights remaining (mean density of the first arm's
+  finished runs), `<arm> <metric>` per arm, and the first arm's early-stop
+  iteration. Failed runs are listed below the table, not averaged.
+  """
+  leveled = [r for r in rows if r.get('level') is not None]
+  if not leveled:
+    raise ValueError('no rows with a level: use summary_table for non-lottery results')
+  arms = list(arms) if arms is not None else _arms(leveled)
+  percent = is_percent(metric)
+  ok = [r for r in leveled if not failed(r)]
+  header = ['level', '% weights remaining', *(f'{a} {metric}' for a in arms),
+            f'early-stop iter ({arms[0]})']
+  body = []
+  for level in sorted({r['level'] for r in leveled}):
+    at = [r for r in ok if r['level'] == level]
+    ref = [r for r in at if r.get('arm') == arms[0]] or at
+    ref = ref or [r for r in leveled if r['level'] == level]   # all failed: planned density
+    dens = [r['density'] for r in ref if r.get('density') is not None]
+    line = [str(level), f'{100 * np.mean(dens):.1f}' if dens else '-']
+    for a in arms:
+      vals = [metric_value(r, metric) for r in at if r.get('arm') == a]
+      line.append(format_stats([v for v in vals if v is not None], percent))
+    steps = [r['early_stop']['step'] for r in at if r.get('arm') == arms[0]
+             and (r.get('early_stop') or {}).get('step') is not None]
+    line.append(format_stats(steps, decimals=0))
+    body.append(line)
+  text = _markdown(header, body) + '\n\n' + _note(metric)
+  bad = [r for r in leveled if failed(r)]
+  if bad:
+    text += '\n\n' + '\n'.join(
+        f"failed: replicate {r.get('replicate', '?')}, level {r['level']}, "
+        f"arm {r.get('arm', '?')}: {_error(r)}" for r in bad)
+  return text
+
+
+# ------------------------------------------------------------ sweep tables
+
+def _value_key(v):
+  """Sorts None, numbers and strings together without TypeError."""
+  if v is None:
+    return (0, 0, '')
+  if isinstance(v, (int, float)) and not isinstance(v, bool):
+    return (1, v, '')
+  return (2, 0, str(v))
+
+
+def _scalar(v):
+  return v if v is None or isinstance(v, (int, float, str, bool)) else json.dumps(v, sort_keys=True)
+
+
+def _group_columns(rows: Sequence[Row], group_by: Sequence[str]) -> list[tuple[str, str]]:
+  """(field, column name) pairs; 'setting' expands into its sorted keys."""
+  cols = []
+  for field in group_by:
+    if field == 'setting':
+      keys = sorted({k for r in rows for k in (r.get('setting') or {})})
+      cols += [(f'setting.{k}', k if k not in group_by else f'setting.{k}') for k in keys]
+    else:
+      cols.append((field, field))
+  return cols
+
+
+def _get(row: Row, field: str):
+  if field.startswith('setting.'):
+    return _scalar((row.get('setting') or {}).get(field[len('setting.'):]))
+  return _scalar(row.get(field))
+
+
+def group_rows(rows: Sequence[Row], group_by: Sequence[str] = ('arm', 'setting')
+               ) -> tuple[list[str], list[tuple[tuple, list[Row]]]]:
+  """(column names, sorted [(key, rows)]) for the given grouping fields."""
+  cols = _group_columns(rows, group_by)
+  groups: dict[tuple, list[Row]] = {}
+  for r in rows:
+    groups.setdefault(tuple(_get(r, f) for f, _ in cols), []).append(r)
+  order = sorted(groups, key=lambda k: tuple(_value_key(v) for v in k))
+  return [name for _, name in cols], [(k, groups[k]) for k in order]
+
+
+def _group_stats(members: Sequence[Row], metric: str):
+  ok_vals = [metric_value(r, metric) for r in members if not failed(r)]
+  return [v for v in ok_vals if v is not None], [r for r in members if failed(r)]
+
+
+def summary_table(rows: Sequence[Row], group_by: Sequence[str] = ('arm', 'setting'),
+                  metric: str = 'test_accuracy') -> str:
+  """Markdown table for sweeps: mean ± std (n) of `metric` per group."""
+  names, groups = group_rows(rows, group_by)
+  percent = is_percent(metric)
+  body = []
+  for key, members in groups:
+    vals, bad = _group_stats(members, metric)
+    cell = format_stats(vals, percent) if vals or not bad else ''
+    if bad:
+      note = f'failed ({len(bad)} of {len(members)}): {_error(bad[0], 60)}'
+      cell = f'{cell}; {note}' if cell else note
+    body.append(['-' if v is None else str(v) for v in key] + [cell])
+  return _markdown([*names, metric], body) + '\n\n' + _note(metric)
+
+
+def write_csv(rows: Sequence[Row], path, group_by: Sequence[str] = ('arm', 'setting'),
+              metric: str = 'test_accuracy') -> pathlib.Path:
+  """CSV with columns group..., n, mean, std, n_failed, density.
+
+  Values are as recorded (accuracies as fractions, not percent); std is
+  empty for n < 2 and density is the mean over the group's finished runs.
+  """
+  names, groups = group_rows(rows, group_by)
+  path = pathlib.Path(path)
+  with open(path, 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow([*names, 'n', 'mean', 'std', 'n_failed', 'density'])
+    for key, members in groups:
+      vals, bad = _group_stats(members, metric)
+      n, mean, std = _stats(vals)
+      dens = [r['density'] for r in members if not failed(r) and r.get('density') is not None]
+      w.writerow(['' if v is None else v for v in key]
+                 + [n, repr(mean) if n else '', repr(std) if n > 1 else '', len(bad),
+                    repr(float(np.mean(dens))) if dens else ''])
+  return path

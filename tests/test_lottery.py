@@ -1,0 +1,136 @@
+"""The lottery program: levels, rewinding, controls, resume after a kill."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from sparsejax import config as config_lib
+from sparsejax.programs import lottery, results as results_lib
+from sparsejax.train import checkpoint as ckpt_lib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONFIG = ROOT / 'configs' / 'mnist1d_lottery.py'
+SMALL = {'train.steps': 60, 'train.eval_every': 20, 'train.checkpoint_every': 20,
+         'train.log_every': 20, 'model.options.hidden': 32, 'lottery.levels': 2,
+         'lottery.prune_fraction': 0.5, 'pruning.scales': {'output': 0.5}}
+
+
+def small(**over):
+  return config_lib.apply_overrides(config_lib.load_config(CONFIG), {**SMALL, **over})
+
+
+def leaves(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def start_params(workdir):
+  return results_lib.named_weights(workdir, 'init')[0]
+
+
+def test_levels_rewind_to_step_k_and_controls(tmp_path):
+  cfg = small(**{'lottery.rewind': 'step', 'lottery.rewind_step': 10,
+                 'lottery.controls': ('reinit', 'random_prune', 'oneshot')})
+  rows = lottery.run_lottery(cfg, tmp_path, log=lambda s: None)
+  root = lottery.run_dir(cfg, tmp_path)
+  assert [(r['level'], r['arm']) for r in rows] == [
+      (0, 'ticket'), (1, 'ticket'), (1, 'reinit'), (1, 'random_prune'), (1, 'oneshot'),
+      (2, 'ticket'), (2, 'reinit'), (2, 'random_prune'), (2, 'oneshot')]
+  # Exact densities: 40x32 + 32x32 kernels at 50% per level, output 32x10 at 25%.
+  sizes, rates = {'h0': 1280, 'h1': 1024, 'out': 320}, {'h0': 0.5, 'h1': 0.5, 'out': 0.25}
+  counts, want = dict(sizes), [1.0]
+  for _ in range(2):
+    counts = {k: n - round(rates[k] * n) for k, n in counts.items()}
+    want.append(sum(counts.values()) / sum(sizes.values()))
+  got = {(r['level'], r['arm']): r['density'] for r in rows}
+  for level in (0, 1, 2):
+    assert got[(level, 'ticket')] == pytest.approx(want[level], abs=1e-9)
+  rep = root / 'replicate_0'
+  dense = rep / 'level_0' / 'ticket'
+  step_k = results_lib.named_weights(dense, 'step_10')[0]
+  for level in (1, 2):
+    ticket = rep / f'level_{level}' / 'ticket'
+    _, _, masks = results_lib.final_weights(ticket)
+    # The level starts from the step-10 weights of level 0 under its mask.
+    for a, w, m in zip(leaves(start_params(ticket)), leaves(step_k),
+                       jax.tree.leaves(masks, is_leaf=lambda x: x is None)):
+      np.testing.assert_array_equal(a, w if m is None else np.where(m, w, 0.0))
+    for arm in ('reinit', 'random_prune', 'oneshot'):
+      _, _, m_arm = results_lib.final_weights(rep / f'level_{level}' / arm)
+      for x, y in zip(jax.tree.leaves(m_arm), jax.tree.leaves(masks)):
+        assert x.sum() == y.sum()     # same per-layer sparsity as the ticket
+      same = all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(m_arm),
+                                                        jax.tree.leaves(masks)))
+      # at level 1, pruning the dense weights once is what the ticket did
+      assert same == (arm == 'reinit' or (arm == 'oneshot' and level == 1))
+    reinit = leaves(start_params(rep / f'level_{level}' / 'reinit'))
+    assert not all(np.array_equal(a, b) for a, b in zip(reinit, leaves(start_params(ticket))))
+  written = [json.loads(line) for line in (root / 'results.jsonl').read_text().splitlines()]
+  assert len(written) == 9
+
+
+def test_run_dir_ignores_extent_and_defaults(tmp_path):
+  a = lottery.run_dir(small(), tmp_path)
+  assert a == lottery.run_dir(small(**{'lottery.levels': 5, 'lottery.replicates': 3,
+                                       'lottery.controls': ('reinit',)}), tmp_path)
+  assert a == lottery.run_dir(small(**{'lottery.rewind_step': 0}), tmp_path)   # a default
+  assert a != lottery.run_dir(small(**{'lottery.prune_fraction': 0.3}), tmp_path)
+
+
+def _env():
+  e = dict(os.environ)
+  e['PYTHONPATH'] = os.pathsep.join(p for p in (str(ROOT), e.get('PYTHONPATH', '')) if p)
+  return e
+
+
+def _cmd(workdir):
+  over = [f'--config.{k}={v!r}' if isinstance(v, dict) else f'--config.{k}={v}'
+          for k, v in SMALL.items()]
+  return [sys.executable, '-m', 'sparsejax.cli', 'lottery', '--config', str(CONFIG),
+          '--workdir', str(workdir), *over, '--config.lottery.controls=()']
+
+
+def _comparable(root):
+  rows = [json.loads(line) for line in (root / 'results.jsonl').read_text().splitlines()]
+  return [{k: v for k, v in r.items() if k != 'workdir'} for r in rows]
+
+
+@pytest.mark.slow
+def test_killed_lottery_finishes_like_an_uninterrupted_one(tmp_path):
+  ref = subprocess.run(_cmd(tmp_path / 'ref'), env=_env(), cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+  assert ref.returncode == 0, ref.stderr[-3000:]
+  proc = subprocess.Popen(_cmd(tmp_path / 'run'), env=_env(), cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  marker = None
+  while time.time() < deadline and proc.poll() is None:
+    found = list((tmp_path / 'run').glob('lottery_*/replicate_0/level_1/ticket/metrics.jsonl'))
+    if found and found[0].stat().st_size > 0:
+      marker = found[0]
+      break
+    time.sleep(0.02)
+  assert marker is not None, 'level 1 never started'
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  level1 = marker.parent
+  assert not (level1 / 'summary.json').exists()     # killed during level 1
+  again = subprocess.run(_cmd(tmp_path / 'run'), env=_env(), cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  (r1,), (r2,) = (list((tmp_path / d).glob('lottery_*')) for d in ('ref', 'run'))
+  assert _comparable(r1) == _comparable(r2)
+  for level in (0, 1, 2):
+    a = ckpt_lib.restore_raw(r1 / 'replicate_0' / f'level_{level}' / 'ticket' / 'checkpoints'
+                             / 'steps' / '60')
+    b = ckpt_lib.restore_raw(r2 / 'replicate_0' / f'level_{level}' / 'ticket' / 'checkpoints'
+                             / 'steps' / '60')
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
