@@ -4,6 +4,7 @@
   sparsejax eval    --workdir DIR [--split test] [--step N]
   sparsejax inspect DIR_OR_CHECKPOINT
   sparsejax lottery --config FILE --workdir DIR [--config.KEY=VALUE ...]
+  sparsejax finetune --config FILE --workdir DIR [--config.KEY=VALUE ...]
   sparsejax report  DIR [DIR ...] [--out DIR] [--metric test_accuracy]
 
 `train` resumes when DIR already holds a checkpoint of the same config.
@@ -43,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
   lot.add_argument('--config', required=True)
   lot.add_argument('--workdir', required=True)
   lot.add_argument('--progress', action='store_true', help='progress bars for each run')
+  ft = sub.add_parser('finetune', help='prune trained weights and recover, or fine-tune a '
+                      'small part of them (row-based, LoRA, unstructured, full)')
+  ft.add_argument('--config', required=True)
+  ft.add_argument('--workdir', required=True)
+  ft.add_argument('--no-progress', action='store_true')
   rep = sub.add_parser('report', help='tables and plots of lottery or sweep results')
   rep.add_argument('dirs', nargs='+', help='run directories holding results.jsonl')
   rep.add_argument('--out', default=None, help='where to write (default: the first dir)')
@@ -58,6 +64,28 @@ def _lottery(args, overrides) -> int:
   lottery.run_lottery(config, args.workdir, progress=args.progress)
   print()
   print(report.report(lottery.run_dir(config, args.workdir)))
+  return 0
+
+
+def _finetune(args, overrides) -> int:
+  from sparsejax import config as config_lib
+  from sparsejax.programs import finetune
+  config = config_lib.apply_overrides(config_lib.load_config(args.config), overrides)
+  row = finetune.run_finetune(config, args.workdir, progress=not args.no_progress)
+  lines = ['| stage | ' + ' | '.join(sorted(row['final'])) + ' |',
+           '|---|' + '---|' * len(row['final'])]
+  if row.get('after_pruning'):
+    lines.append('| after pruning, before fine-tuning | ' + ' | '.join(
+        f"{row['after_pruning'].get(k, float('nan')):.4f}" for k in sorted(row['final'])) + ' |')
+  lines.append('| after fine-tuning | ' + ' | '.join(
+      f"{row['final'][k]:.4f}" for k in sorted(row['final'])) + ' |')
+  print('\n'.join(lines))
+  if 'peft' in row:
+    print()
+    for k, v in row['peft'].items():
+      print(f'{k}: {v}')
+  else:
+    print(f"\nweights kept: {100 * row['density']:.2f}% of the prunable weights")
   return 0
 
 
@@ -130,7 +158,7 @@ def main(argv=None) -> int:
     print(f'sparsejax: {e}', file=sys.stderr)
     return 2
   args = _parser().parse_args(argv)
-  if overrides and args.command not in ('train', 'lottery'):
+  if overrides and args.command not in ('train', 'lottery', 'finetune'):
     print('sparsejax: --config.KEY overrides apply to train and lottery only', file=sys.stderr)
     return 2
   try:
@@ -140,6 +168,8 @@ def main(argv=None) -> int:
       return _eval(args)
     if args.command == 'lottery':
       return _lottery(args, overrides)
+    if args.command == 'finetune':
+      return _finetune(args, overrides)
     if args.command == 'report':
       from sparsejax.programs import report
       print(report.report(args.dirs, args.out, args.metric))

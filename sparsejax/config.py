@@ -42,7 +42,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict(dict(
       name='adam', learning_rate=1e-3, schedule='constant', warmup_steps=0,
       decay_steps=0, end_factor=0.0, weight_decay=0.0, momentum=0.9, nesterov=False,
-      b1=0.9, b2=0.999, eps=1e-8, grad_clip=0.0))
+      b1=0.9, b2=0.999, eps=1e-8, grad_clip=0.0, plateau_factor=0.5, plateau_patience=5,
+      plateau_steps=100))
   c.pruning = ml_collections.ConfigDict(dict(
       schedule='dense', criterion='magnitude', allocation='uniform', overrides={},
       scales={}, erk_power_scale=1.0, pattern='unstructured',
@@ -53,13 +54,20 @@ def default_config() -> ml_collections.ConfigDict:
       rounds=5, prune_fraction=0.2, rewind_step=0))
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, log_every=10, eval_every=500, checkpoint_every=500, keep_checkpoints=3,
-      eval_splits=('test',)))
+      eval_splits=('test',), eval_at_start=False, early_stopping=0))
   c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1), rules=()))
   # The `lottery` program (IMP as levels): per level prune `prune_fraction` of
   # what remains (rates per layer from pruning.allocation/scales/overrides).
   c.lottery = ml_collections.ConfigDict(dict(
       levels=10, prune_fraction=0.2, rewind='init', rewind_step=0, controls=(),
       control_levels=(), replicates=1))
+  # The `finetune` program: start from trained weights, then either prune and
+  # recover ('masked', with pruning.* as for training) or train a small part
+  # of the model (parameter-efficient methods over the `targets` matrices).
+  c.finetune = ml_collections.ConfigDict(dict(
+      init_from='', method='masked', targets='', head='', rows=8, rank=4, alpha=0.0,
+      budget='per_layer', row_score='l2', score_batches=4, select='delta',
+      dense_steps=100, trainable=0))
   return c
 
 
@@ -85,7 +93,7 @@ class ModelSettings:
 class OptimizerSettings:
   name: str                # 'adam', 'adamw', 'sgd'
   learning_rate: float
-  schedule: str            # 'constant', 'cosine', 'linear'; warmup_steps adds a linear warmup
+  schedule: str            # 'constant', 'cosine', 'linear', 'plateau'; warmup_steps adds a warmup
   warmup_steps: int
   decay_steps: int         # 0: decay over the whole run
   end_factor: float        # final lr = learning_rate * end_factor
@@ -96,6 +104,9 @@ class OptimizerSettings:
   b2: float
   eps: float
   grad_clip: float         # global-norm clipping; 0 = off
+  plateau_factor: float    # 'plateau': scale the lr by this when the loss stops falling
+  plateau_patience: int    # ... for this many windows of plateau_steps steps
+  plateau_steps: int       # the training loss is averaged over windows of this many steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +134,8 @@ class TrainSettings:
   checkpoint_every: int
   keep_checkpoints: int
   eval_splits: tuple[str, ...]
+  eval_at_start: bool      # evaluate before the first step (e.g. right after pruning)
+  early_stopping: int      # stop after this many evals without a lower validation loss; 0 = off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +155,25 @@ class LotterySettings:
   replicates: int
 
 
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+  init_from: str         # a sparsejax workdir or checkpoint, or a .npz / .safetensors file
+  method: str            # 'masked', 'row', 'lora', 'unstructured', 'full'
+  targets: str           # regex: the weight matrices the PEFT methods adapt
+  head: str              # regex: params trained in full by every method (a new head)
+  rows: int              # row method: rows (output neurons) per target matrix
+  rank: int              # lora: rank per target matrix
+  alpha: float           # lora: scale alpha / rank; 0 means alpha = rank
+  budget: str            # row method: 'per_layer' (rows each) or 'global' (rows x layers)
+  row_score: str         # 'l2', 'taylor', 'random', 'activation'
+  score_batches: int     # batches for the taylor / activation scores and gradient selection
+  select: str            # unstructured: 'delta' (LT-SFT) or 'gradient'
+  dense_steps: int       # unstructured 'delta': steps of the dense phase
+  trainable: int         # unstructured: trainable weights; 0 = the row method's count
+
+
+FINETUNE_METHODS = ('masked', 'row', 'lora', 'unstructured', 'full')
+ROW_SCORES = ('l2', 'taylor', 'random', 'activation')
 REWINDS = ('init', 'step', 'lr', 'none')
 CONTROLS = ('reinit', 'random_prune', 'oneshot')
 
@@ -156,6 +188,7 @@ class Settings:
   train: TrainSettings
   mesh: MeshSettings
   lottery: LotterySettings
+  finetune: FinetuneSettings
 
 
 class ConfigError(ValueError):
@@ -344,10 +377,28 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
           eval_every=_positive('train.eval_every', t['eval_every']),
           checkpoint_every=_positive('train.checkpoint_every', t['checkpoint_every']),
           keep_checkpoints=_positive('train.keep_checkpoints', t['keep_checkpoints']),
-          eval_splits=tuple(t['eval_splits'])),
+          eval_splits=tuple(t['eval_splits']), eval_at_start=bool(t['eval_at_start']),
+          early_stopping=_positive('train.early_stopping', t['early_stopping'],
+                                   allow_zero=True)),
       mesh=MeshSettings(shape=shape, rules=tuple(rules)),
       lottery=_lottery(merged['lottery']),
+      finetune=_finetune(merged['finetune']),
   )
+
+
+def _finetune(f: Mapping) -> FinetuneSettings:
+  for key in ('rows', 'rank', 'score_batches', 'trainable', 'dense_steps'):
+    _positive(f'finetune.{key}', f[key], allow_zero=True)
+  return FinetuneSettings(
+      init_from=str(f['init_from'] or ''),
+      method=_choice('finetune.method', f['method'], FINETUNE_METHODS),
+      targets=str(f['targets'] or ''), head=str(f['head'] or ''), rows=f['rows'],
+      rank=f['rank'], alpha=float(f['alpha']),
+      budget=_choice('finetune.budget', f['budget'], ('per_layer', 'global')),
+      row_score=_choice('finetune.row_score', f['row_score'], ROW_SCORES),
+      score_batches=f['score_batches'],
+      select=_choice('finetune.select', f['select'], ('delta', 'gradient')),
+      dense_steps=f['dense_steps'], trainable=f['trainable'])
 
 
 def _lottery(lot: Mapping) -> LotterySettings:

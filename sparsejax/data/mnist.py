@@ -117,12 +117,14 @@ def load_uint8(module: str = 'mnist') -> dict[str, np.ndarray]:
   return data
 
 
-def dataset(*, split: str = '55k/5k/10k') -> Dataset:
+def dataset(*, split: str = '55k/5k/10k', classes: tuple[int, ...] = ()) -> Dataset:
   """The `mnist` loader: x float32 (28, 28, 1) in [0, 1], 10 classes.
 
   split: '55k/5k/10k' (default; Frankle & Carbin 2019: the last 5k of the 60k
   training pool as validation), '60k/10k' (no validation), '50k/10k/10k' (the
-  file's own split)."""
+  file's own split). classes: keep only these digits, relabelled 0, 1, ...
+  in the order given (transfer tasks: pretrain on (0, 1, 2, 3, 4), fine-tune
+  on (5, 6, 7, 8, 9))."""
   if split not in SPLITS:
     raise DataError(f'unknown MNIST split {split!r}; choose one of {SPLITS}')
   raw = load_uint8()
@@ -136,6 +138,21 @@ def dataset(*, split: str = '55k/5k/10k') -> Dataset:
       train, val = ArraySource(x, y), None
     else:
       train, val = ArraySource(x[:55000], y[:55000]), ArraySource(x[55000:], y[55000:])
-  return Dataset(name='mnist', train=train, validation=val,
-                 test=ArraySource(images_to_float32(raw['x_test']), raw['y_test']),
-                 num_classes=10, input_shape=(28, 28, 1), input_dtype=np.float32)
+  test = ArraySource(images_to_float32(raw['x_test']), raw['y_test'])
+  if classes:
+    classes = tuple(int(c) for c in classes)
+    if len(set(classes)) != len(classes) or not all(0 <= c <= 9 for c in classes):
+      raise DataError(f'mnist classes must be distinct digits 0-9, got {classes}')
+    train, test = _only(train, classes), _only(test, classes)
+    val = _only(val, classes) if val is not None else None
+  return Dataset(name='mnist', train=train, validation=val, test=test,
+                 num_classes=len(classes) or 10, input_shape=(28, 28, 1),
+                 input_dtype=np.float32)
+
+
+def _only(source: ArraySource, classes: tuple[int, ...]) -> ArraySource:
+  """The examples of `classes`, labels mapped to their position in `classes`."""
+  lookup = np.full(10, -1, np.int64)
+  lookup[list(classes)] = np.arange(len(classes))
+  keep = lookup[source.y] >= 0
+  return ArraySource(source.x[keep], lookup[source.y[keep]].astype(source.y.dtype))

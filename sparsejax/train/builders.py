@@ -14,7 +14,7 @@ from sparsejax.core import allocation as alloc_lib
 from sparsejax.core import registry, schedules, select, tree as tree_lib
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
-LR_SCHEDULES = ('constant', 'cosine', 'linear')
+LR_SCHEDULES = ('constant', 'cosine', 'linear', 'plateau')
 
 
 def learning_rate_fn(o: OptimizerSettings, total_steps: int) -> optax.Schedule:
@@ -24,7 +24,7 @@ def learning_rate_fn(o: OptimizerSettings, total_steps: int) -> optax.Schedule:
                       f'choose from {list(LR_SCHEDULES)}')
   lr = float(o.learning_rate)
   decay = o.decay_steps or max(total_steps - o.warmup_steps, 1)
-  if o.schedule == 'constant':
+  if o.schedule in ('constant', 'plateau'):
     main = optax.constant_schedule(lr)
   elif o.schedule == 'cosine':
     main = optax.cosine_decay_schedule(lr, decay, alpha=o.end_factor)
@@ -54,6 +54,12 @@ def build_optimizer(o: OptimizerSettings, total_steps: int
   else:
     raise ConfigError(f"config key 'optimizer.name': unknown optimizer {o.name!r}; "
                       f'choose from {list(OPTIMIZERS)}')
+  if o.schedule == 'plateau':
+    # Scales the updates down when the mean training loss over plateau_steps
+    # stops falling (the train step passes value=loss).
+    tx = optax.chain(tx, optax.contrib.reduce_on_plateau(
+        factor=o.plateau_factor, patience=o.plateau_patience,
+        accumulation_size=o.plateau_steps))
   if o.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
   return tx, lr

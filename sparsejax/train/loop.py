@@ -77,7 +77,11 @@ class Run:
   start: Start | None = None
 
 
-def build(settings: config_lib.Settings, mesh=None, start: Start | None = None) -> Run:
+def build(settings: config_lib.Settings, mesh=None, start: Start | None = None,
+          wrap_model=None) -> Run:
+  """Everything a run needs, from typed settings. `wrap_model(model)` may
+  replace the model by a reparametrisation of it (parameter-efficient
+  fine-tuning)."""
   s = settings
   try:
     dataset = data_lib.load_dataset(s.data.name, **s.data.options)
@@ -88,6 +92,8 @@ def build(settings: config_lib.Settings, mesh=None, start: Start | None = None) 
   sharding_lib.check_batch(mesh, s.data.eval_batch_size, 'data.eval_batch_size')
   max_len = dataset.input_shape[0] if dataset.task == 'lm' else None
   model = builders.build_model(s.model, dataset.num_classes, dataset.task, max_len)
+  if wrap_model is not None:
+    model = wrap_model(model)
   imp = s.pruning.schedule == 'imp'
   # IMP restarts the learning-rate schedule every round: it spans one round.
   round_steps = s.pruning.schedule_options['every'] if imp else s.train.steps
@@ -183,6 +189,32 @@ def _flat(d, prefix=''):
   return out
 
 
+class EarlyStopping:
+  """Stops after `patience` evaluations without a lower validation loss.
+
+  Rebuilt from the metrics rows written so far, so a resumed run decides
+  exactly as an uninterrupted one would.
+  """
+
+  def __init__(self, patience: int, rows=()):
+    self.patience, self.best, self.best_step, self.waited = patience, None, None, 0
+    for r in rows:
+      if r.get('kind') == 'eval' and 'validation_loss' in r:
+        self.update(r['step'], r['validation_loss'])
+
+  def update(self, step: int, loss: float) -> bool:
+    """Records an evaluation; True when it is the best so far."""
+    if self.best is None or loss < self.best:
+      self.best, self.best_step, self.waited = loss, step, 0
+      return True
+    self.waited += 1
+    return False
+
+  @property
+  def should_stop(self) -> bool:
+    return self.patience > 0 and self.waited >= self.patience
+
+
 @contextlib.contextmanager
 def _catch_signals():
   """Records SIGINT/SIGTERM instead of dying, so the loop can save first."""
@@ -232,7 +264,8 @@ def density_stats(opt_state) -> dict:
 
 
 def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
-                       start: Start | None = None, snapshots: tuple[int, ...] = ()) -> dict:
+                       start: Start | None = None, snapshots: tuple[int, ...] = (),
+                       wrap_model=None) -> dict:
   """Trains (or resumes) the run in `workdir`; returns the summary.
 
   `start` replaces the fresh initialisation (used only when the workdir holds
@@ -244,7 +277,7 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
   _check_workdir_config(workdir, config)
-  run = build(settings, mesh, start)
+  run = build(settings, mesh, start, wrap_model)
   _check_workdir_config(workdir, config, write=True)
   s, t = settings, settings.train
   x_nd = 1 + len(run.dataset.input_shape)
@@ -265,6 +298,17 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
                                      f'inconsistent: step {int(state.step)}, meta {meta}')
   start = int(state.step)
   writer = metrics_lib.MetricsWriter(workdir, t.steps, start, progress=progress)
+  if t.early_stopping and 'validation' not in t.eval_splits:
+    raise config_lib.ConfigError("config key 'train.early_stopping' needs 'validation' in "
+                                 'train.eval_splits')
+  stopper = EarlyStopping(t.early_stopping,
+                          metrics_lib.read_rows(workdir / 'metrics.jsonl') if start else ())
+  last_eval = {}
+  if start == 0 and t.eval_at_start:
+    last_eval = {split: evaluate(run, state.params, state.model_state, eval_fn, split)
+                 for split in t.eval_splits}
+    writer.write('eval', 0, {**{f'{sp}_{k}': v for sp, e in last_eval.items()
+                                for k, v in e.items()}, **density_stats(state.opt_state)})
   if feed_lib.wants_device(s.data.on_device, run.dataset.train):
     feed = feed_lib.DeviceFeed(run.dataset.train, s.data.batch_size, s.seed, start, run.mesh)
   else:
@@ -274,11 +318,11 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
                                         run.mesh, run.state_sh, x_nd, y_nd)
   settings_hash = config_lib.settings_hash(config)
   density_fn = jax.jit(density_stats_device)
-  pending, last_eval, t_window, n_window = [], {}, time.perf_counter(), 0
+  pending, t_window, n_window = [], time.perf_counter(), 0
   t_start = time.perf_counter()
   try:
     with _catch_signals() as caught:
-      for step in range(start, t.steps):
+      for step in range(start, t.steps if not stopper.should_stop else start):
         state, m = train_fn(state, feed.next_batch(step))
         pending.append(m)
         n_window += 1
@@ -327,12 +371,20 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
           dens = density_stats(state.opt_state)
           writer.write('eval', done, {**{f'{sp}_{k}': v for sp, e in last_eval.items()
                                          for k, v in e.items()}, **dens})
+          if t.early_stopping:
+            if stopper.update(done, last_eval['validation']['loss']):
+              ckpts.save_named('best', {'params': state.params,
+                                        'model_state': state.model_state})
+            if stopper.should_stop:
+              save_now = True
         writer.flush()
         if save_now or stop:
           ckpts.save(done, state, {'step': done, 'data_position': feed.position,
                                    'settings_hash': settings_hash}, wait=stop)
         if stop:
           raise Interrupted(caught[0], done, ckpts.steps_dir)
+        if stopper.should_stop:
+          break
         if log_now:    # the window's clock restarts after evaluation and saving
           t_window, n_window = time.perf_counter(), 0
     ckpts.wait()
@@ -347,7 +399,10 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
   summary = {'steps': t.steps, 'settings_hash': settings_hash, 'workdir': str(workdir),
              'eval': final, **density_stats(state.opt_state),
              'train_seconds_this_process': time.perf_counter() - t_start,
-             'resumed_from': start or None}
+             'resumed_from': start or None, 'final_step': int(state.step),
+             'stopped_early': stopper.should_stop,
+             'best_validation': ({'step': stopper.best_step, 'loss': stopper.best}
+                                 if stopper.best is not None else None)}
   metrics_lib.write_json(workdir / 'summary.json', summary)
   return summary
 

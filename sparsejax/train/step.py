@@ -67,7 +67,7 @@ def make_train_step(apply_fn: Callable, tx: optax.GradientTransformation) -> Cal
       return loss_sum / n, (correct / n, model_state)
 
     (loss, (acc, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

@@ -1,0 +1,164 @@
+"""What the parameter-efficient methods train: loading the pretrained weights
+with a fresh head, and choosing rows (by score), LoRA factors, or individual
+weights (by gradient, or by change after a dense phase)."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sparsejax import config as config_lib
+from sparsejax.core import select, tree as tree_lib
+from sparsejax.data import base as data_base
+from sparsejax.programs import finetune as finetune_lib, peft, results as results_lib
+from sparsejax.train import checkpoint as ckpt_lib, loop, step as step_lib
+
+PyTree = Any
+NOTHING = '(?!)'   # a regex that matches no leaf: PEFT runs keep no masks unless asked
+
+
+def load_pretrained(f: config_lib.FinetuneSettings, run, fresh: PyTree):
+  """(params, model_state): the pretrained weights, with every leaf matching
+  `finetune.head` taken from `fresh` (a new, randomly initialised head)."""
+  if f.init_from == 'minilm':
+    from sparsejax.models import safetensors_io
+    loaded = safetensors_io.load_minilm_into(run.abstract.params, keep=f.head)
+    model_state = {}
+  else:
+    try:
+      loaded, model_state = finetune_lib.load_weights(f.init_from, run.abstract.params,
+                                                      run.abstract.model_state)
+    except ckpt_lib.CheckpointError:
+      if not f.head:
+        raise
+      loaded, model_state = _load_without_head(f, run)
+  flat_fresh = dict(tree_lib.leaves_with_paths(fresh))
+  params = tree_lib.map_with_path(
+      lambda p, x: np.asarray(flat_fresh[p]) if f.head and re.search(f.head, p)
+      else np.asarray(x), loaded)
+  return params, model_state
+
+
+def _load_without_head(f, run):
+  """Weights whose head has another shape (a new task): load all but the head."""
+  state = ckpt_lib.restore_raw(finetune_lib._step_dir(pathlib.Path(f.init_from)))
+  flat = dict(tree_lib.leaves_with_paths(state['params']))
+  out = tree_lib.map_with_path(
+      lambda p, x: np.zeros(x.shape, x.dtype) if re.search(f.head, p) else flat.get(p),
+      run.abstract.params)
+  missing = [p for p, x in tree_lib.leaves_with_paths(out) if x is None]
+  if missing:
+    raise ckpt_lib.CheckpointError(f'{f.init_from} has no weights for {missing[0]!r}')
+  return out, state.get('model_state') or {}
+
+
+def _score_batches(run, n: int):
+  s, train = run.settings, run.dataset.train
+  for i in range(n):
+    idx = data_base.batch_indices(len(train), s.data.batch_size, s.seed, i)
+    yield tuple(jnp.asarray(a) for a in train.get(idx))
+
+
+def gradients(run, params, model_state, n: int):
+  """Per-batch gradients of the loss at the pretrained weights (a list)."""
+  def loss(p, batch):
+    out, _ = step_lib.forward(run.model.apply, p, model_state or {}, batch[0], False)
+    total, _, count = step_lib.cross_entropy(out, batch[1])
+    return total / count
+  grad = jax.jit(jax.grad(loss))
+  return [jax.device_get(grad(params, b)) for b in _score_batches(run, n)]
+
+
+def input_norms(run, params, model_state, targets, n: int) -> dict:
+  """||X_i||_2 of every input feature of each target Dense, over n batches
+  (the activation-aware score of Wanda, Sun et al. 2024)."""
+  sums = {p: 0.0 for p in targets}
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.Dense) and context.method_name == '__call__':
+      path = '/'.join(context.module.path) + '/kernel'
+      if path in sums:
+        x = args[0].reshape(-1, args[0].shape[-1])
+        sums[path] = sums[path] + jnp.sum(x * x, axis=0)
+    return next_fun(*args, **kwargs)
+
+  for batch in _score_batches(run, n):
+    with nn.intercept_methods(record):
+      run.model.apply({'params': params, **(model_state or {})}, batch[0], train=False)
+  return {p: np.sqrt(np.asarray(v)) for p, v in sums.items()}
+
+
+def build_method(settings, config, workdir, run, params, model_state, targets, head):
+  """(Method, masks for the trainable tree or None)."""
+  f = settings.finetune
+  if f.method == 'full':
+    return peft.Method('full'), None
+  if f.method == 'lora':
+    if f.rank < 1:
+      raise config_lib.ConfigError("config key 'finetune.rank' must be >= 1 for LoRA")
+    return peft.Method('lora', targets, head, rank=f.rank,
+                       scale=(f.alpha or f.rank) / f.rank), None
+  flat = dict(tree_lib.leaves_with_paths(params))
+  if f.method == 'row' or not f.trainable:
+    grads = ([g for g in gradients(run, params, model_state, f.score_batches)]
+             if f.row_score == 'taylor' else None)
+    norms = (input_norms(run, params, model_state, targets, f.score_batches)
+             if f.row_score == 'activation' else None)
+    taylor = None
+    if grads:   # sum over batches of |w * g|, row by row
+      taylor = {p: sum(np.abs(np.asarray(flat[p]) * np.asarray(dict(
+          tree_lib.leaves_with_paths(g))[p])) for g in grads) for p in targets}
+    scores = (_column_sums(taylor) if taylor is not None else
+              peft.row_scores(f.row_score, params, targets, input_norms=norms,
+                              key=jax.random.fold_in(jax.random.key(settings.seed), 3)))
+    rows = peft.choose_rows(scores, f.rows, f.budget)
+    row_method = peft.Method('row', targets, head, rows=tuple(rows[p] for p in targets))
+    if f.method == 'row':
+      return row_method, None
+  k = f.trainable or sum(len(r) * flat[p].shape[0] for p, r in zip(targets, row_method.rows))
+  if f.select == 'gradient':
+    grads = gradients(run, params, model_state, f.score_batches)
+    scores = {p: sum(np.abs(np.asarray(dict(tree_lib.leaves_with_paths(g))[p])) for g in grads)
+              for p in targets}
+  else:
+    scores = _dense_phase_change(config, workdir, params, model_state, targets, head)
+  keys = [select.ordered_keys(jnp.asarray(scores[p])) for p in targets]
+  chosen = select.global_topk_masks(keys, k)
+  method = peft.Method('unstructured', targets, head)
+  trainable = method.init_trainable(params, jax.random.key(0))
+  by_path = dict(zip(targets, (np.asarray(m) for m in chosen)))
+  masks = tree_lib.map_with_path(
+      lambda p, x: by_path[p[len('sparse/'):]] if p.startswith('sparse/') else None, trainable)
+  return method, masks
+
+
+def _column_sums(per_weight: dict) -> dict:
+  return {p: np.sum(v, axis=0) for p, v in per_weight.items()}
+
+
+def _dense_phase_change(config, workdir, params, model_state, targets, head) -> dict:
+  """|W after a short full fine-tuning - W before| (LT-SFT's selection)."""
+  f = config_lib.to_settings(config).finetune
+  phase = pathlib.Path(workdir) / 'dense_phase'
+  cfg = config_lib.apply_overrides(config, {
+      'finetune.method': 'full', 'train.steps': f.dense_steps,
+      'train.eval_every': f.dense_steps, 'train.checkpoint_every': f.dense_steps,
+      'train.early_stopping': 0})
+  if not (phase / 'summary.json').exists():
+    method = peft.Method('full')
+    trainable0 = method.init_trainable(params, jax.random.key(0))
+    loop.train_and_evaluate(
+        config_lib.apply_overrides(cfg, {'pruning.schedule': 'dense', 'sparsity': 0.0,
+                                         'pruning.include': NOTHING}),
+        phase, progress=False, start=loop.Start(trainable0, None, model_state or None),
+        wrap_model=lambda base: peft.Reparametrized(base, method))
+  after, _, _ = results_lib.final_weights(phase)
+  flat_after = dict(tree_lib.leaves_with_paths(after['all']))
+  flat = dict(tree_lib.leaves_with_paths(params))
+  return {p: np.abs(np.asarray(flat_after[p]) - np.asarray(flat[p])) for p in targets}
