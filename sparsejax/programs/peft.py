@@ -27,6 +27,7 @@ optimizer).
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import re
 import resource
@@ -84,7 +85,7 @@ class Method:
       if path in trainable['head']:
         return trainable['head'][path]
       if self.kind == 'row' and path in rows:
-        return w.at[:, np.asarray(rows[path])].add(trainable['rows'][path].T)
+        return jnp.asarray(w).at[:, np.asarray(rows[path])].add(trainable['rows'][path].T)
       if self.kind == 'lora' and path in trainable['lora']:
         ab = trainable['lora'][path]
         return w + self.scale * (ab['a'] @ ab['b'])
@@ -232,7 +233,26 @@ def run_peft(config, workdir, *, progress: bool = False) -> dict:
   info['bytes_total'] = info['bytes_params'] + info['bytes_grads'] + info['bytes_opt_state']
   row = results_lib.run_row(workdir, seed=settings.seed, arm=f.method)
   row['peft'] = info
+  save_merged(workdir, method)
   return row
+
+
+def save_merged(workdir, method: Method) -> pathlib.Path:
+  """Writes the fine-tuned model as ordinary weights, `merged.npz` (keys are
+  leaf paths, loadable by finetune.init_from), and the method as `peft.json`."""
+  from sparsejax.train import checkpoint as ckpt_lib, inspection
+  workdir = pathlib.Path(workdir)
+  state = ckpt_lib.restore_raw(inspection.resolve(workdir))
+  frozen = state['model_state'].get('frozen') if method.kind != 'full' else None
+  merged = method.merged_params(frozen, state['params'])
+  arrays = {f'params/{p}': np.asarray(x) for p, x in tree_lib.leaves_with_paths(merged)}
+  rest = {k: v for k, v in (state.get('model_state') or {}).items() if k != 'frozen'}
+  arrays.update({f'model_state/{p}': np.asarray(x)
+                 for p, x in tree_lib.leaves_with_paths(rest)})
+  path = workdir / 'merged.npz'
+  np.savez(path, **arrays)
+  (workdir / 'peft.json').write_text(json.dumps(dataclasses.asdict(method)) + '\n')
+  return path
 
 
 def _opt_state_bytes(workdir) -> int:

