@@ -70,12 +70,21 @@ def _unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
 
 
 def export(workdir, fmt: str = 'csr', out=None) -> dict:
-  """Writes `out` (default workdir/export_<fmt>) and returns the size report."""
+  """Exports a run's final checkpoint to `out` (default workdir/export_<fmt>);
+  returns the size report."""
   if fmt not in FORMATS:
     raise ValueError(f'unknown export format {fmt!r}; choose from {list(FORMATS)}')
   params, model_state, masks = results_lib.final_weights(workdir)
+  return write_export(params, model_state, masks, fmt,
+                      out or pathlib.Path(workdir) / f'export_{fmt}')
+
+
+def write_export(params, model_state, masks, fmt: str, out) -> dict:
+  """Writes params under `masks` (None leaves: dense) in format `fmt` to `out`."""
+  if fmt not in FORMATS:
+    raise ValueError(f'unknown export format {fmt!r}; choose from {list(FORMATS)}')
   flat_masks = dict(tree_lib.leaves_with_paths(masks))
-  out = pathlib.Path(out or pathlib.Path(workdir) / f'export_{fmt}')
+  out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   arrays, meta = {}, {'format': fmt, 'leaves': {}}
   dense_bytes = 0
@@ -146,7 +155,7 @@ def load(path, as_sparse: bool = True) -> tuple[PyTree, dict]:
 
 
 def _nm_dense(arrays, p, info) -> np.ndarray:
-  n, m, shape = info['n'], info['m'], tuple(info['shape'])
+  m, shape = info["m"], tuple(info["shape"])
   values = arrays[f'{p}#values']
   pos = _unpack_bits(arrays[f'{p}#positions'], info['bits'], values.size).reshape(values.shape)
   groups = np.zeros(values.shape[:-1] + (m,), values.dtype)
