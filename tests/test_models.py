@@ -35,6 +35,9 @@ SMALL = {
     'transformer_decoder': (
         {'vocab_size': 32, 'd_model': 16, 'num_heads': 2, 'num_layers': 1,
          'mlp_dim': 32, 'max_len': 16}, (12,), jnp.int32),
+    'bert': (
+        {'vocab_size': 32, 'hidden': 16, 'num_layers': 1, 'num_heads': 2,
+         'intermediate': 32, 'max_len': 16, 'num_classes': 10}, (12,), jnp.int32),
 }
 BATCH = 4
 
