@@ -13,9 +13,11 @@
    products, jax.experimental.sparse) against the dense model, at 90%, 95%
    and 99% sparsity, batch 1 and 128 (LeNet-300-100).
 4. Memory of parameter-efficient fine-tuning on all-MiniLM-L6-v2's 36
-   matrices: bytes of params + gradients + Adam state for row-based (8
-   rows), LoRA (rank 4, the same trainable count), unstructured (the same
-   count, full-size gradient and state) and full fine-tuning.
+   matrices, for row-based (8 rows), LoRA (rank 4, the same trainable
+   count), unstructured (the same count: K deltas at K int32 indices) and
+   full fine-tuning: bytes of the training state (gradients + Adam state +
+   indices), and of everything (frozen params + trainable + that state);
+   ratios against row-based.
 """
 
 from __future__ import annotations
@@ -173,29 +175,31 @@ def peft_memory():
   head = tuple(p for p, _ in tree_lib.leaves_with_paths(abstract) if p.startswith('output/'))
   shapes = dict(tree_lib.leaves_with_paths(abstract))
   rows_k = 8
-  k = sum(rows_k * shapes[p].shape[0] for p in targets)
+  entries = []
+  for p in targets:   # any K positions will do for counting: the first r*d_in of each matrix
+    entries.append(tuple(range(rows_k * shapes[p].shape[0])))
   methods = {
       'row (8 rows)': peft.Method('row', tuple(targets), head,
                                   rows=tuple(tuple(range(rows_k)) for _ in targets)),
       'lora (rank 4)': peft.Method('lora', tuple(targets), head, rank=4),
-      'unstructured (same count)': peft.Method('unstructured', tuple(targets), head),
+      'unstructured (same count)': peft.Method('unstructured', tuple(targets), head,
+                                               entries=tuple(entries)),
       'full': peft.Method('full'),
   }
   out, base = [], None
   for name, m in methods.items():
     trainable = jax.eval_shape(lambda p, m=m: m.init_trainable(p, jax.random.key(0)), abstract)
     opt = jax.eval_shape(optax.adam(1e-3).init, trainable)
-    params_b = peft.tree_bytes(trainable) + (0 if m.kind == 'full' else peft.tree_bytes(abstract))
-    grads_b = peft.tree_bytes(trainable)
-    opt_b = peft.tree_bytes(opt)
-    if m.kind == 'unstructured':
-      opt_b += sum(int(np.prod(shapes[p].shape)) for p in targets)   # bool masks
-    total = params_b + grads_b + opt_b
-    base = base or total
-    count = k if m.kind == 'unstructured' else peft.trainable_count(trainable) - sum(
-        int(np.prod(shapes[p].shape)) for p in head)
-    out.append((f'PEFT memory, MiniLM ({count:,} trainable)', name, total / 2 ** 20,
-                total / base))
+    frozen_b = 0 if m.kind == 'full' else peft.tree_bytes(abstract)
+    index_b = 4 * (sum(map(len, m.rows)) + sum(map(len, m.entries)))
+    state = peft.tree_bytes(trainable) + peft.tree_bytes(opt) + index_b   # grads: trainable-sized
+    total = frozen_b + peft.tree_bytes(trainable) + state
+    base = base or (state, total)
+    count = peft.trainable_count(trainable) - (
+        0 if m.kind == 'full' else sum(int(np.prod(shapes[p].shape)) for p in head))
+    label = f'PEFT memory, MiniLM ({count:,} trainable)'
+    out.append((label + ', grads+Adam+indices MiB', name, state / 2 ** 20, state / base[0]))
+    out.append((label + ', all params+state MiB', name, total / 2 ** 20, total / base[1]))
   return out
 
 

@@ -141,15 +141,25 @@ def test_baselines_budgets_and_memory(pretrained, tmp_path):
   head = 32 * 10 + 10
   assert rows['lora']['trainable_params'] == 2 * (40 + 32) + 2 * (32 + 32) + head
   # Unstructured trains as many individual weights as the row method's deltas.
-  assert rows['unstructured']['trainable_params'] == 4 * 40 + 4 * 32
+  deltas = 4 * 40 + 4 * 32
+  assert rows['unstructured']['trainable_params'] == deltas + head
   assert rows['full']['trainable_params'] == rows['full']['total_params']
-  # Gradients and optimizer state grow with what is trained.
-  assert rows['row']['bytes_opt_state'] < rows['unstructured']['bytes_opt_state']
+  # Gradients and optimizer state grow with what is trained; unstructured
+  # also keeps one int32 index per trained weight, rows one per row.
+  assert rows['row']['bytes_opt_state'] == rows['unstructured']['bytes_opt_state']
+  assert rows['unstructured']['bytes_opt_state'] < rows['full']['bytes_opt_state']
+  assert (rows['row']['bytes_indices'], rows['unstructured']['bytes_indices']) == (
+      4 * 8, 4 * deltas)
+  assert rows['row']['bytes_total'] < rows['unstructured']['bytes_total']
   assert rows['lora']['bytes_total'] < rows['unstructured']['bytes_total']
-  # The unstructured mask was chosen by the dense phase and kept exactly.
-  state = final(tmp_path / 'unstructured')
-  masks = state['opt_state']['masks']['sparse']
-  assert sum(int(np.sum(m)) for m in jax.tree.leaves(masks)) == 4 * 40 + 4 * 32
-  for path, m in masks.items():
-    d = np.asarray(state['params']['sparse'][path])
-    assert np.all(d[~m] == 0.0) and np.any(d[m] != 0.0)
+  # The weights chosen by the dense phase changed; every other target weight
+  # is bit-identical to the pretrained one.
+  method = json.loads((tmp_path / 'unstructured' / 'peft.json').read_text())
+  assert sum(len(e) for e in method['entries']) == deltas
+  merged = dict(np.load(tmp_path / 'unstructured' / 'merged.npz'))
+  before = dict(tree_lib.leaves_with_paths(final(pretrained)['params']))
+  for path, entries in zip(method['targets'], method['entries']):
+    w0, w1 = before[path].reshape(-1), merged[f'params/{path}'].reshape(-1)
+    others = np.setdiff1d(np.arange(w0.size), entries)
+    np.testing.assert_array_equal(w1[others], w0[others])
+    assert np.any(w1[list(entries)] != w0[list(entries)])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from sparsejax.programs import report as rep
+from sparsejax.programs import tables
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 ARMS = ('ticket', 'reinit', 'random_prune')
@@ -174,6 +175,47 @@ def test_summary_table_and_csv(tmp_path):
   assert float(first['density']) == pytest.approx(0.2)
   assert (last['arm'], int(last['n']), int(last['n_failed'])) == ('set', 2, 1)
   assert float(last['std']) == pytest.approx(np.std([0.81, 0.83], ddof=1))
+
+
+def test_seed_restating_keys_do_not_split_groups():
+  """A per-seed checkpoint path groups the 3 seeds together; the accuracy
+  right after pruning is read with the after_pruning_ prefix."""
+  rows = [{'arm': 'magnitude', 'seed': s, 'setting': {'sparsity': sp, 'init': f'/dense/seed_{s}'},
+           'final': {'test_accuracy': 0.9 + 0.01 * s},
+           'after_pruning': {'test_accuracy': 0.5 + 0.01 * s}}
+          for s in (0, 1, 2) for sp in (0.5, 0.9)]
+  assert tables.seed_keys(rows) == {'init'}
+  names, groups = rep.group_rows(rows)
+  assert names == ['arm', 'sparsity'] and [len(m) for _, m in groups] == [3, 3]
+  text = rep.summary_table(rows, metric='after_pruning_test_accuracy')
+  assert mean_std_cell([0.5, 0.51, 0.52]) in text
+  # a key equal for every seed, or one that varies within a seed, is kept
+  shared = [dict(r, setting=dict(r['setting'], init='/dense')) for r in rows]
+  assert tables.seed_keys(shared) == set()
+  rows[0]['after_pruning'] = None                  # a training run: nothing recorded
+  assert rep.metric_value(rows[0], 'after_pruning_test_accuracy') is None
+
+
+def test_cost_table(tmp_path):
+  """Fine-tuning rows get a cost table: accuracy mean ± std, cost means."""
+  def row(arm, seed, acc, ms):
+    return {'arm': arm, 'seed': seed, 'setting': {'finetune.rows': 8},
+            'final': {'test_accuracy': acc},
+            'peft': {'trainable_params': 100, 'bytes_grads': 2 ** 20, 'bytes_opt_state': 2 ** 21,
+                     'bytes_total': 5 * 2 ** 20, 'peak_rss_mb': 900.0, 'ms_per_step': ms}}
+  rows = [row('row', 0, 0.90, 1.0), row('row', 1, 0.92, 3.0), row('lora', 0, 0.91, 2.0),
+          {'arm': 'lora', 'seed': 1, 'status': 'failed', 'error': 'boom'}]
+  text = rep.cost_table(rows)
+  lines = [[c.strip() for c in l.strip('|').split('|')] for l in text.splitlines()
+           if l.startswith('|')]
+  assert lines[0] == ['arm', 'finetune.rows', 'test_accuracy', 'trainable params',
+                      'grads+opt+idx MiB', 'total MiB', 'peak RSS MiB', 'ms/step']
+  assert lines[2] == ['lora', '8', '91.00 (n=1)', '100', '3.000', '5.00', '900', '2.00']
+  assert lines[3] == ['row', '8', mean_std_cell([0.90, 0.92]), '100', '3.000', '5.00', '900',
+                      '2.00']
+  assert 'Fine-tuning costs' in rep.report(write_rows(tmp_path / 'ft', rows))
+  with pytest.raises(ValueError, match='no finished rows with fine-tuning costs'):
+    rep.cost_table(rows[3:])
 
 
 def test_summary_all_failed_group():

@@ -13,8 +13,10 @@ state exist only for the deltas; at the end they merge into plain weights.
 Baselines on the same matrices: LoRA (Hu et al. 2022; W + (alpha/r) A B, B
 zero-initialised), unstructured sparse fine-tuning of K individual weights
 chosen by the magnitude of change after a short dense phase (LT-SFT, Ansell
-et al. 2022) or by gradient magnitude, its gradient and Adam state
-full-sized as in the usual dense-masked implementation, and full fine-tuning.
+et al. 2022) or by gradient magnitude, trained as a K-vector of deltas
+scattered at their flat indices (so its gradient and Adam state are K-sized
+too, plus K int32 indices that the row method does not need), and full
+fine-tuning.
 Params matching `finetune.head` (a new task head) are trained in full and
 freshly initialised by every method.
 
@@ -55,6 +57,7 @@ class Method:
   targets: tuple[str, ...] = ()               # adapted kernel paths
   head: tuple[str, ...] = ()                  # paths trained in full
   rows: tuple[tuple[int, ...], ...] = ()      # row method: column indices per target
+  entries: tuple[tuple[int, ...], ...] = ()   # unstructured: flat indices per target
   rank: int = 0
   scale: float = 1.0                          # lora: alpha / rank
 
@@ -73,13 +76,15 @@ class Method:
                          'b': jnp.zeros((self.rank, flat[p].shape[1]), flat[p].dtype)}
                      for p, k in zip(self.targets, keys)}
     elif self.kind == 'unstructured':
-      out['sparse'] = {p: jnp.zeros_like(flat[p]) for p in self.targets}
+      out['sparse'] = {p: jnp.zeros((len(idx),), flat[p].dtype)
+                       for p, idx in zip(self.targets, self.entries)}
     return out
 
   def merge(self, frozen: PyTree, trainable: dict) -> PyTree:
     if self.kind == 'full':
       return trainable['all']
     rows = dict(zip(self.targets, self.rows))
+    entries = dict(zip(self.targets, self.entries))
 
     def one(path, w):
       if path in trainable['head']:
@@ -90,7 +95,9 @@ class Method:
         ab = trainable['lora'][path]
         return w + self.scale * (ab['a'] @ ab['b'])
       if self.kind == 'unstructured' and path in trainable['sparse']:
-        return w + trainable['sparse'][path]
+        flat_w = jnp.asarray(w).reshape(-1)
+        return flat_w.at[np.asarray(entries[path])].add(trainable['sparse'][path]).reshape(
+            w.shape)
       return w
     return tree_lib.map_with_path(one, frozen)
 
@@ -204,33 +211,33 @@ def run_peft(config, workdir, *, progress: bool = False) -> dict:
   head = tuple(p for p, _ in tree_lib.leaves_with_paths(params)
                if f.head and re.search(f.head, p))
   targets = tuple(p for p in target_paths(params, f.targets) if p not in head)
-  method, masks = peft_select.build_method(settings, config, workdir, base_run, params,
-                                           model_state, targets, head)
+  method = peft_select.build_method(settings, config, workdir, base_run, params, model_state,
+                                    targets, head)
   key = jax.random.fold_in(jax.random.key(settings.seed), 11)
   trainable0 = jax.device_get(method.init_trainable(params, key))
   run_cfg = config_lib.apply_overrides(config, {
-      'pruning.schedule': 'fixed' if masks is not None else 'dense', 'sparsity': 0.0,
-      'pruning.include': None if masks is not None else peft_select.NOTHING,
+      'pruning.schedule': 'dense', 'sparsity': 0.0, 'pruning.include': peft_select.NOTHING,
       'train.eval_at_start': True})
   frozen = {} if method.kind == 'full' else {'frozen': params}
-  start = loop.Start(trainable0, masks, {**frozen, **(model_state or {})})
+  start = loop.Start(trainable0, None, {**frozen, **(model_state or {})})
   loop.train_and_evaluate(run_cfg, workdir, progress=progress, start=start,
                           wrap_model=lambda base: Reparametrized(base, method))
   rows = metrics_lib.read_rows(pathlib.Path(workdir) / 'metrics.jsonl')
   rates = [r['steps_per_sec'] for r in rows if 'steps_per_sec' in r][1:]
   opt_bytes = _opt_state_bytes(workdir)
-  n_train = trainable_count(trainable0) if masks is None else int(
-      sum(np.sum(np.asarray(m)) for m in jax.tree.leaves(masks)))
+  n_train = trainable_count(trainable0)
+  n_index = sum(len(r) for r in method.rows) + sum(len(e) for e in method.entries)
   info = {'method': f.method, 'trainable_params': n_train,
-          'trainable_tensor_params': trainable_count(trainable0),
           'total_params': trainable_count(params),
           'bytes_params': tree_bytes(params) + tree_bytes(trainable0)
           - (tree_bytes(params) if method.kind == 'full' else 0),
+          'bytes_indices': 4 * n_index,    # int32 row or entry indices
           'bytes_grads': tree_bytes(trainable0), 'bytes_opt_state': opt_bytes,
           'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
           'ms_per_step': 1000 / statistics.median(rates) if rates else None,
           'targets': len(targets), 'rows': [len(r) for r in method.rows] or None}
-  info['bytes_total'] = info['bytes_params'] + info['bytes_grads'] + info['bytes_opt_state']
+  info['bytes_total'] = (info['bytes_params'] + info['bytes_indices'] + info['bytes_grads']
+                        + info['bytes_opt_state'])
   row = results_lib.run_row(workdir, seed=settings.seed, arm=f.method)
   row['peft'] = info
   save_merged(workdir, method)
@@ -256,7 +263,7 @@ def save_merged(workdir, method: Method) -> pathlib.Path:
 
 
 def _opt_state_bytes(workdir) -> int:
-  """Bytes of the optimizer state as saved (masks included)."""
+  """Bytes of the optimizer state as saved."""
   from sparsejax.train import checkpoint as ckpt_lib, inspection
   state = ckpt_lib.restore_raw(inspection.resolve(workdir))
   return tree_bytes(state['opt_state'])

@@ -100,15 +100,15 @@ def input_norms(run, params, model_state, targets, n: int) -> dict:
 
 
 def build_method(settings, config, workdir, run, params, model_state, targets, head):
-  """(Method, masks for the trainable tree or None)."""
+  """The Method for `finetune.method`: what is trained and how it merges."""
   f = settings.finetune
   if f.method == 'full':
-    return peft.Method('full'), None
+    return peft.Method('full')
   if f.method == 'lora':
     if f.rank < 1:
       raise config_lib.ConfigError("config key 'finetune.rank' must be >= 1 for LoRA")
     return peft.Method('lora', targets, head, rank=f.rank,
-                       scale=(f.alpha or f.rank) / f.rank), None
+                       scale=(f.alpha or f.rank) / f.rank)
   flat = dict(tree_lib.leaves_with_paths(params))
   if f.method == 'row' or not f.trainable:
     grads = ([g for g in gradients(run, params, model_state, f.score_batches)]
@@ -125,7 +125,7 @@ def build_method(settings, config, workdir, run, params, model_state, targets, h
     rows = peft.choose_rows(scores, f.rows, f.budget)
     row_method = peft.Method('row', targets, head, rows=tuple(rows[p] for p in targets))
     if f.method == 'row':
-      return row_method, None
+      return row_method
   k = f.trainable or sum(len(r) * flat[p].shape[0] for p, r in zip(targets, row_method.rows))
   if f.select == 'gradient':
     grads = gradients(run, params, model_state, f.score_batches)
@@ -135,12 +135,8 @@ def build_method(settings, config, workdir, run, params, model_state, targets, h
     scores = _dense_phase_change(config, workdir, params, model_state, targets, head)
   keys = [select.ordered_keys(jnp.asarray(scores[p])) for p in targets]
   chosen = select.global_topk_masks(keys, k)
-  method = peft.Method('unstructured', targets, head)
-  trainable = method.init_trainable(params, jax.random.key(0))
-  by_path = dict(zip(targets, (np.asarray(m) for m in chosen)))
-  masks = tree_lib.map_with_path(
-      lambda p, x: by_path[p[len('sparse/'):]] if p.startswith('sparse/') else None, trainable)
-  return method, masks
+  entries = tuple(tuple(int(i) for i in np.flatnonzero(np.asarray(m))) for m in chosen)
+  return peft.Method('unstructured', targets, head, entries=entries)
 
 
 def _column_sums(per_weight: dict) -> dict:

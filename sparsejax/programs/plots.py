@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sparsejax.programs.tables import (Row, _arms, _stats, failed, is_percent,
+from sparsejax.programs.tables import (Row, _arms, _stats, failed, is_percent, seed_keys,
                                        metric_value)
 
 def _figure(width=6.4, height=4.4):
@@ -34,12 +34,14 @@ def _ylabel(metric: str) -> str:
   return f'{metric} (%)' if is_percent(metric) else metric
 
 
-def _point_key(row: Row):
-  """Replicates of one point: same level, else same setting, else same density."""
+def _point_key(row: Row, ignore: frozenset = frozenset()):
+  """Replicates of one point: same level, else same setting (less the keys
+  in `ignore`, which restate the seed), else same density."""
   if row.get('level') is not None:
     return ('level', row['level'])
   if row.get('setting'):
-    return ('setting', json.dumps(row['setting'], sort_keys=True))
+    setting = {k: v for k, v in row['setting'].items() if k not in ignore}
+    return ('setting', json.dumps(setting, sort_keys=True))
   return ('density', round(float(row['density']), 4))
 
 
@@ -55,12 +57,13 @@ def plot_accuracy_vs_density(rows: Sequence[Row], path, metric: str = 'test_accu
   scale = 100.0 if is_percent(metric) else 1.0
   fig, ax = _figure()
   xs_all = []
+  ignore = frozenset(seed_keys(rows))
   for i, arm in enumerate(_arms(rows)):
     points: dict[Any, list[Row]] = {}
     for r in rows:
       if (str(r.get('arm', '?')) == arm and not failed(r) and r.get('density') is not None
           and metric_value(r, metric) is not None):
-        points.setdefault(_point_key(r), []).append(r)
+        points.setdefault(_point_key(r, ignore), []).append(r)
     if not points:
       continue
     stats = sorted((100 * np.mean([r['density'] for r in p]),

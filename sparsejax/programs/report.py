@@ -13,13 +13,14 @@ import numpy as np
 
 from sparsejax.programs.plots import (mean_curve, plot_accuracy_vs_density, plot_curves,
                                       plot_layer_density)
-from sparsejax.programs.tables import (EARLY_STOP_PREFIX, Row, _arms, failed, format_stats,
+from sparsejax.programs.tables import (EARLY_STOP_PREFIX, Row, _arms, cost_table, failed,
+                                       format_stats,
                                        group_rows, is_percent, level_table, load_results,
                                        metric_value, summary_table, write_csv)
 
 SPREAD_LEVELS = 4   # levels drawn in the report's curves plot
 
-__all__ = ['format_stats', 'group_rows', 'is_percent', 'level_table', 'load_results',
+__all__ = ['cost_table', 'format_stats', 'group_rows', 'is_percent', 'level_table', 'load_results',
            'mean_curve', 'metric_value', 'plot_accuracy_vs_density', 'plot_curves',
            'plot_layer_density', 'report', 'spread', 'summary_table', 'write_csv', 'Row']
 
@@ -58,6 +59,8 @@ def report(dirs, out_dir=None, metric: str = 'test_accuracy') -> str:
   else:
     text = summary_table(rows, metric=metric)
     group_by = ('arm', 'setting')
+  if any(r.get('peft') and not failed(r) for r in rows):
+    text += '\n\nFine-tuning costs:\n\n' + cost_table(rows, metric)
   written = [write_csv(rows, out / 'report.csv', group_by=group_by, metric=metric)]
   figures = []
   try:

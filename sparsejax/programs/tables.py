@@ -21,6 +21,7 @@ import numpy as np
 
 Row = dict[str, Any]
 EARLY_STOP_PREFIX = 'early_stop_'
+AFTER_PRUNING_PREFIX = 'after_pruning_'   # fine-tuning rows: the pruned model at step 0
 
 
 # ----------------------------------------------------------------- loading
@@ -63,13 +64,17 @@ def is_percent(metric: str) -> bool:
 
 
 def metric_value(row: Row, metric: str) -> float | None:
-  """row['final'][metric], or row['early_stop'][rest] for 'early_stop_<rest>'.
+  """row['final'][metric]; row['early_stop'][rest] for 'early_stop_<rest>';
+  row['after_pruning'][rest] (fine-tuning: before any update) for
+  'after_pruning_<rest>'.
 
   None when the row does not record it; 'nan' strings (how the metrics
   writer stores non-finite numbers) become float NaN.
   """
   if metric.startswith(EARLY_STOP_PREFIX):
     source, key = row.get('early_stop') or {}, metric[len(EARLY_STOP_PREFIX):]
+  elif metric.startswith(AFTER_PRUNING_PREFIX):
+    source, key = row.get('after_pruning') or {}, metric[len(AFTER_PRUNING_PREFIX):]
   else:
     source, key = row.get('final') or {}, metric
   v = source.get(key)
@@ -180,12 +185,27 @@ def _scalar(v):
   return v if v is None or isinstance(v, (int, float, str, bool)) else json.dumps(v, sort_keys=True)
 
 
+def seed_keys(rows: Sequence[Row]) -> set[str]:
+  """Setting keys that only restate the seed (one value per seed and back,
+  such as a per-seed `finetune.init_from`): grouping by them would split the
+  replicates the table averages over."""
+  out = set()
+  for k in {k for r in rows for k in (r.get('setting') or {})}:
+    pairs = {(r.get('seed'), _scalar(r['setting'][k])) for r in rows
+             if k in (r.get('setting') or {})}
+    seeds, values = {s for s, _ in pairs}, {v for _, v in pairs}
+    if len(seeds) > 1 and len(pairs) == len(seeds) == len(values):
+      out.add(k)
+  return out
+
+
 def _group_columns(rows: Sequence[Row], group_by: Sequence[str]) -> list[tuple[str, str]]:
-  """(field, column name) pairs; 'setting' expands into its sorted keys."""
+  """(field, column name) pairs; 'setting' expands into its sorted keys,
+  leaving out those that only restate the seed."""
   cols = []
   for field in group_by:
     if field == 'setting':
-      keys = sorted({k for r in rows for k in (r.get('setting') or {})})
+      keys = sorted({k for r in rows for k in (r.get('setting') or {})} - seed_keys(rows))
       cols += [(f'setting.{k}', k if k not in group_by else f'setting.{k}') for k in keys]
     else:
       cols.append((field, field))
@@ -250,3 +270,46 @@ def write_csv(rows: Sequence[Row], path, group_by: Sequence[str] = ('arm', 'sett
                  + [n, repr(mean) if n else '', repr(std) if n > 1 else '', len(bad),
                     repr(float(np.mean(dens))) if dens else ''])
   return path
+
+
+# ------------------------------------------------------ fine-tuning costs
+
+MIB = 2.0 ** 20
+COST_COLUMNS = (   # (header, row['peft'] key or a function of it, scale, decimals)
+    ('trainable params', 'trainable_params', 1.0, 0),
+    ('grads+opt+idx MiB',
+     lambda p: p['bytes_grads'] + p['bytes_opt_state'] + p.get('bytes_indices', 0), 1 / MIB, 3),
+    ('total MiB', 'bytes_total', 1 / MIB, 2),
+    ('peak RSS MiB', 'peak_rss_mb', 1.0, 0),
+    ('ms/step', 'ms_per_step', 1.0, 2),
+)
+
+
+def _cost(peft: dict, key) -> float:
+  return float(key(peft) if callable(key) else peft[key])
+
+
+def cost_table(rows: Sequence[Row], metric: str = 'test_accuracy') -> str:
+  """Markdown table for parameter-efficient fine-tuning: per (arm, setting),
+  `metric` as mean ± std and the cost columns of row['peft'] as means.
+
+  'grads+opt+idx' is the training state (gradients, optimizer state, int32
+  row or entry indices); 'total' adds the parameters, frozen ones included.
+  Peak RSS is the process's high-water mark, which includes the data and the
+  compiled programs, so compare it across arms of one sweep only.
+  """
+  with_cost = [r for r in rows if not failed(r) and r.get('peft')]
+  if not with_cost:
+    raise ValueError('no finished rows with fine-tuning costs (row["peft"])')
+  names, groups = group_rows(with_cost)
+  body = []
+  for key, members in groups:
+    vals = [v for v in (metric_value(r, metric) for r in members) if v is not None]
+    line = ['-' if v is None else str(v) for v in key] + [format_stats(vals, is_percent(metric))]
+    for _, field, scale, decimals in COST_COLUMNS:
+      line.append(f'{np.mean([_cost(r["peft"], field) for r in members]) * scale:.{decimals}f}')
+    body.append(line)
+  header = [*names, metric, *(c[0] for c in COST_COLUMNS)]
+  return (_markdown(header, body) + '\n\n' + _note(metric)
+          + ' Cost columns: means over the replicates; grads+opt+idx: gradients, optimizer'
+          ' state and int32 indices; total: that plus all parameters, frozen ones included.')
