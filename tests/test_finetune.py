@@ -163,3 +163,17 @@ def test_baselines_budgets_and_memory(pretrained, tmp_path):
     others = np.setdiff1d(np.arange(w0.size), entries)
     np.testing.assert_array_equal(w1[others], w0[others])
     assert np.any(w1[list(entries)] != w0[list(entries)])
+
+
+def test_unstructured_method_skips_matrices_with_no_entries():
+  """A global selection may give a matrix nothing: no zero-size leaf (orbax
+  cannot save one), and that matrix merges unchanged."""
+  params = {'a': {'kernel': np.arange(6.0, dtype=np.float32).reshape(2, 3)},
+            'b': {'kernel': np.ones((3, 2), np.float32)}}
+  method = peft.Method('unstructured', ('a/kernel', 'b/kernel'), entries=((1, 4), ()))
+  trainable = method.init_trainable(params, jax.random.key(0))
+  assert list(trainable['sparse']) == ['a/kernel']
+  trainable['sparse']['a/kernel'] = jnp.asarray([10.0, 20.0])
+  merged = method.merge(params, trainable)
+  np.testing.assert_array_equal(merged['a']['kernel'], [[0, 11, 2], [3, 24, 5]])
+  np.testing.assert_array_equal(merged['b']['kernel'], params['b']['kernel'])

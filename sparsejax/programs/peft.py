@@ -76,8 +76,8 @@ class Method:
                          'b': jnp.zeros((self.rank, flat[p].shape[1]), flat[p].dtype)}
                      for p, k in zip(self.targets, keys)}
     elif self.kind == 'unstructured':
-      out['sparse'] = {p: jnp.zeros((len(idx),), flat[p].dtype)
-                       for p, idx in zip(self.targets, self.entries)}
+      out['sparse'] = {p: jnp.zeros((len(idx),), flat[p].dtype)   # a global choice can
+                       for p, idx in zip(self.targets, self.entries) if idx}   # skip a matrix
     return out
 
   def merge(self, frozen: PyTree, trainable: dict) -> PyTree:
