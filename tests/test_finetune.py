@@ -177,3 +177,19 @@ def test_unstructured_method_skips_matrices_with_no_entries():
   merged = method.merge(params, trainable)
   np.testing.assert_array_equal(merged['a']['kernel'], [[0, 11, 2], [3, 24, 5]])
   np.testing.assert_array_equal(merged['b']['kernel'], params['b']['kernel'])
+
+
+def test_unstructured_by_gradient_trains_only_chosen_weights(pretrained, tmp_path):
+  c = cfg(**{'finetune.init_from': str(pretrained), 'finetune.method': 'unstructured',
+             **PEFT, 'finetune.select': 'gradient'})
+  info = peft.run_peft(c, tmp_path)['peft']
+  deltas = 4 * 40 + 4 * 32
+  assert info['trainable_params'] == deltas + 32 * 10 + 10
+  assert info['bytes_indices'] == 4 * deltas
+  method = json.loads((tmp_path / 'peft.json').read_text())
+  merged = dict(np.load(tmp_path / 'merged.npz'))
+  before = dict(tree_lib.leaves_with_paths(final(pretrained)['params']))
+  for path, entries in zip(method['targets'], method['entries']):
+    w0, w1 = before[path].reshape(-1), merged[f'params/{path}'].reshape(-1)
+    others = np.setdiff1d(np.arange(w0.size), entries)
+    np.testing.assert_array_equal(w1[others], w0[others])

@@ -70,14 +70,21 @@ def _score_batches(run, n: int):
     yield tuple(jnp.asarray(a) for a in train.get(idx))
 
 
-def gradients(run, params, model_state, n: int):
-  """Per-batch gradients of the loss at the pretrained weights (a list)."""
+def summed_over_batches(run, params, model_state, n: int, targets, fn) -> dict:
+  """{target: sum over n batches of fn(path, gradient)}, the gradient of the
+  loss at the pretrained weights; one batch's gradients in memory at a time."""
   def loss(p, batch):
     out, _ = step_lib.forward(run.model.apply, p, model_state or {}, batch[0], False)
     total, _, count = step_lib.cross_entropy(out, batch[1])
     return total / count
   grad = jax.jit(jax.grad(loss))
-  return [jax.device_get(grad(params, b)) for b in _score_batches(run, n)]
+  total = {}
+  for b in _score_batches(run, n):
+    g = dict(tree_lib.leaves_with_paths(jax.device_get(grad(params, b))))
+    for p in targets:
+      part = fn(p, np.asarray(g[p]))
+      total[p] = part if p not in total else total[p] + part
+  return total
 
 
 def input_norms(run, params, model_state, targets, n: int) -> dict:
@@ -111,14 +118,12 @@ def build_method(settings, config, workdir, run, params, model_state, targets, h
                        scale=(f.alpha or f.rank) / f.rank)
   flat = dict(tree_lib.leaves_with_paths(params))
   if f.method == 'row' or not f.trainable:
-    grads = ([g for g in gradients(run, params, model_state, f.score_batches)]
-             if f.row_score == 'taylor' else None)
     norms = (input_norms(run, params, model_state, targets, f.score_batches)
              if f.row_score == 'activation' else None)
     taylor = None
-    if grads:   # sum over batches of |w * g|, row by row
-      taylor = {p: sum(np.abs(np.asarray(flat[p]) * np.asarray(dict(
-          tree_lib.leaves_with_paths(g))[p])) for g in grads) for p in targets}
+    if f.row_score == 'taylor':   # sum over batches of |w * g|, row by row
+      taylor = summed_over_batches(run, params, model_state, f.score_batches, targets,
+                                   lambda p, g: np.abs(np.asarray(flat[p]) * g))
     scores = (_column_sums(taylor) if taylor is not None else
               peft.row_scores(f.row_score, params, targets, input_norms=norms,
                               key=jax.random.fold_in(jax.random.key(settings.seed), 3)))
@@ -128,9 +133,8 @@ def build_method(settings, config, workdir, run, params, model_state, targets, h
       return row_method
   k = f.trainable or sum(len(r) * flat[p].shape[0] for p, r in zip(targets, row_method.rows))
   if f.select == 'gradient':
-    grads = gradients(run, params, model_state, f.score_batches)
-    scores = {p: sum(np.abs(np.asarray(dict(tree_lib.leaves_with_paths(g))[p])) for g in grads)
-              for p in targets}
+    scores = summed_over_batches(run, params, model_state, f.score_batches, targets,
+                                 lambda p, g: np.abs(g))
   else:
     scores = _dense_phase_change(config, workdir, params, model_state, targets, head)
   keys = [select.ordered_keys(jnp.asarray(scores[p])) for p in targets]
