@@ -4,8 +4,9 @@ matrices: row-based sparse fine-tuning (Li & Bhaskara 2025; rows chosen by
 L2 norm, Taylor score, or at random as the control), LoRA at a matched
 budget, unstructured sparse fine-tuning of the same number of weights
 (chosen by change after a 100-step dense phase, LT-SFT), and full
-fine-tuning. Budgets: 4 and 16 rows per matrix (LoRA rank 3 and 12 give the
-same trainable counts on 784x300 and 300x100: r*d_in = k*(d_in+d_out)).
+fine-tuning. Budgets: 4 and 16 rows per matrix (4,336 and 17,344 trained
+weights; LoRA rank 3 and 12 on 784x300 and 300x100 train 4,452 and 17,808,
+the nearest ranks); the new 5-class head (505 weights) is trained by all.
 
   sparsejax sweep --config experiments/peft_mnist_transfer/finetune.py --workdir runs/transfer/finetune
 """
