@@ -9,8 +9,8 @@ LoRA weights). Unstructured: the same number of individual weights, chosen
 by accumulated gradient magnitude over 4 batches. Why this task: it is a
 real natural-language classification task that can be built offline on any
 machine (docstrings of 8 standard-library modules, which module a docstring
-comes from), and a linear probe on the frozen embeddings does not solve it
-(83.8% test), so fine-tuning has something to win.
+comes from), small enough to fine-tune a 22.7M-parameter model on 2 CPU
+cores (640/80/80 examples).
 
   sparsejax sweep --config experiments/peft_minilm/finetune.py --workdir runs/minilm
 """
