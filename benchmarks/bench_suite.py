@@ -1,6 +1,6 @@
 """The benchmark suite: one command, one table of ratios measured in this run.
 
-  python benchmarks/bench_suite.py [--rounds 5]
+  python benchmarks/bench_suite.py [--rounds 10]
 
 1. Train step, masked over dense (jitted, Adam): a fixed 90% mask, gradual
    pruning and RigL with a mask update every 100 steps (amortised: every
@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import pathlib
 import platform
@@ -69,9 +70,10 @@ def _step_windows(model, x, y, schedules, rounds):
   runners = {}
   for name, schedule in schedules.items():
     tx = sj.sparsify(optax.adam(1e-3), schedule) if schedule else optax.adam(1e-3)
-    state = [params, tx.init(params)]
+    own = jax.tree.map(jnp.copy, params)          # each runner donates its own buffers
+    state = [own, tx.init(own)]
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=(0, 1))   # as the training loop's step does
     def step(p, s, tx=tx):
       g = jax.grad(loss)(p)
       u, s = tx.update(g, s, p)
@@ -213,7 +215,7 @@ def peft_memory():
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument('--rounds', type=int, default=5)
+  parser.add_argument('--rounds', type=int, default=10)
   args = parser.parse_args(argv)
   print(f'sparsejax benchmark suite; {platform.machine()}, {os.cpu_count()} CPUs, '
         f'jax {jax.__version__}, backend {jax.default_backend()}')
@@ -226,8 +228,8 @@ def main(argv=None):
   print('\n| benchmark | variant | value | ratio |')
   print('|---|---|---|---|')
   for what, variant, value, ratio in rows:
-    unit = ('ms/step' if 'batch' in what and 'inference' not in what else
-            'ms/call' if 'inference' in what else 'MiB' if 'memory' in what else 's')
+    unit = ('MiB' if 'memory' in what or 'size' in what else
+            'ms/call' if 'inference' in what else 'ms/step' if 'batch' in what else 's')
     shown = value * 1000 if unit.startswith('ms') else value
     print(f'| {what} | {variant} | {shown:.3f} {unit} | {ratio:.3f}x |')
   print(f'\nratios: against the first variant of each benchmark (dense step, plain run, '
