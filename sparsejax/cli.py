@@ -156,7 +156,7 @@ def _train(args, overrides) -> int:
 def _eval(args) -> int:
   import ml_collections
   from sparsejax import config as config_lib
-  from sparsejax.train import checkpoint as ckpt_lib, loop, step as step_lib
+  from sparsejax.train import checkpoint as ckpt_lib, evaluation, loop, step as step_lib
   workdir = pathlib.Path(args.workdir).absolute()
   path = workdir / 'config.json'
   if not path.exists():
@@ -172,8 +172,8 @@ def _eval(args) -> int:
   import jax
   eval_fn = jax.jit(step_lib.make_eval_step(run.model.apply))
   splits = args.split or list(run.settings.train.eval_splits)
-  summary = {'eval': {sp: loop.evaluate(run, state.params, state.model_state, eval_fn, sp)
-                      for sp in splits}, **loop.density_stats(state.opt_state)}
+  summary = {'eval': evaluation.evaluate_splits(run, state, eval_fn, splits),
+             **evaluation.density_stats(state.opt_state)}
   print(f'step {step} of {workdir}')
   print(results_table(summary))
   return 0

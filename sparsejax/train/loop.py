@@ -20,11 +20,12 @@ import numpy as np
 
 from sparsejax import config as config_lib
 from sparsejax import data as data_lib
-from sparsejax.core import masks as masks_lib
 from sparsejax.core import schedules, transform
 from sparsejax.core import tree as tree_lib
 from sparsejax.data import base as data_base
 from sparsejax.train import builders, checkpoint as ckpt_lib, feed as feed_lib
+from sparsejax.train.evaluation import (density_stats, density_stats_device, eval_row,
+                                       evaluate_splits)
 from sparsejax.train import metrics as metrics_lib
 from sparsejax.train import sharding as sharding_lib, step as step_lib
 
@@ -233,36 +234,6 @@ def _catch_signals():
       signal.signal(sig, h)
 
 
-def evaluate(run: Run, params, model_state, eval_fn, split: str) -> dict:
-  """Mean loss and accuracy over a whole split (every example counted once)."""
-  source = {'test': run.dataset.test, 'validation': run.dataset.validation,
-            'train': run.dataset.train}.get(split, 'unknown')
-  if source == 'unknown':
-    raise config_lib.ConfigError(f"config key 'train.eval_splits': unknown split {split!r}; "
-                                 "use 'train', 'validation' or 'test'")
-  if source is None:
-    raise config_lib.ConfigError(f"config key 'train.eval_splits': dataset "
-                                 f"{run.dataset.name!r} has no {split!r} split")
-  total = None
-  sl = sharding_lib.process_slice(run.settings.data.eval_batch_size)
-  for x, y, w in data_base.eval_batches(source, run.settings.data.eval_batch_size):
-    out = eval_fn(params, model_state, sharding_lib.put_batch(run.mesh, (x[sl], y[sl], w[sl])))
-    total = out if total is None else jax.tree.map(jnp.add, total, out)
-  total = jax.device_get(total)
-  n = float(total['count'])
-  return {'loss': float(total['loss_sum']) / n, 'accuracy': float(total['correct']) / n,
-          'examples': int(len(source))}
-
-
-def density_stats(opt_state) -> dict:
-  masks = transform.get_masks(opt_state)
-  per_layer = jax.device_get(masks_lib.layer_density(masks))
-  total = sum(masks_lib.count_total(masks).values())
-  active = int(jax.device_get(masks_lib.total_active(masks)))
-  return {'density': active / total if total else 1.0, 'active': active, 'prunable': total,
-          'layer_density': {k: float(v) for k, v in per_layer.items()}}
-
-
 def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
                        start: Start | None = None, snapshots: tuple[int, ...] = (),
                        wrap_model=None) -> dict:
@@ -305,10 +276,8 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
                           metrics_lib.read_rows(workdir / 'metrics.jsonl') if start else ())
   last_eval = {}
   if start == 0 and t.eval_at_start:
-    last_eval = {split: evaluate(run, state.params, state.model_state, eval_fn, split)
-                 for split in t.eval_splits}
-    writer.write('eval', 0, {**{f'{sp}_{k}': v for sp, e in last_eval.items()
-                                for k, v in e.items()}, **density_stats(state.opt_state)})
+    last_eval = evaluate_splits(run, state, eval_fn, t.eval_splits)
+    writer.write('eval', 0, eval_row(last_eval, state.opt_state))
   if feed_lib.wants_device(s.data.on_device, run.dataset.train):
     feed = feed_lib.DeviceFeed(run.dataset.train, s.data.batch_size, s.seed, start, run.mesh)
   else:
@@ -366,11 +335,8 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
           writer.progress(done, loss=r['loss'], acc=r['accuracy'],
                           **{f'{k}_acc': v['accuracy'] for k, v in last_eval.items()})
         if eval_now:
-          last_eval = {split: evaluate(run, state.params, state.model_state, eval_fn, split)
-                       for split in t.eval_splits}
-          dens = density_stats(state.opt_state)
-          writer.write('eval', done, {**{f'{sp}_{k}': v for sp, e in last_eval.items()
-                                         for k, v in e.items()}, **dens})
+          last_eval = evaluate_splits(run, state, eval_fn, t.eval_splits)
+          writer.write('eval', done, eval_row(last_eval, state.opt_state))
           if t.early_stopping:
             if stopper.update(done, last_eval['validation']['loss']):
               ckpts.save_named('best', {'params': state.params,
@@ -389,15 +355,13 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
           t_window, n_window = time.perf_counter(), 0
     ckpts.wait()
     if not last_eval:      # the run had already finished: evaluate what is there
-      last_eval = {split: evaluate(run, state.params, state.model_state, eval_fn, split)
-                   for split in t.eval_splits}
+      last_eval = evaluate_splits(run, state, eval_fn, t.eval_splits)
   finally:
     feed.close()
     writer.close()
     ckpts.close()
-  final = {split: e for split, e in last_eval.items()}
   summary = {'steps': t.steps, 'settings_hash': settings_hash, 'workdir': str(workdir),
-             'eval': final, **density_stats(state.opt_state),
+             'eval': last_eval, **density_stats(state.opt_state),
              'train_seconds_this_process': time.perf_counter() - t_start,
              'resumed_from': start or None, 'final_step': int(state.step),
              'stopped_early': stopper.should_stop,
@@ -406,6 +370,3 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
   metrics_lib.write_json(workdir / 'summary.json', summary)
   return summary
 
-
-def density_stats_device(opt_state):
-  return masks_lib.overall_density(transform.get_masks(opt_state))
