@@ -200,10 +200,9 @@ def peft_memory():
   for name, m in methods.items():
     trainable = jax.eval_shape(lambda p, m=m: m.init_trainable(p, jax.random.key(0)), abstract)
     opt = jax.eval_shape(optax.adam(1e-3).init, trainable)
-    frozen_b = 0 if m.kind == 'full' else peft.tree_bytes(abstract)
-    index_b = 4 * (sum(map(len, m.rows)) + sum(map(len, m.entries)))
-    state = peft.tree_bytes(trainable) + peft.tree_bytes(opt) + index_b   # grads: trainable-sized
-    total = frozen_b + peft.tree_bytes(trainable) + state
+    b = peft.memory_bytes(m, abstract, trainable, opt)
+    state = b['bytes_grads'] + b['bytes_opt_state'] + b['bytes_indices']
+    total = b['bytes_total']
     base = base or (state, total)
     count = peft.trainable_count(trainable) - (
         0 if m.kind == 'full' else sum(int(np.prod(shapes[p].shape)) for p in head))

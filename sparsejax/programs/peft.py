@@ -188,6 +188,18 @@ def choose_rows(scores: dict, rows: int, budget: str) -> dict[str, tuple[int, ..
           for p, m in zip(scores, masks)}
 
 
+def memory_bytes(method: Method, params, trainable, opt_state) -> dict:
+  """Bytes as allocated for training: parameters (frozen ones too, unless
+  everything is trained), int32 row or entry indices, gradients (the size of
+  the trainable tree) and optimizer state; works on arrays or shape structs."""
+  out = {'bytes_params': (0 if method.kind == 'full' else tree_bytes(params))
+                         + tree_bytes(trainable),
+         'bytes_indices': 4 * (sum(map(len, method.rows)) + sum(map(len, method.entries))),
+         'bytes_grads': tree_bytes(trainable), 'bytes_opt_state': tree_bytes(opt_state)}
+  out['bytes_total'] = sum(out.values())
+  return out
+
+
 def trainable_count(tree) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
@@ -224,32 +236,25 @@ def run_peft(config, workdir, *, progress: bool = False) -> dict:
                           wrap_model=lambda base: Reparametrized(base, method))
   rows = metrics_lib.read_rows(pathlib.Path(workdir) / 'metrics.jsonl')
   rates = [r['steps_per_sec'] for r in rows if 'steps_per_sec' in r][1:]
-  opt_bytes = _opt_state_bytes(workdir)
-  n_train = trainable_count(trainable0)
-  n_index = sum(len(r) for r in method.rows) + sum(len(e) for e in method.entries)
-  info = {'method': f.method, 'trainable_params': n_train,
+  final = _final_state(workdir)
+  info = {'method': f.method, 'trainable_params': trainable_count(trainable0),
           'total_params': trainable_count(params),
-          'bytes_params': tree_bytes(params) + tree_bytes(trainable0)
-          - (tree_bytes(params) if method.kind == 'full' else 0),
-          'bytes_indices': 4 * n_index,    # int32 row or entry indices
-          'bytes_grads': tree_bytes(trainable0), 'bytes_opt_state': opt_bytes,
+          **memory_bytes(method, params, trainable0, final['opt_state']),
           'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
           'ms_per_step': 1000 / statistics.median(rates) if rates else None,
           'targets': len(targets), 'rows': [len(r) for r in method.rows] or None}
-  info['bytes_total'] = (info['bytes_params'] + info['bytes_indices'] + info['bytes_grads']
-                        + info['bytes_opt_state'])
   row = results_lib.run_row(workdir, seed=settings.seed, arm=f.method)
   row['peft'] = info
-  save_merged(workdir, method)
+  save_merged(workdir, method, final)
   return row
 
 
-def save_merged(workdir, method: Method) -> pathlib.Path:
+def save_merged(workdir, method: Method, state=None) -> pathlib.Path:
   """Writes the fine-tuned model as ordinary weights, `merged.npz` (keys are
-  leaf paths, loadable by finetune.init_from), and the method as `peft.json`."""
-  from sparsejax.train import checkpoint as ckpt_lib, inspection
+  leaf paths, loadable by finetune.init_from), and the method as `peft.json`;
+  `state` is the run's final state (read from its checkpoint when None)."""
   workdir = pathlib.Path(workdir)
-  state = ckpt_lib.restore_raw(inspection.resolve(workdir))
+  state = state if state is not None else _final_state(workdir)
   frozen = state['model_state'].get('frozen') if method.kind != 'full' else None
   merged = method.merged_params(frozen, state['params'])
   arrays = {f'params/{p}': np.asarray(x) for p, x in tree_lib.leaves_with_paths(merged)}
@@ -262,8 +267,7 @@ def save_merged(workdir, method: Method) -> pathlib.Path:
   return path
 
 
-def _opt_state_bytes(workdir) -> int:
-  """Bytes of the optimizer state as saved."""
+def _final_state(workdir):
+  """The run's latest checkpoint as numpy arrays."""
   from sparsejax.train import checkpoint as ckpt_lib, inspection
-  state = ckpt_lib.restore_raw(inspection.resolve(workdir))
-  return tree_bytes(state['opt_state'])
+  return ckpt_lib.restore_raw(inspection.resolve(workdir))
