@@ -102,13 +102,14 @@ def sparsify(inner: optax.GradientTransformation, schedule,
       # IMP: on a round's last step, go back to the saved params under the new
       # mask and start the inner optimizer afresh (its count too, so a
       # learning-rate schedule restarts); this step's gradient is not applied.
-      rewind = schedule.should_rewind(step)
-      target = schedule.rewind_target(masks, sched_state)
-      new_updates = jax.tree.map(
-          lambda u, t, p: jnp.where(rewind, (t - p).astype(u.dtype), u),
-          new_updates, target, params)
-      inner_state = jax.tree.map(lambda fresh, cur: jnp.where(rewind, fresh, cur),
-                                 inner.init(params), inner_state)
+      # A cond, not a select: the other steps do no extra work.
+      def jump(operand):
+        new_updates, _ = operand
+        target = schedule.rewind_target(masks, sched_state)
+        return (jax.tree.map(lambda u, t, p: (t - p).astype(u.dtype), new_updates, target,
+                             params), inner.init(params))
+      new_updates, inner_state = lax.cond(schedule.should_rewind(step), jump, lambda op: op,
+                                          (new_updates, inner_state))
     new_updates = jax.tree.map(
         lambda u, p, m: u if m is None else jnp.where(m, u, -p.astype(u.dtype)),
         new_updates, params, masks)
