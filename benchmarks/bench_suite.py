@@ -43,10 +43,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sparsejax as sj  # noqa: E402
-from sparsejax import config as config_lib, models  # noqa: E402
+from sparsejax import config as config_lib, experiment, models  # noqa: E402
 from sparsejax.core import select, tree as tree_lib  # noqa: E402
 from sparsejax.programs import export as export_lib, peft  # noqa: E402
-from sparsejax.train import loop  # noqa: E402
 
 WINDOW = 100
 
@@ -122,15 +121,14 @@ def train_step_ratios(rounds):
 
 def imp_level_overhead(tmp):
   """Wall time of a lottery level over a plain run of the same length."""
-  from sparsejax.programs import lottery
   base = config_lib.apply_overrides(config_lib.load_config(ROOT / 'configs' / 'mnist1d_mlp.py'), {
       'train.steps': 1500, 'train.eval_every': 1500, 'train.checkpoint_every': 1500,
       'lottery.levels': 1, 'lottery.prune_fraction': 0.2})
   t0 = time.perf_counter()
-  lottery.run_lottery(base, pathlib.Path(tmp) / 'lot', log=lambda s: None)
+  experiment.run_lottery(base, pathlib.Path(tmp) / 'lot', log=lambda s: None)
   both = time.perf_counter() - t0
   t0 = time.perf_counter()
-  loop.train_and_evaluate(base, pathlib.Path(tmp) / 'plain', progress=False)
+  experiment.train_and_evaluate(base, pathlib.Path(tmp) / 'plain', progress=False)
   plain = time.perf_counter() - t0
   level = both - plain   # level 0 is a plain run; the rest is level 1
   return [('IMP, MNIST-1D MLP, 1500 steps a level', 'plain run (s)', plain, 1.0),

@@ -27,6 +27,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sparsejax import experiment
 from sparsejax import config as config_lib  # noqa: E402
 from sparsejax.data import base as data_base  # noqa: E402
 from sparsejax.train import loop, metrics as metrics_lib, sharding as sharding_lib  # noqa: E402
@@ -45,13 +46,13 @@ def make_config(steps, overrides):
 def bare_steps_per_sec(config, steps, distinct=1):
   """Windows of the compiled train step on `distinct` device-resident batches
   used in turn (1: the same batch every step, the cache-hot baseline)."""
-  run = loop.build(config_lib.to_settings(config))
-  train_fn = step_lib.compile_train_step(step_lib.make_train_step(run.model.apply, run.tx),
+  run = loop.build(experiment.build_task(config))
+  train_fn = step_lib.compile_train_step(step_lib.make_train_step(run.task, run.tx),
                                         run.mesh, run.state_sh, 4, 1)
   state = jax.jit(run.init_state, out_shardings=run.state_sh)(jax.random.key(0))
-  s = run.settings
-  batches = [sharding_lib.put_batch(run.mesh, run.dataset.train.get(data_base.batch_indices(
-      len(run.dataset.train), s.data.batch_size, 0, k))) for k in range(distinct)]
+  t = run.task
+  batches = [sharding_lib.put_batch(run.mesh, t.dataset.train.get(data_base.batch_indices(
+      len(t.dataset.train), t.batch_size, 0, k))) for k in range(distinct)]
   state, m = train_fn(state, batches[0])              # compile
   jax.block_until_ready(m)
   rates = []
@@ -67,7 +68,7 @@ def bare_steps_per_sec(config, steps, distinct=1):
 def loop_steps_per_sec(config, steps):
   """steps_per_sec of the loop's log windows, the first (compilation) left out."""
   with tempfile.TemporaryDirectory() as tmp:
-    loop.train_and_evaluate(config, tmp, progress=False)
+    experiment.train_and_evaluate(config, tmp, progress=False)
     rows = metrics_lib.read_rows(pathlib.Path(tmp) / 'metrics.jsonl')
   rates = [r['steps_per_sec'] for r in rows if r['kind'] == 'train' and 'steps_per_sec' in r]
   return rates[1:-1]      # the first window compiles; the last one evaluates

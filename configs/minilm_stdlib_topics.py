@@ -23,7 +23,7 @@ def get_config():
   c.model.name = 'bert'
   c.optimizer.name = 'adamw'
   c.optimizer.learning_rate = 2e-3
-  c.optimizer.weight_decay = 0.0
+  c.optimizer.options = {'weight_decay': 0.0}
   c.optimizer.warmup_steps = 20
   c.optimizer.schedule = 'cosine'
   c.finetune.init_from = 'minilm'

@@ -20,9 +20,8 @@ def get_config():
   c.model.name = 'resnet20'
   c.optimizer.name = 'sgd'
   c.optimizer.learning_rate = 0.1
-  c.optimizer.momentum = 0.9
-  c.optimizer.nesterov = True
-  c.optimizer.weight_decay = 1e-4
+  c.optimizer.options = {'momentum': 0.9, 'nesterov': True}
+  c.optimizer.chain = (('add_decayed_weights', {'weight_decay': 1e-4}),)   # L2, as in SGD recipes
   c.optimizer.schedule = 'cosine'
   c.sparsity = 0.9
   c.pruning.schedule = 'rigl'

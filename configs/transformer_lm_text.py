@@ -20,10 +20,10 @@ def get_config():
   c.model.options = {'d_model': 128, 'num_heads': 4, 'num_layers': 2, 'mlp_dim': 256}
   c.optimizer.name = 'adamw'
   c.optimizer.learning_rate = 1e-3
-  c.optimizer.weight_decay = 1e-4
+  c.optimizer.options = {'weight_decay': 1e-4}
   c.optimizer.warmup_steps = 100
   c.optimizer.schedule = 'cosine'
-  c.optimizer.grad_clip = 1.0
+  c.optimizer.chain = (('clip_by_global_norm', {'max_norm': 1.0}),)
   c.sparsity = 0.8
   c.pruning.schedule = 'gradual'
   c.pruning.exclude = '^embed/|^pos_embed/'

@@ -18,7 +18,7 @@ def get_config():
   c.model.options = {'d_model': 64, 'num_heads': 4, 'num_layers': 2, 'mlp_dim': 128}
   c.optimizer.name = 'adamw'
   c.optimizer.learning_rate = 1e-3
-  c.optimizer.weight_decay = 1e-4
+  c.optimizer.options = {'weight_decay': 1e-4}
   c.optimizer.warmup_steps = 100
   c.optimizer.schedule = 'cosine'
   c.pruning.schedule = 'oneshot'

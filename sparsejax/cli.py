@@ -73,20 +73,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _lottery(args, overrides) -> int:
-  from sparsejax import config as config_lib
-  from sparsejax.programs import lottery, report
+  from sparsejax import config as config_lib, experiment
+  from sparsejax.programs import report
   config = config_lib.apply_overrides(config_lib.load_config(args.config), overrides)
-  lottery.run_lottery(config, args.workdir, progress=args.progress)
+  experiment.run_lottery(config, args.workdir, progress=args.progress)
   print()
-  print(report.report(lottery.run_dir(config, args.workdir)))
+  print(report.report(experiment.lottery_dir(config, args.workdir)))
   return 0
 
 
 def _finetune(args, overrides) -> int:
-  from sparsejax import config as config_lib
-  from sparsejax.programs import finetune
+  from sparsejax import config as config_lib, experiment
   config = config_lib.apply_overrides(config_lib.load_config(args.config), overrides)
-  row = finetune.run_finetune(config, args.workdir, progress=not args.no_progress)
+  row = experiment.run_finetune(config, args.workdir, progress=not args.no_progress)
   import json
   import pathlib
   (pathlib.Path(args.workdir) / 'row.json').write_text(json.dumps(row, default=float) + '\n')
@@ -109,7 +108,8 @@ def _finetune(args, overrides) -> int:
 
 def _sweep(args) -> int:
   import pathlib
-  from sparsejax.programs import report, sweep
+  from sparsejax import sweep
+  from sparsejax.programs import report
   if args.collect:
     points, _ = sweep.load_sweep(args.config)
     rows = sweep.collect(pathlib.Path(args.workdir).absolute(), points)
@@ -136,11 +136,11 @@ def _train(args, overrides) -> int:
     import jax
     jax.distributed.initialize(coordinator_address=args.coordinator,
                                num_processes=args.num_processes, process_id=args.process_id)
-  from sparsejax import config as config_lib
+  from sparsejax import config as config_lib, experiment
   from sparsejax.train import inspection, loop
   config = config_lib.apply_overrides(config_lib.load_config(args.config), overrides)
   try:
-    summary = loop.train_and_evaluate(config, args.workdir, progress=not args.no_progress)
+    summary = experiment.train_and_evaluate(config, args.workdir, progress=not args.no_progress)
   except loop.Interrupted as e:
     print(f'sparsejax: interrupted: {e}', file=sys.stderr)
     return 128 + e.signum
@@ -155,14 +155,21 @@ def _train(args, overrides) -> int:
 
 def _eval(args) -> int:
   import ml_collections
-  from sparsejax import config as config_lib
+  from sparsejax import experiment
+  from sparsejax.core import schedules
   from sparsejax.train import checkpoint as ckpt_lib, evaluation, loop, step as step_lib
   workdir = pathlib.Path(args.workdir).absolute()
   path = workdir / 'config.json'
   if not path.exists():
     raise ckpt_lib.CheckpointError(f'{workdir} has no config.json: not a sparsejax run')
-  config = ml_collections.ConfigDict(json.loads(path.read_text()))
-  run = loop.build(config_lib.to_settings(config))
+  recorded = json.loads(path.read_text())
+  if 'config' not in recorded:
+    raise ckpt_lib.CheckpointError(f'{path} records a run started from Python, not from a '
+                                   'config: evaluate it from Python (loop.build + restore)')
+  task = experiment.build_task(ml_collections.ConfigDict(recorded['config']))
+  if task.schedule.needs_start:   # a fine-tuning run: same state layout as Dense
+    task = task.replace(schedule=schedules.Dense())
+  run = loop.build(task)
   ckpts = ckpt_lib.Checkpoints(workdir / 'checkpoints')
   step = args.step if args.step is not None else ckpts.latest_step()
   if step is None:
@@ -170,20 +177,30 @@ def _eval(args) -> int:
   state, _ = ckpts.restore(step, ckpt_lib.abstract_like(run.abstract, run.state_sh))
   ckpts.close()
   import jax
-  eval_fn = jax.jit(step_lib.make_eval_step(run.model.apply))
-  splits = args.split or list(run.settings.train.eval_splits)
-  summary = {'eval': evaluation.evaluate_splits(run, state, eval_fn, splits),
+  eval_fn = jax.jit(step_lib.make_eval_step(run.task))
+  splits = args.split or list(run.task.eval_splits)
+  summary = {'eval': evaluation.evaluate_splits(run.task, run.mesh, state, eval_fn, splits),
              **evaluation.density_stats(state.opt_state)}
   print(f'step {step} of {workdir}')
   print(results_table(summary))
   return 0
 
 
+def _one_line(error: Exception) -> str:
+  """An error message on one line, cut to a readable length."""
+  text = ' '.join(str(error).split())
+  return text if len(text) <= 600 else text[:597] + '...'
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   from sparsejax import config as config_lib
+  from sparsejax.core.schedules import ScheduleError
   from sparsejax.data.base import DataError
+  from sparsejax.optim import OptimizerError
+  from sparsejax.programs.export import ExportError
   from sparsejax.train import checkpoint as ckpt_lib
+  from sparsejax.train.task import SetupError
   try:
     argv, overrides = config_lib.split_overrides(argv)
   except config_lib.ConfigError as e:
@@ -205,9 +222,10 @@ def main(argv=None) -> int:
     if args.command == 'sweep':
       return _sweep(args)
     if args.command == 'export':
+      from sparsejax import experiment
       from sparsejax.programs import export
       rep = export.export(args.path, args.format, args.out)
-      diff = export.verify(args.path, pathlib.Path(rep['file']).parent)
+      diff = experiment.verify_export(args.path, pathlib.Path(rep['file']).parent)
       print(f"{rep['file']}: {rep['bytes_on_disk']:,} bytes on disk, dense "
             f"{rep['dense_bytes_on_disk']:,} ({100 * rep['ratio']:.1f}%)")
       for leaf, kind in rep['leaves'].items():
@@ -222,8 +240,9 @@ def main(argv=None) -> int:
       from sparsejax.train import inspection
       print(inspection.inspect(args.path))
       return 0
-  except (config_lib.ConfigError, ckpt_lib.CheckpointError, DataError) as e:
-    print(f'sparsejax: {e}', file=sys.stderr)
+  except (config_lib.ConfigError, ckpt_lib.CheckpointError, DataError, SetupError,
+          ScheduleError, OptimizerError, ExportError) as e:
+    print(f'sparsejax: {_one_line(e)}', file=sys.stderr)
     return 2
   except ValueError as e:
     if args.command != 'report':
@@ -233,7 +252,7 @@ def main(argv=None) -> int:
   except RuntimeError as e:
     from sparsejax.train import loop
     if isinstance(e, loop.NonFiniteError):
-      print(f'sparsejax: {e}', file=sys.stderr)
+      print(f'sparsejax: {_one_line(e)}', file=sys.stderr)
       return 1
     raise
   return 0

@@ -14,7 +14,6 @@ data, pattern) are checked by what consumes them.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import difflib
 import hashlib
 import importlib.util
@@ -24,16 +23,20 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from sparsejax import optim
+from sparsejax.core import registry
 from sparsejax.settings import (CONTROLS, FINETUNE_METHODS, REWINDS, ROW_SCORES,  # noqa: F401
                                 DataSettings, FinetuneSettings, LotterySettings, MeshSettings,
-                                ModelSettings, OptimizerSettings, PruningSettings, Settings,
-                                TrainSettings)
+                                ModelSettings, PruningSettings, Settings, TrainSettings)
 
-# Keys that belong to some schedule module; a key unused by the chosen schedule
-# is reported, not passed on (so one key swaps schedules).
-SCHEDULE_KEYS = ('at_step', 'start', 'end', 'every', 'initial_sparsity', 'drop_fraction',
-                 'decay', 'grow', 'iterations', 'rounds', 'prune_fraction', 'rewind_step')
 FREE_FORM = ('options', 'pattern_options', 'overrides', 'scales')   # keys checked downstream
+# `pruning` keys that are not fields of the schedule: the prunable-leaf rule and
+# modifiers of the schedule's allocation and pattern.
+PRUNING_KEYS = ('schedule', 'include', 'exclude', 'min_ndim', 'overrides', 'scales',
+                'erk_power_scale', 'pattern_options')
+# Schedule fields a config does not set: the run's own seed and sparsity, and
+# objects only Python can give.
+NOT_FROM_CONFIG = ('sparsity', 'seed', 'masks', 'score_fn')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -45,19 +48,17 @@ def default_config() -> ml_collections.ConfigDict:
       name='mnist1d', options={}, batch_size=100, eval_batch_size=1000, prefetch=2,
       on_device='auto'))
   c.model = ml_collections.ConfigDict(dict(name='mnist1d_mlp', options={}))
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name='adam', learning_rate=1e-3, schedule='constant', warmup_steps=0,
-      decay_steps=0, end_factor=0.0, weight_decay=0.0, momentum=0.9, nesterov=False,
-      b1=0.9, b2=0.999, eps=1e-8, grad_clip=0.0, plateau_factor=0.5, plateau_patience=5,
-      plateau_steps=100))
+  c.loss = ''                      # '' (softmax cross-entropy), an optax loss name or
+                                   # 'pkg.module:fn', fn(outputs, labels) -> per-example losses
+  # Any optax optimizer by name (or 'pkg.module:fn') with its keyword options,
+  # gradient transforms chained before it, a learning-rate schedule, and
+  # gradient accumulation over `accumulate` micro-batches (sparsejax.optim).
+  c.optimizer = ml_collections.ConfigDict(dict(optim.OPTIMIZER_DEFAULTS))
+  # The schedule by registry name or 'pkg.module:Class'; any other key here is
+  # a field of that schedule's dataclass, and what is not set keeps the class's
+  # default. Step fields (start, end, at_step) take fractions of the run as floats.
   c.pruning = ml_collections.ConfigDict(dict(
-      schedule='dense', criterion='magnitude', allocation='uniform', overrides={},
-      scales={}, erk_power_scale=1.0, pattern='unstructured',
-      pattern_options={},
-      include=None, exclude=None, min_ndim=2,
-      at_step=0, start=0, end=1000, every=100, initial_sparsity=0.0,
-      drop_fraction=0.3, decay='cosine', grow='gradient', iterations=0,
-      rounds=5, prune_fraction=0.2, rewind_step=0))
+      schedule='dense', include=None, exclude=None, min_ndim=2))
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, log_every=10, eval_every=500, checkpoint_every=500, keep_checkpoints=3,
       eval_splits=('test',), eval_at_start=False, early_stopping=0))
@@ -100,9 +101,34 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
   return config
 
 
+def check_pruning_keys(pruning) -> None:
+  """Keys of `pruning` other than the rule and modifiers must be fields of the schedule."""
+  name = pruning.get('schedule', 'dense')
+  try:
+    fields = registry.schedule_fields(name)
+  except ValueError as e:
+    raise ConfigError(f"config key 'pruning.schedule': {e}") from None
+  takes = sorted(set(fields) - set(NOT_FROM_CONFIG))
+  for key in pruning:
+    if key in PRUNING_KEYS or pruning[key] is None:    # None: not set (keeps the default)
+      continue
+    if key in NOT_FROM_CONFIG:
+      hint = ("set the top-level key 'sparsity'" if key == 'sparsity' else
+              "set the top-level key 'seed'" if key == 'seed' else 'pass it from Python')
+      raise ConfigError(f"config key 'pruning.{key}' is not set here: {hint}")
+    if key not in fields:
+      raise ConfigError(f"config key 'pruning.{key}' is not a setting of schedule {name!r}"
+                        f'{_suggest(key, takes) if difflib.get_close_matches(key, takes, n=1) else ""}'
+                        f'; it takes {takes}')
+
+
 def check_keys(config, schema=None, prefix='') -> None:
-  """Every key of `config` must exist in the default schema (options dicts excepted)."""
+  """Every key of `config` must exist in the default schema (options dicts excepted;
+  `pruning` keys are checked against the chosen schedule's fields)."""
   schema = default_config() if schema is None else schema
+  if prefix == 'pruning.':
+    check_pruning_keys(config)
+    return
   for key, value in config.items():
     where = f'{prefix}{key}'
     if key not in schema:
@@ -148,7 +174,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
         raise ConfigError(f'unknown config key {dotted!r}: {where!r} is not a group of settings'
                           f'{_suggest(name, node.keys()) if name not in node else ""}')
       node, where = node[name], where + '.'
-    free = parents and parents[-1] in FREE_FORM
+    free = parents and (parents[-1] in FREE_FORM or parents == ['pruning'])
     if leaf not in node and not free:
       raise ConfigError(f'unknown config key {dotted!r}{_suggest(leaf, node.keys())}')
     old = node[leaf] if leaf in node else None
@@ -194,6 +220,11 @@ def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 
 # --- translation ------------------------------------------------------------------------------
 
+def plain(x):
+  """The config as plain dicts and tuples."""
+  return _plain(x)
+
+
 def _plain(x):
   if isinstance(x, ml_collections.ConfigDict):
     x = x.to_dict()
@@ -229,8 +260,6 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
     sparsity = alloc_lib.check_sparsity(sparsity, "config key 'sparsity'")
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  schedule_options = _schedule_options(p)
-  pattern_options = dict(p['pattern_options'])
   shape = tuple(mesh['shape'])
   if len(shape) != 2 or any(not isinstance(s, int) or (s < 1 and s != -1) for s in shape):
     raise ConfigError(f"config key 'mesh.shape' must be (data, model) sizes, -1 for the rest, "
@@ -249,14 +278,13 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
                         on_device=_choice('data.on_device', d['on_device'],
                                           ('auto', 'yes', 'no'))),
       model=ModelSettings(name=m['name'], options=dict(m['options'])),
-      optimizer=OptimizerSettings(**{k: o[k] for k in (
-          f.name for f in dataclasses.fields(OptimizerSettings))}),
+      loss=str(merged['loss'] or ''),
+      optimizer=_optimizer(o),
       pruning=PruningSettings(
-          schedule=p['schedule'], sparsity=sparsity, criterion=p['criterion'],
-          allocation=p['allocation'], overrides=dict(p['overrides']), scales=dict(p['scales']),
-          erk_power_scale=float(p['erk_power_scale']), pattern=p['pattern'],
-          pattern_options=pattern_options, include=p['include'], exclude=p['exclude'],
-          min_ndim=int(p['min_ndim']), schedule_options=schedule_options),
+          schedule=p['schedule'], sparsity=sparsity, include=p['include'],
+          exclude=p['exclude'], min_ndim=int(p['min_ndim']),
+          options={k: v for k, v in p.items()
+                   if k not in ('schedule', 'include', 'exclude', 'min_ndim') and v is not None}),
       train=TrainSettings(
           steps=_positive('train.steps', t['steps']),
           log_every=_positive('train.log_every', t['log_every']),
@@ -315,15 +343,13 @@ def _merge(base: dict, over: Mapping) -> dict:
   return out
 
 
-def _schedule_options(p: Mapping) -> dict:
-  """The schedule-specific keys the chosen schedule takes."""
-  from sparsejax.core import registry   # names of schedules and their fields
-  name = p['schedule']
-  if name not in registry.SCHEDULES:
-    raise ConfigError(f"config key 'pruning.schedule': unknown schedule {name!r}; "
-                      f'choose from {sorted(registry.SCHEDULES)}')
-  fields = {f.name for f in dataclasses.fields(registry.SCHEDULES[name])}
-  return {k: p[k] for k in SCHEDULE_KEYS if k in fields}
+def _optimizer(o: Mapping) -> dict:
+  try:
+    spec = optim.resolve_spec(o)
+    optim.build_optimizer(spec, 1)     # names and keywords checked now, not mid-run
+    return spec
+  except optim.OptimizerError as e:
+    raise ConfigError(str(e)) from None
 
 
 def settings_hash(config: ml_collections.ConfigDict, length: int = 10) -> str:

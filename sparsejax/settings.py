@@ -7,6 +7,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+# The fine-tuning settings live with their program; re-exported for the config.
+from sparsejax.programs.peft_methods import FinetuneSettings, FINETUNE_METHODS, ROW_SCORES  # noqa: F401
+
 
 @dataclasses.dataclass(frozen=True)
 class DataSettings:
@@ -25,40 +28,13 @@ class ModelSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimizerSettings:
-  name: str                # 'adam', 'adamw', 'sgd'
-  learning_rate: float
-  schedule: str            # 'constant', 'cosine', 'linear', 'plateau'; warmup_steps adds a warmup
-  warmup_steps: int
-  decay_steps: int         # 0: decay over the whole run
-  end_factor: float        # final lr = learning_rate * end_factor
-  weight_decay: float
-  momentum: float
-  nesterov: bool
-  b1: float
-  b2: float
-  eps: float
-  grad_clip: float         # global-norm clipping; 0 = off
-  plateau_factor: float    # 'plateau': scale the lr by this when the loss stops falling
-  plateau_patience: int    # ... for this many windows of plateau_steps steps
-  plateau_steps: int       # the training loss is averaged over windows of this many steps
-
-
-@dataclasses.dataclass(frozen=True)
 class PruningSettings:
-  schedule: str
+  schedule: str            # registry name or 'pkg.module:Class'
   sparsity: float
-  criterion: str
-  allocation: str
-  overrides: Mapping[str, float]
-  scales: Mapping[str, float]
-  erk_power_scale: float
-  pattern: str
-  pattern_options: Mapping[str, Any]
-  include: str | None
+  include: str | None      # the prunable-leaf rule
   exclude: str | None
   min_ndim: int
-  schedule_options: Mapping[str, Any]   # only the keys the chosen schedule takes
+  options: Mapping[str, Any]   # only the keys the config set: schedule fields and modifiers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,25 +66,6 @@ class LotterySettings:
   replicates: int
 
 
-@dataclasses.dataclass(frozen=True)
-class FinetuneSettings:
-  init_from: str         # a sparsejax workdir or checkpoint, or a .npz / .safetensors file
-  method: str            # 'masked', 'row', 'lora', 'unstructured', 'full'
-  targets: str           # regex: the weight matrices the PEFT methods adapt
-  head: str              # regex: params trained in full by every method (a new head)
-  rows: int              # row method: rows (output neurons) per target matrix
-  rank: int              # lora: rank per target matrix
-  alpha: float           # lora: scale alpha / rank; 0 means alpha = rank
-  budget: str            # row method: 'per_layer' (rows each) or 'global' (rows x layers)
-  row_score: str         # 'l2', 'taylor', 'random', 'activation'
-  score_batches: int     # batches for the taylor / activation scores and gradient selection
-  select: str            # unstructured: 'delta' (LT-SFT) or 'gradient'
-  dense_steps: int       # unstructured 'delta': steps of the dense phase
-  trainable: int         # unstructured: trainable weights; 0 = the row method's count
-
-
-FINETUNE_METHODS = ('masked', 'row', 'lora', 'unstructured', 'full')
-ROW_SCORES = ('l2', 'taylor', 'random', 'activation')
 REWINDS = ('init', 'step', 'lr', 'none')
 CONTROLS = ('reinit', 'random_prune', 'oneshot')
 
@@ -118,7 +75,8 @@ class Settings:
   seed: int
   data: DataSettings
   model: ModelSettings
-  optimizer: OptimizerSettings
+  loss: str
+  optimizer: Mapping[str, Any]     # a resolved sparsejax.optim spec
   pruning: PruningSettings
   train: TrainSettings
   mesh: MeshSettings

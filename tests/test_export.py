@@ -6,6 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
+from sparsejax import experiment
 from sparsejax import config as config_lib
 from sparsejax.programs import export
 from sparsejax.train import loop
@@ -17,7 +18,7 @@ def train(workdir, **over):
   c = config_lib.apply_overrides(config_lib.load_config(ROOT / 'configs' / 'mnist1d_mlp.py'), {
       'train.steps': 30, 'train.eval_every': 30, 'train.checkpoint_every': 30,
       'model.options.hidden': 64, **over})
-  loop.train_and_evaluate(c, workdir, progress=False)
+  experiment.train_and_evaluate(c, workdir, progress=False)
 
 
 def test_csr_export_at_90_percent(tmp_path):
@@ -25,8 +26,12 @@ def test_csr_export_at_90_percent(tmp_path):
   rep = export.export(tmp_path, 'csr')
   assert set(rep['leaves'].values()) == {'csr', 'dense'}
   assert rep['ratio'] < 0.3          # 10% of the weights, with uint8/uint16 indices
-  diff = export.verify(tmp_path, tmp_path / 'export_csr')
+  diff = experiment.verify_export(tmp_path, tmp_path / 'export_csr')
   assert diff < 1e-5
+  # the same unstructured run cannot be written as N:M: an error naming a leaf, no file
+  with pytest.raises(export.ExportError, match="'hidden_0/kernel'.*not N:M"):
+    export.export(tmp_path, 'nm')
+  assert not (tmp_path / 'export_nm').exists()
   params, _ = export.load(tmp_path / 'export_csr', as_sparse=False)
   meta = json.loads((tmp_path / 'export_csr' / 'export.json').read_text())
   assert meta['leaves']['hidden_1/kernel']['kind'] == 'csr'
@@ -38,7 +43,7 @@ def test_nm_export_is_exact(tmp_path):
                      'pruning.pattern': 'nm', 'pruning.pattern_options': {'n': 2, 'm': 4}})
   rep = export.export(tmp_path, 'nm')
   assert rep['leaves']['hidden_1/kernel'] == 'nm'
-  assert export.verify(tmp_path, tmp_path / 'export_nm') == 0.0
+  assert experiment.verify_export(tmp_path, tmp_path / 'export_nm') == 0.0
   assert rep['ratio'] < 0.6          # half the values plus 2 bits each
 
 

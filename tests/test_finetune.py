@@ -11,11 +11,10 @@ import optax
 import pytest
 
 import sparsejax as sj
-from sparsejax import config as config_lib
+from sparsejax import config as config_lib, experiment
 from sparsejax.core import tree as tree_lib
 from sparsejax.programs import finetune, peft
-from sparsejax.programs import results as results_lib
-from sparsejax.train import checkpoint as ckpt_lib, inspection, loop
+from sparsejax.train import checkpoint as ckpt_lib, inspection
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BASE = {'train.steps': 60, 'train.eval_every': 30, 'train.checkpoint_every': 30,
@@ -31,7 +30,7 @@ def cfg(**over):
 @pytest.fixture(scope='module')
 def pretrained(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('pretrained')
-  loop.train_and_evaluate(cfg(), workdir, progress=False)
+  experiment.train_and_evaluate(cfg(), workdir, progress=False)
   return workdir
 
 
@@ -42,10 +41,10 @@ def final(workdir):
 def test_prune_then_recover_keeps_mask_exact(pretrained, tmp_path):
   c = cfg(**{'finetune.init_from': str(pretrained), 'sparsity': 0.8,
              'pruning.schedule': 'oneshot', 'pruning.allocation': 'global',
-             'optimizer.name': 'adamw', 'optimizer.weight_decay': 0.5,
+             'optimizer.name': 'adamw', 'optimizer.options': {'weight_decay': 0.5},
              'optimizer.learning_rate': 3e-3, 'optimizer.warmup_steps': 10,
              'optimizer.schedule': 'cosine'})
-  row = finetune.run_finetune(c, tmp_path)
+  row = experiment.run_finetune(c, tmp_path)
   assert row['after_pruning'] is not None and 'test_accuracy' in row['after_pruning']
   state = final(tmp_path)
   masks = state['opt_state']['masks']
@@ -66,7 +65,7 @@ def test_gradual_pruning_during_fine_tuning(pretrained, tmp_path):
   c = cfg(**{'finetune.init_from': str(pretrained), 'sparsity': 0.5,
              'pruning.schedule': 'gradual', 'pruning.start': 0, 'pruning.end': 40,
              'pruning.every': 10})
-  row = finetune.run_finetune(c, tmp_path)
+  row = experiment.run_finetune(c, tmp_path)
   assert row['density'] == pytest.approx(0.5, abs=1e-3)
   at_start = [m for s, m in row['curve'] if s == 0][0]
   first = json.loads((pretrained / 'summary.json').read_text())['eval']['test']['accuracy']
@@ -75,15 +74,15 @@ def test_gradual_pruning_during_fine_tuning(pretrained, tmp_path):
 
 def test_loading_errors_name_the_key(pretrained, tmp_path):
   with pytest.raises(ckpt_lib.CheckpointError, match=r"'hidden_0/bias' has shape \(32,\); the model needs \(16,\)"):
-    finetune.run_finetune(cfg(**{'finetune.init_from': str(pretrained),
-                                 'model.options.hidden': 16}), tmp_path / 'a')
+    experiment.run_finetune(cfg(**{'finetune.init_from': str(pretrained),
+                                   'model.options.hidden': 16}), tmp_path / 'a')
   params = final(pretrained)['params']
   flat = {f'params/{p}': np.asarray(x) for p, x in tree_lib.leaves_with_paths(params)
           if p != 'output/bias'}
   np.savez(tmp_path / 'w.npz', **flat)
   with pytest.raises(ckpt_lib.CheckpointError, match="no key 'output/bias'"):
-    finetune.run_finetune(cfg(**{'finetune.init_from': str(tmp_path / 'w.npz')}),
-                          tmp_path / 'b')
+    experiment.run_finetune(cfg(**{'finetune.init_from': str(tmp_path / 'w.npz')}),
+                            tmp_path / 'b')
 
 
 def test_fine_tune_python_api():
@@ -108,7 +107,7 @@ PEFT = {'finetune.targets': r'hidden_\d/kernel', 'finetune.head': 'output',
 def test_row_method_changes_only_chosen_rows(pretrained, tmp_path, score):
   c = cfg(**{'finetune.init_from': str(pretrained), 'finetune.method': 'row',
              'finetune.row_score': score, **PEFT})
-  row = peft.run_peft(c, tmp_path)
+  row = experiment.run_finetune(c, tmp_path)
   info = row['peft']
   assert info['rows'] == [4, 4]
   assert info['trainable_params'] == 4 * 40 + 4 * 32 + 32 * 10 + 10   # deltas + new head
@@ -130,14 +129,14 @@ def test_row_budget_larger_than_layer(pretrained, tmp_path):
   c = cfg(**{'finetune.init_from': str(pretrained), 'finetune.method': 'row',
              **PEFT, 'finetune.rows': 33})
   with pytest.raises(config_lib.ConfigError, match="33 rows.*'hidden_0/kernel' has only 32"):
-    peft.run_peft(c, tmp_path)
+    experiment.run_finetune(c, tmp_path)
 
 
 def test_baselines_budgets_and_memory(pretrained, tmp_path):
   rows = {}
   for method in ('row', 'lora', 'unstructured', 'full'):
     c = cfg(**{'finetune.init_from': str(pretrained), 'finetune.method': method, **PEFT})
-    rows[method] = peft.run_peft(c, tmp_path / method)['peft']
+    rows[method] = experiment.run_finetune(c, tmp_path / method)['peft']
   head = 32 * 10 + 10
   assert rows['lora']['trainable_params'] == 2 * (40 + 32) + 2 * (32 + 32) + head
   # Unstructured trains as many individual weights as the row method's deltas.
@@ -182,7 +181,7 @@ def test_unstructured_method_skips_matrices_with_no_entries():
 def test_unstructured_by_gradient_trains_only_chosen_weights(pretrained, tmp_path):
   c = cfg(**{'finetune.init_from': str(pretrained), 'finetune.method': 'unstructured',
              **PEFT, 'finetune.select': 'gradient'})
-  info = peft.run_peft(c, tmp_path)['peft']
+  info = experiment.run_finetune(c, tmp_path)['peft']
   deltas = 4 * 40 + 4 * 32
   assert info['trainable_params'] == deltas + 32 * 10 + 10
   assert info['bytes_indices'] == 4 * deltas

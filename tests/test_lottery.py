@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from sparsejax import experiment
 from sparsejax import config as config_lib
 from sparsejax.programs import lottery, results as results_lib
 from sparsejax.train import checkpoint as ckpt_lib
@@ -38,8 +39,8 @@ def start_params(workdir):
 def test_levels_rewind_to_step_k_and_controls(tmp_path):
   cfg = small(**{'lottery.rewind': 'step', 'lottery.rewind_step': 10,
                  'lottery.controls': ('reinit', 'random_prune', 'oneshot')})
-  rows = lottery.run_lottery(cfg, tmp_path, log=lambda s: None)
-  root = lottery.run_dir(cfg, tmp_path)
+  rows = experiment.run_lottery(cfg, tmp_path, log=lambda s: None)
+  root = experiment.lottery_dir(cfg, tmp_path)
   assert [(r['level'], r['arm']) for r in rows] == [
       (0, 'ticket'), (1, 'ticket'), (1, 'reinit'), (1, 'random_prune'), (1, 'oneshot'),
       (2, 'ticket'), (2, 'reinit'), (2, 'random_prune'), (2, 'oneshot')]
@@ -77,11 +78,11 @@ def test_levels_rewind_to_step_k_and_controls(tmp_path):
 
 
 def test_run_dir_ignores_extent_and_defaults(tmp_path):
-  a = lottery.run_dir(small(), tmp_path)
-  assert a == lottery.run_dir(small(**{'lottery.levels': 5, 'lottery.replicates': 3,
+  a = experiment.lottery_dir(small(), tmp_path)
+  assert a == experiment.lottery_dir(small(**{'lottery.levels': 5, 'lottery.replicates': 3,
                                        'lottery.controls': ('reinit',)}), tmp_path)
-  assert a == lottery.run_dir(small(**{'lottery.rewind_step': 0}), tmp_path)   # a default
-  assert a != lottery.run_dir(small(**{'lottery.prune_fraction': 0.3}), tmp_path)
+  assert a == experiment.lottery_dir(small(**{'lottery.rewind_step': 0}), tmp_path)   # a default
+  assert a != experiment.lottery_dir(small(**{'lottery.prune_fraction': 0.3}), tmp_path)
 
 
 def _env():

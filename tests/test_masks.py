@@ -111,3 +111,24 @@ def test_linen_and_dict_same_counts():
     for path, c in sj.count_active(masks).items():
       n = masks_lib.count_total(masks)[path]
       assert int(c) == max(1, n - round(0.9 * n)), path
+
+
+def test_mask_dynamics_hand_made():
+  initial = {'a': jnp.array([[1, 1, 0], [0, 0, 0]], bool), 'b': None,
+             'c': jnp.array([1, 0, 0, 0], bool)}
+  previous = {'a': jnp.array([[1, 0, 1], [0, 0, 0]], bool), 'b': None,
+              'c': jnp.array([1, 1, 0, 0], bool)}
+  new = {'a': jnp.array([[1, 0, 0], [1, 1, 0]], bool), 'b': None,
+         'c': jnp.array([0, 1, 0, 1], bool)}
+  # a: dropped {0,2}, grown {(1,0),(1,1)}, new&prev {(0,0)}, new&init {(0,0)}
+  # c: dropped {0}, grown {3}, new&prev {1}, new&init {}
+  for fn in (masks_lib.mask_dynamics, jax.jit(masks_lib.mask_dynamics)):
+    d = fn(previous, new, initial)
+    assert set(d) == {'dropped', 'grown', 'active', 'overlap_previous', 'overlap_initial'}
+    assert d['dropped'].dtype == jnp.int32 and d['overlap_previous'].dtype == jnp.float32
+    assert (int(d['dropped']), int(d['grown']), int(d['active'])) == (2, 3, 5)
+    assert float(d['overlap_previous']) == np.float32(2) / np.float32(5)
+    assert float(d['overlap_initial']) == np.float32(1) / np.float32(5)
+  empty = {'a': jnp.zeros((2, 3), bool), 'b': None, 'c': jnp.zeros((4,), bool)}
+  d = masks_lib.mask_dynamics(empty, empty, empty)
+  assert int(d['active']) == 0 and float(d['overlap_previous']) == 0.0

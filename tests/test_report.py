@@ -293,3 +293,24 @@ def test_import_does_not_load_matplotlib():
           'print(any(m.startswith("matplotlib") for m in sys.modules))')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == 'False'
+
+
+def test_report_mask_dynamics(tmp_path):
+  from sparsejax.programs import plots
+  work = tmp_path / 'work'
+  work.mkdir()
+  lines = [{'kind': 'train', 'step': s, 'loss': 1.0} for s in range(1, 4)]
+  lines += [{'kind': 'mask_update', 'step': s, 'dropped': 10 - s // 100, 'grown': 10 - s // 100,
+             'active': 100, 'overlap_previous': 0.9, 'overlap_initial': 1 - s / 1000}
+            for s in (100, 200, 300)]
+  (work / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in lines))
+  assert len(rep.mask_update_rows(work)) == 3
+  assert_png(plots.plot_mask_dynamics(lines, tmp_path / 'single.png'))
+  rows = sweep_rows()
+  rows[0]['workdir'] = str(work)
+  runs = write_rows(tmp_path / 'sweep', rows)
+  text = rep.report(runs)
+  assert str(runs / 'mask_dynamics_0.png') in text
+  assert_png(runs / 'mask_dynamics_0.png')
+  assert not (runs / 'mask_dynamics_1.png').exists()
+  assert '![mask_dynamics_0](mask_dynamics_0.png)' in (runs / 'report.md').read_text()

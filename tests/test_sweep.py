@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from sparsejax.programs import report, sweep
+from sparsejax import sweep
+from sparsejax.programs import report
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -44,6 +45,39 @@ def _env():
   return e
 
 
+def _group_running(pgid):
+  """Whether process group `pgid` still has a member that is not a zombie."""
+  try:
+    os.killpg(pgid, 0)
+  except ProcessLookupError:
+    return False
+  proc_fs = pathlib.Path('/proc')
+  if not proc_fs.is_dir():
+    return True
+  for stat in proc_fs.glob('[0-9]*/stat'):
+    try:
+      state, _, group = stat.read_text().rsplit(')', 1)[1].split()[:3]
+    except (OSError, IndexError, ValueError):
+      continue                          # the process ended meanwhile
+    if int(group) == pgid and state != 'Z':
+      return True
+  return False
+
+
+def _kill_group(proc):
+  """SIGKILL the process group led by `proc` (started with
+  start_new_session=True, so it holds the sweep and the points it runs and
+  nothing else), reap `proc`, and wait until the group's members are dead."""
+  try:
+    os.killpg(proc.pid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
+  proc.communicate()
+  deadline = time.time() + 30
+  while time.time() < deadline and _group_running(proc.pid):
+    time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_sweep_killed_rerun_and_failure(tmp_path):
   path = tmp_path / 'sweep_cfg.py'
@@ -53,15 +87,17 @@ def test_sweep_killed_rerun_and_failure(tmp_path):
   root = tmp_path / 'run'
   cmd = [sys.executable, '-m', 'sparsejax.cli', 'sweep', '--config', str(path),
          '--workdir', str(root), '--jobs', '1']
+  # Its own session and process group: the sweep's points (its children) share
+  # that group, so killing the group ends exactly what this test started.
   proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 240
-  while time.time() < deadline and not list(root.glob('*/summary.json')):
-    assert proc.poll() is None, proc.communicate()
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)      # the sweep and its running point die
-  proc.communicate()
-  os.system(f'pkill -9 -f "{root}" > /dev/null 2>&1')
+                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+  try:
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(root.glob('*/summary.json')):
+      assert proc.poll() is None, proc.communicate()
+      time.sleep(0.05)
+  finally:
+    _kill_group(proc)                   # the sweep and its running point die
   finished = {p.parent.name: p.stat().st_mtime_ns for p in root.glob('*/summary.json')}
   assert 1 <= len(finished) < 5
   again = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=400)

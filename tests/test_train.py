@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from sparsejax import experiment
 from sparsejax import config as config_lib
 from sparsejax.train import checkpoint as ckpt_lib, inspection, loop
 from sparsejax.train import metrics as metrics_lib
@@ -17,11 +18,13 @@ CONFIGS = pathlib.Path(__file__).resolve().parent.parent / 'configs'
 
 def small(path='mnist1d_rigl.py', **overrides):
   """A config file shrunk to a few quick steps."""
+  config = config_lib.load_config(CONFIGS / path)
   base = {'train.steps': 40, 'train.log_every': 5, 'train.eval_every': 20,
-          'train.checkpoint_every': 10, 'model.options.hidden': 64, 'pruning.every': 10,
-          'pruning.end': 30}
+          'train.checkpoint_every': 10, 'model.options.hidden': 64}
+  if config.pruning.schedule in ('rigl', 'set', 'gradual'):
+    base.update({'pruning.every': 10, 'pruning.end': 30})
   base.update(overrides)
-  return config_lib.apply_overrides(config_lib.load_config(CONFIGS / path), base)
+  return config_lib.apply_overrides(config, base)
 
 
 def final_state(workdir):
@@ -41,7 +44,7 @@ def assert_same_state(a, b):
 
 
 def test_run_writes_everything_and_prunes_exactly(tmp_path):
-  summary = loop.train_and_evaluate(small(), tmp_path, progress=False)
+  summary = experiment.train_and_evaluate(small(), tmp_path, progress=False)
   assert summary['density'] == pytest.approx(0.1, abs=1e-3)
   assert 0.1 < summary['eval']['test']['accuracy'] <= 1.0
   for name in ('config.json', 'metrics.jsonl', 'summary.json'):
@@ -75,27 +78,27 @@ def _leaf(tree, path):
 
 def test_same_seed_same_results(tmp_path):
   a, b = tmp_path / 'a', tmp_path / 'b'
-  loop.train_and_evaluate(small(), a, progress=False)
-  loop.train_and_evaluate(small(), b, progress=False)
+  experiment.train_and_evaluate(small(), a, progress=False)
+  experiment.train_and_evaluate(small(), b, progress=False)
   assert_same_state(final_state(a), final_state(b))
   assert comparable_rows(a) == comparable_rows(b)
   c = tmp_path / 'c'
-  loop.train_and_evaluate(small(seed=1), c, progress=False)
+  experiment.train_and_evaluate(small(seed=1), c, progress=False)
   assert comparable_rows(a) != comparable_rows(c)
 
 
 def test_resume_in_process_equals_uninterrupted(tmp_path):
   full, part = tmp_path / 'full', tmp_path / 'part'
-  loop.train_and_evaluate(small(), full, progress=False)
+  experiment.train_and_evaluate(small(), full, progress=False)
   # Stop after 20 steps by asking for fewer steps, then continue the same run: the
   # run is the same config except for train.steps, so copy the checkpoint over.
-  loop.train_and_evaluate(small(), part, progress=False)
+  experiment.train_and_evaluate(small(), part, progress=False)
   ckpts = part / 'checkpoints' / 'steps'
   for p in ckpts.iterdir():
     if int(p.name) > 20:
       import shutil
       shutil.rmtree(p)
-  summary = loop.train_and_evaluate(small(), part, progress=False)
+  summary = experiment.train_and_evaluate(small(), part, progress=False)
   assert summary['resumed_from'] == 20
   assert_same_state(final_state(full), final_state(part))
   assert comparable_rows(full) == comparable_rows(part)
@@ -107,7 +110,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
                                  'optimizer.warmup_steps': 30, 'train.checkpoint_every': 2,
                                  'train.log_every': 1})
   with pytest.raises(loop.NonFiniteError, match='non-finite at step') as err:
-    loop.train_and_evaluate(c, tmp_path, progress=False)
+    experiment.train_and_evaluate(c, tmp_path, progress=False)
   ckpts = ckpt_lib.Checkpoints(tmp_path / 'checkpoints')
   last = ckpts.latest_step()
   assert last is not None and f'step {last}' in str(err.value)
@@ -120,29 +123,29 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
   c = small(**{'train.steps': 20})
-  loop.train_and_evaluate(c, tmp_path, progress=False)
+  experiment.train_and_evaluate(c, tmp_path, progress=False)
   step_dir = tmp_path / 'checkpoints' / 'steps' / '20' / 'state'
   for f in step_dir.rglob('*'):
     if f.is_file() and f.stat().st_size > 0 and 'manifest' in f.name:
       f.write_bytes(b'garbage')
   with pytest.raises(ckpt_lib.CheckpointError, match=r'steps/20.*could not be restored'):
-    loop.train_and_evaluate(c, tmp_path, progress=False)
+    experiment.train_and_evaluate(c, tmp_path, progress=False)
 
 
 def test_partial_save_is_reported_and_removed(tmp_path):
   c = small(**{'train.steps': 20})
-  loop.train_and_evaluate(c, tmp_path, progress=False)
+  experiment.train_and_evaluate(c, tmp_path, progress=False)
   leftover = tmp_path / 'checkpoints' / 'steps' / '30.orbax-checkpoint-tmp-123'
   leftover.mkdir()
   with pytest.warns(UserWarning, match='never finished'):
-    summary = loop.train_and_evaluate(c, tmp_path, progress=False)
+    summary = experiment.train_and_evaluate(c, tmp_path, progress=False)
   assert not leftover.exists() and summary['resumed_from'] == 20
 
 
 def test_other_config_in_same_workdir_is_an_error(tmp_path):
-  loop.train_and_evaluate(small(**{'train.steps': 10}), tmp_path, progress=False)
-  with pytest.raises(config_lib.ConfigError, match="'sparsity'"):
-    loop.train_and_evaluate(small(**{'train.steps': 10, 'sparsity': 0.5}), tmp_path,
+  experiment.train_and_evaluate(small(**{'train.steps': 20}), tmp_path, progress=False)
+  with pytest.raises(config_lib.ConfigError, match="config.sparsity"):
+    experiment.train_and_evaluate(small(**{'train.steps': 20, 'sparsity': 0.5}), tmp_path,
                             progress=False)
 
 
@@ -159,7 +162,7 @@ def test_npz_and_idx_data_train(tmp_path):
   c = small('mnist1d_mlp.py', **{'data.name': 'npz', 'data.options.path': str(tmp_path / 'd.npz'),
                                  'data.batch_size': 16, 'data.eval_batch_size': 16,
                                  'optimizer.learning_rate': 1e-2})
-  summary = loop.train_and_evaluate(c, tmp_path / 'run_npz', progress=False)
+  summary = experiment.train_and_evaluate(c, tmp_path / 'run_npz', progress=False)
   assert summary['eval']['test']['examples'] == 40
   assert summary['eval']['test']['accuracy'] > 0.5    # 4 well-separated classes
   # IDX: the MNIST file format, written here.
@@ -178,8 +181,8 @@ def test_npz_and_idx_data_train(tmp_path):
   c = small('lenet300_100_mnist.py', **{'data.name': 'idx', 'data.options': {'path': str(idx)},
                                         'data.batch_size': 20, 'data.eval_batch_size': 10,
                                         'train.eval_splits': ('test',), 'train.steps': 6,
-                                        'model.options': {}, 'pruning.every': 100})
-  summary = loop.train_and_evaluate(c, tmp_path / 'run_idx', progress=False)
+                                        'model.options': {}})
+  summary = experiment.train_and_evaluate(c, tmp_path / 'run_idx', progress=False)
   assert summary['eval']['test']['examples'] == 20
 
 
@@ -188,7 +191,7 @@ def test_tfds_mock_data_trains(tmp_path, tfds_mock):
                                    'model.options': {'width': 0.125}, 'train.steps': 2,
                                    'train.eval_every': 2, 'train.checkpoint_every': 2})
   with tfds_mock(16):
-    summary = loop.train_and_evaluate(c, tmp_path, progress=False)
+    summary = experiment.train_and_evaluate(c, tmp_path, progress=False)
   assert summary['eval']['test']['examples'] == 16
   assert np.isfinite(summary['eval']['test']['loss'])
 
@@ -205,7 +208,8 @@ def test_every_config_runs_two_steps(name, tmp_path, tfds_mock):
   if c.pruning.schedule in ('oneshot',):
     over['pruning.at_step'] = 1
   if c.pruning.schedule in ('gradual', 'rigl', 'set'):
-    over.update({'pruning.start': 0, 'pruning.end': 1, 'pruning.every': 1})
+    over.update({'pruning.start': 0, 'pruning.end': 2 if c.pruning.schedule != 'gradual' else 1,
+                 'pruning.every': 1})
   expected = 1 - c.sparsity
   if c.pruning.schedule == 'imp':      # one round at step 1
     over.update({'pruning.every': 1, 'pruning.rounds': 1})
@@ -218,7 +222,7 @@ def test_every_config_runs_two_steps(name, tmp_path, tfds_mock):
                              else {'width': 4, 'blocks_per_stage': 1})
   c = config_lib.apply_overrides(c, over)
   with tfds_mock(16):
-    summary = loop.train_and_evaluate(c, tmp_path, progress=False)
+    summary = experiment.train_and_evaluate(c, tmp_path, progress=False)
   assert np.isfinite(summary['eval']['test']['loss'])
   assert summary['density'] == pytest.approx(expected, abs=0.02) or c.pruning.pattern == 'nm'
   assert json.loads((tmp_path / 'summary.json').read_text())['steps'] == 2

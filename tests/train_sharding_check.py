@@ -15,6 +15,7 @@ import tempfile
 import jax
 import numpy as np
 
+from sparsejax import experiment
 from sparsejax import config as config_lib
 from sparsejax.train import checkpoint as ckpt_lib, inspection, loop
 from sparsejax.train import metrics as metrics_lib, sharding as sharding_lib
@@ -36,8 +37,8 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:
     one = sharding_lib.make_mesh((1, 1), jax.devices()[:1])
     mesh = sharding_lib.make_mesh((2, 4))
-    s1 = loop.train_and_evaluate(config(()), f'{tmp}/one', progress=False, mesh=one)
-    s8 = loop.train_and_evaluate(config(rules), f'{tmp}/mesh', progress=False, mesh=mesh)
+    s1 = experiment.train_and_evaluate(config(()), f'{tmp}/one', progress=False, mesh=one)
+    s8 = experiment.train_and_evaluate(config(rules), f'{tmp}/mesh', progress=False, mesh=mesh)
     rows1 = [r for r in metrics_lib.read_rows(f'{tmp}/one/metrics.jsonl') if r['kind'] == 'train']
     rows8 = [r for r in metrics_lib.read_rows(f'{tmp}/mesh/metrics.jsonl') if r['kind'] == 'train']
     l1, l8 = np.array([r['loss'] for r in rows1]), np.array([r['loss'] for r in rows8])

@@ -28,6 +28,4 @@ def get_config():
   c.train.steps = STEPS
   c.train.eval_every = 1000
   c.train.checkpoint_every = STEPS
-  c.pruning.every = 100
-  c.pruning.end = int(0.75 * STEPS)
   return c

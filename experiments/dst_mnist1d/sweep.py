@@ -25,8 +25,6 @@ def get_config():
   c.train.steps = STEPS
   c.train.eval_every = 500
   c.train.checkpoint_every = STEPS
-  c.pruning.every = 100
-  c.pruning.end = int(0.75 * STEPS)
   return c
 
 
@@ -40,7 +38,8 @@ def get_sweep():
                'pruning.schedule': 'at_init', 'pruning.criterion': 'random',
                '_arm': 'static' + tag}
         yield {'seed': seed, 'sparsity': sparsity, 'pruning.allocation': allocation,
-               'pruning.schedule': 'set', 'pruning.decay': 'constant',
-               'pruning.grow': 'random', '_arm': 'set' + tag}
+               'pruning.schedule': 'set', 'pruning.every': 100, 'pruning.end': 0.75,
+               '_arm': 'set' + tag}
         yield {'seed': seed, 'sparsity': sparsity, 'pruning.allocation': allocation,
-               'pruning.schedule': 'rigl', '_arm': 'rigl' + tag}
+               'pruning.schedule': 'rigl', 'pruning.every': 100,
+               'pruning.end': 0.75, '_arm': 'rigl' + tag}

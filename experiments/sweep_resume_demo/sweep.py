@@ -19,8 +19,6 @@ def get_config():
   c.train.eval_every = 300
   c.train.checkpoint_every = 300
   c.model.options = {'hidden': 100}
-  c.pruning.every = 100
-  c.pruning.end = 450
   return c
 
 
@@ -30,7 +28,9 @@ def get_sweep():
       yield {'seed': seed, 'sparsity': sparsity, 'pruning.schedule': 'at_init',
              'pruning.criterion': 'random', '_arm': 'static'}
       yield {'seed': seed, 'sparsity': sparsity, 'pruning.schedule': 'gradual',
-             'pruning.start': 100, '_arm': 'gradual'}
-      yield {'seed': seed, 'sparsity': sparsity, 'pruning.schedule': 'rigl', '_arm': 'rigl'}
+             'pruning.start': 100, 'pruning.end': 0.75, 'pruning.every': 100,
+             '_arm': 'gradual'}
+      yield {'seed': seed, 'sparsity': sparsity, 'pruning.schedule': 'rigl', 'pruning.every': 100,
+             'pruning.end': 0.75, '_arm': 'rigl'}
   # This point fails when it runs: the split has 4000 training examples.
   yield {'seed': 0, 'data.options': {'validation': 10 ** 6}, '_arm': 'broken'}

@@ -13,6 +13,7 @@ transformation resets their optimizer moments.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,7 @@ from sparsejax.core import allocation as alloc_lib
 from sparsejax.core import criteria as criteria_lib
 from sparsejax.core import select
 from sparsejax.core import tree as tree_lib
-from sparsejax.core.schedules import Schedule
+from sparsejax.core.schedules import Schedule, ScheduleError
 
 
 def drop_grow(mask, drop_scores, grow_scores, drop_fraction):
@@ -44,6 +45,7 @@ class RigL(Schedule):
   drop_fraction: float = 0.3
   decay: str = 'cosine'
   grow: str = 'gradient'
+  step_fields: ClassVar[tuple[str, ...]] = ('start', 'end')
 
   def __post_init__(self):
     super().__post_init__()
@@ -61,6 +63,18 @@ class RigL(Schedule):
     if self.every < 1 or not 0 <= self.start < self.end:
       raise ValueError(f'need every >= 1 and 0 <= start < end, got every={self.every}, '
                        f'start={self.start}, end={self.end}')
+
+  def first_update(self) -> int:
+    """The first step on which the mask moves."""
+    return max(self.every, -(-self.start // self.every) * self.every)
+
+  def check_run(self, total_steps):
+    last = min(self.end, total_steps)
+    if self.drop_fraction > 0 and self.first_update() >= last:
+      raise ScheduleError(
+          f'{type(self).__name__.lower()} would never change its mask: the first update is at '
+          f'step {self.first_update()} (every={self.every}, start={self.start}) but updates '
+          f'stop at step {last} (end={self.end}, {total_steps} steps in the run)')
 
   def init(self, params, rule=tree_lib.DEFAULT_RULE):
     masks, state = super().init(params, rule)

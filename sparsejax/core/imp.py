@@ -12,7 +12,7 @@ separate runs per level with controls and replicates.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,7 @@ from sparsejax.core import masks as masks_lib
 from sparsejax.core import prune as prune_lib
 from sparsejax.core import select
 from sparsejax.core import tree as tree_lib
-from sparsejax.core.schedules import Schedule
+from sparsejax.core.schedules import Schedule, ScheduleError
 
 PyTree = Any
 
@@ -97,7 +97,7 @@ class IMP(Schedule):
   rounds: int = 5
   prune_fraction: float = 0.2
   rewind_step: int = 0
-  rewinds = True   # sparsify rewinds params and resets the optimizer on should_rewind
+  rewinds: ClassVar[bool] = True
 
   def __post_init__(self):
     super().__post_init__()
@@ -114,6 +114,20 @@ class IMP(Schedule):
       raise ValueError(f'IMP needs every >= 1, rounds >= 0 and 0 <= rewind_step < every, got '
                        f'every={self.every}, rounds={self.rounds}, '
                        f'rewind_step={self.rewind_step}')
+
+  def check_run(self, total_steps):
+    if self.rounds * self.every >= total_steps:
+      raise ScheduleError(
+          f'imp needs more than rounds * every = {self.rounds} * {self.every} steps to finish '
+          f'its rounds and train the last one; the run has {total_steps}')
+
+  @property
+  def restart_period(self):
+    return self.every
+
+  def lr_step(self, step):
+    last_round = self.rounds * self.every
+    return step - jnp.minimum(step // self.every * self.every, last_round)
 
   def init(self, params, rule=tree_lib.DEFAULT_RULE):
     masks, _ = super().init(params, rule)

@@ -158,3 +158,28 @@ def summary(masks: PyTree) -> list[dict[str, Any]]:
     rows.append({'path': path, 'shape': tuple(m.shape), 'active': active,
                  'total': int(m.size), 'density': active / max(int(m.size), 1)})
   return rows
+
+
+def mask_dynamics(previous: PyTree, new: PyTree, initial: PyTree) -> dict[str, jax.Array]:
+  """How a mask update moved the connectivity, summed over all masked leaves.
+
+  The drop/grow metrics of dynamic sparse training (SET, RigL): 'dropped'
+  (True in `previous`, False in `new`), 'grown' (False -> True) and 'active'
+  (True in `new`) as int32 counts; 'overlap_previous' and 'overlap_initial',
+  the share of `new`'s active weights also active in `previous` / `initial`,
+  as float32 (the exploration of new weights of Liu et al. 2021, "In-time
+  over-parameterization"). The three masks must have the same structure,
+  None at the same (dense) leaves.
+  """
+  def counts(p, n, i):
+    p, n, i = p.astype(bool), n.astype(bool), i.astype(bool)
+    c = lambda x: jnp.sum(x, dtype=jnp.int32)
+    return jnp.stack([c(p & ~n), c(~p & n), c(n), c(n & p), c(n & i)])
+
+  per_leaf = jax.tree.leaves(jax.tree.map(counts, previous, new, initial))
+  dropped, grown, active, with_prev, with_init = (
+      sum(per_leaf, jnp.zeros((5,), jnp.int32)) if per_leaf else jnp.zeros((5,), jnp.int32))
+  denom = jnp.maximum(active, 1).astype(jnp.float32)
+  return {'dropped': dropped, 'grown': grown, 'active': active,
+          'overlap_previous': with_prev.astype(jnp.float32) / denom,
+          'overlap_initial': with_init.astype(jnp.float32) / denom}

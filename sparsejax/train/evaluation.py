@@ -6,37 +6,28 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from sparsejax import config as config_lib
 from sparsejax.core import masks as masks_lib
 from sparsejax.core import transform
 from sparsejax.data import base as data_base
 from sparsejax.train import sharding as sharding_lib
 
 
-def evaluate(run, params, model_state, eval_fn, split: str) -> dict:
-  """Mean loss and accuracy over a whole split (every example counted once)."""
-  source = {'test': run.dataset.test, 'validation': run.dataset.validation,
-            'train': run.dataset.train}.get(split, 'unknown')
-  if source == 'unknown':
-    raise config_lib.ConfigError(f"config key 'train.eval_splits': unknown split {split!r}; "
-                                 "use 'train', 'validation' or 'test'")
-  if source is None:
-    raise config_lib.ConfigError(f"config key 'train.eval_splits': dataset "
-                                 f"{run.dataset.name!r} has no {split!r} split")
+def evaluate(task, mesh, params, model_state, eval_fn, split: str) -> dict:
+  """Mean loss and metrics over a whole split (every example counted once)."""
+  source = getattr(task.dataset, split)
   total = None
-  sl = sharding_lib.process_slice(run.settings.data.eval_batch_size)
-  for x, y, w in data_base.eval_batches(source, run.settings.data.eval_batch_size):
-    out = eval_fn(params, model_state, sharding_lib.put_batch(run.mesh, (x[sl], y[sl], w[sl])))
+  sl = sharding_lib.process_slice(task.eval_batch_size)
+  for x, y, w in data_base.eval_batches(source, task.eval_batch_size):
+    out = eval_fn(params, model_state, sharding_lib.put_batch(mesh, (x[sl], y[sl], w[sl])))
     total = out if total is None else jax.tree.map(jnp.add, total, out)
   total = jax.device_get(total)
-  n = float(total['count'])
-  return {'loss': float(total['loss_sum']) / n, 'accuracy': float(total['correct']) / n,
-          'examples': int(len(source))}
+  n = float(total.pop('count'))
+  return {**{k: float(v) / n for k, v in total.items()}, 'examples': int(len(source))}
 
 
-def evaluate_splits(run, state, eval_fn, splits) -> dict:
+def evaluate_splits(task, mesh, state, eval_fn, splits) -> dict:
   """{split: evaluate(...)} for the state's params."""
-  return {split: evaluate(run, state.params, state.model_state, eval_fn, split)
+  return {split: evaluate(task, mesh, state.params, state.model_state, eval_fn, split)
           for split in splits}
 
 
@@ -54,8 +45,3 @@ def density_stats(opt_state) -> dict:
   active = int(jax.device_get(masks_lib.total_active(masks)))
   return {'density': active / total if total else 1.0, 'active': active, 'prunable': total,
           'layer_density': {k: float(v) for k, v in per_layer.items()}}
-
-
-def density_stats_device(opt_state):
-  """Overall density as a device scalar (jitted by the loop, fetched lagged)."""
-  return masks_lib.overall_density(transform.get_masks(opt_state))

@@ -1,63 +1,43 @@
-"""train_and_evaluate: a config and a workdir in; a trained sparse model,
-metrics, checkpoints and a summary out. Resumes from the workdir's latest
-checkpoint, so re-running the same command after a crash, a kill or Ctrl-C
-continues exactly where the last checkpoint left off.
+"""The training loop over a `Task`: a trained sparse model, metrics,
+checkpoints and a summary out. Resumes from the workdir's latest checkpoint,
+so re-running after a crash, a kill or Ctrl-C continues exactly where the last
+checkpoint left off. The loop names no schedule: everything it needs from one
+is the `Schedule` interface.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import pathlib
-import signal
+import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from sparsejax import config as config_lib
-from sparsejax import data as data_lib
-from sparsejax.core import schedules, transform
+from sparsejax.core import masks as masks_lib, schedules, transform
 from sparsejax.core import tree as tree_lib
 from sparsejax.data import base as data_base
-from sparsejax.train import builders, checkpoint as ckpt_lib, feed as feed_lib
-from sparsejax.train.evaluation import (density_stats, density_stats_device, eval_row,
-                                       evaluate_splits)
+from sparsejax.train import checkpoint as ckpt_lib, feed as feed_lib
 from sparsejax.train import metrics as metrics_lib
 from sparsejax.train import sharding as sharding_lib, step as step_lib
+from sparsejax.train.evaluation import density_stats, eval_row, evaluate_splits
+from sparsejax.train.periodic import (EarlyStopping, Interrupted, NonFiniteError,  # noqa: F401
+                                      catch_signals, check_record, lagged_rows)
+from sparsejax.train.task import SetupError, Task
 
-# Metrics are fetched LAG steps behind the newest step, so the devices still
-# have LAG steps queued while the host writes rows; never more than 2 * LAG
-# steps are in flight (fake CPU meshes deadlock past about 30; see DESIGN.md).
-LAG = 8
-# Keys that change what is logged or saved, not what is trained: a resumed run
-# may change them.
-NO_EFFECT_KEYS = ('train.log_every', 'train.eval_every', 'train.checkpoint_every',
-                  'train.keep_checkpoints', 'train.eval_splits', 'data.prefetch',
-                  'data.eval_batch_size')
-
-
-class NonFiniteError(RuntimeError):
-  """The loss or the gradients became NaN or Inf."""
-
-
-class Interrupted(RuntimeError):
-  """SIGINT or SIGTERM arrived; a checkpoint was saved."""
-
-  def __init__(self, signum: int, step: int, workdir):
-    self.signum = signum
-    super().__init__(f'{signal.Signals(signum).name} at step {step}: checkpoint saved in '
-                     f'{workdir}; run the same command again to resume')
+__all__ = ['Start', 'Run', 'Result', 'build', 'initial_state', 'train', 'Interrupted',
+           'NonFiniteError', 'SetupError']
 
 
 @dataclasses.dataclass(frozen=True)
 class Start:
   """Where a run starts instead of a fresh initialisation: given params (and
-  model state), and optionally a fixed mask (then pruning.schedule must be
-  'fixed'). Programs use it: IMP levels, their controls, fine-tuning."""
+  model state), and optionally a fixed mask (the run then trains with
+  `FixedMask(masks)`). Programs use it: IMP levels, controls, fine-tuning."""
   params: Any
   masks: Any = None
   model_state: Any = None
@@ -65,71 +45,64 @@ class Start:
 
 @dataclasses.dataclass
 class Run:
-  """Everything built from the settings, before any training."""
-  settings: config_lib.Settings
-  dataset: data_base.Dataset
-  model: Any
+  """Everything built from a task, before any training."""
+  task: Task
+  schedule: schedules.Schedule     # resolved for the run (fractions -> steps, bound)
   mesh: Any
   tx: Any
-  lr_fn: Any
-  init_state: Any          # key -> TrainState (pure)
-  abstract: Any            # TrainState of ShapeDtypeStructs
-  state_sh: Any            # TrainState of shardings
+  init_state: Callable             # key -> TrainState (pure)
+  abstract: Any                    # TrainState of ShapeDtypeStructs
+  state_sh: Any                    # TrainState of shardings
   start: Start | None = None
 
 
-def build(settings: config_lib.Settings, mesh=None, start: Start | None = None,
-          wrap_model=None) -> Run:
-  """Everything a run needs, from typed settings. `wrap_model(model)` may
-  replace the model by a reparametrisation of it (parameter-efficient
-  fine-tuning)."""
-  s = settings
+@dataclasses.dataclass
+class Result:
+  """What `train` produced: the final state (on the devices) and the summary."""
+  state: step_lib.TrainState
+  summary: dict
+  workdir: pathlib.Path
+
+  @property
+  def masks(self):
+    return transform.get_masks(self.state.opt_state)
+
+
+def build(task: Task, mesh=None, start: Start | None = None) -> Run:
+  """The compiled-to-be pieces of a run; every setup error is raised here,
+  before a workdir is touched."""
   try:
-    dataset = data_lib.load_dataset(s.data.name, **s.data.options)
-  except TypeError as e:
-    raise config_lib.ConfigError(f'data settings: {e}') from None
-  mesh = mesh or sharding_lib.make_mesh(s.mesh.shape)
-  sharding_lib.check_batch(mesh, s.data.batch_size)
-  sharding_lib.check_batch(mesh, s.data.eval_batch_size, 'data.eval_batch_size')
-  max_len = dataset.input_shape[0] if dataset.task == 'lm' else None
-  model = builders.build_model(s.model, dataset.num_classes, dataset.task, max_len)
-  if wrap_model is not None:
-    model = wrap_model(model)
-  imp = s.pruning.schedule == 'imp'
-  # IMP restarts the learning-rate schedule every round: it spans one round.
-  round_steps = s.pruning.schedule_options['every'] if imp else s.train.steps
-  inner, lr_fn = builders.build_optimizer(s.optimizer, round_steps)
-  if imp:
-    last_round = s.pruning.schedule_options['rounds'] * round_steps
-    base_lr = lr_fn
-    lr_fn = lambda step: base_lr(step - min(step // round_steps * round_steps, last_round))
-
-  x0, y0 = dataset.train.get(data_base.batch_indices(len(dataset.train), s.data.batch_size,
-                                                     s.seed, 0))
-
-  def loss_fn(params, batch):
-    out = model.apply({'params': params}, batch[0], train=False)
-    return step_lib.cross_entropy(out, batch[1])[0] / batch[1].size
-
-  def apply_fn(params, x):
-    return model.apply({'params': params}, x, train=False)
-
+    mesh = mesh or sharding_lib.make_mesh(task.mesh_shape)
+    sharding_lib.check_batch(mesh, task.batch_size, 'batch_size')
+    sharding_lib.check_batch(mesh, task.eval_batch_size, 'eval_batch_size')
+  except ValueError as e:
+    raise SetupError(str(e)) from None
   if start is not None and start.masks is not None:
-    if s.pruning.schedule != 'fixed':
-      raise config_lib.ConfigError("a run started with a given mask needs pruning.schedule "
-                                   f"'fixed', not {s.pruning.schedule!r}")
+    if not isinstance(task.schedule, (schedules.Dense, schedules.FixedMask)):
+      raise SetupError(f'a run started with a given mask trains it fixed; the task asks for '
+                       f'{type(task.schedule).__name__}')
     schedule = schedules.FixedMask(masks=start.masks)
+  elif start is None and task.schedule.needs_start:
+    raise SetupError(f'{type(task.schedule).__name__} takes its mask from the weights it '
+                     'starts from, but this run starts from a fresh initialisation: it would '
+                     'train a dense network. Start from pruned weights (finetune) or give masks')
   else:
-    schedule = builders.build_schedule(
-        s.pruning, s.seed, loss_fn=loss_fn, batch=(jnp.asarray(x0), jnp.asarray(y0)),
-        apply_fn=apply_fn, input_shape=(1, *dataset.input_shape))
-  tx = transform.sparsify(inner, schedule, builders.prunable_rule(s.pruning))
+    schedule = task.schedule.for_run(task.updates)
+  x0, y0 = task.dataset.train.get(data_base.batch_indices(
+      len(task.dataset.train), task.batch_size, task.seed, 0))
+  batch0 = (jnp.asarray(x0), jnp.asarray(y0))
+  schedule = schedule.bind(
+      loss_fn=lambda params, batch: task.train_loss(params, _state0(task), batch, None)[0],
+      batch=batch0, apply_fn=lambda params, x: task.apply(params, _state0(task), x)[0],
+      input_shape=(1, *task.dataset.input_shape))
+  tx = transform.sparsify(task.optimizer, schedule, task.rule)
+  if task.accumulate > 1:   # outermost, so the schedule counts real updates
+    steps = optax.MultiSteps(tx, every_k_schedule=task.accumulate)
+    tx = optax.GradientTransformationExtraArgs(steps.init, steps.update)   # keeps value=
 
   def init_state(key, start_params=None, start_model_state=None):
-    from sparsejax import models
     init_key, run_key = jax.random.split(key)
-    variables = dict(models.init_variables(model, init_key, dataset.input_shape,
-                                           dataset.input_dtype))
+    variables = task.init_variables(init_key)
     params = variables.pop('params')
     if start_params is not None:
       params = jax.tree.map(lambda a, b: jnp.asarray(a, b.dtype), start_params, params)
@@ -140,7 +113,7 @@ def build(settings: config_lib.Settings, mesh=None, start: Start | None = None,
     return step_lib.TrainState(jnp.zeros([], jnp.int32), params, variables, opt_state,
                                jax.random.key_data(run_key))
 
-  abstract = jax.eval_shape(init_state, jax.random.key(s.seed))
+  abstract = jax.eval_shape(init_state, jax.random.key(task.seed))
   if start is not None:
     try:
       tree_lib.check_same_structure(start.params, abstract.params, 'the starting params')
@@ -149,153 +122,146 @@ def build(settings: config_lib.Settings, mesh=None, start: Start | None = None,
                                       'the starting model state')
     except ValueError as e:
       raise ckpt_lib.CheckpointError(str(e)) from None
-  param_sh = sharding_lib.param_shardings(mesh, abstract.params, s.mesh.rules)
+  try:
+    param_sh = sharding_lib.param_shardings(mesh, abstract.params, task.mesh_rules)
+  except ValueError as e:
+    raise SetupError(f'mesh rules: {e}') from None
   state_sh = sharding_lib.state_shardings(mesh, abstract, abstract.params, param_sh)
-  return Run(s, dataset, model, mesh, tx, lr_fn, init_state, abstract, state_sh, start)
+  return Run(task, schedule, mesh, tx, init_state, abstract, state_sh, start)
+
+
+def _state0(task):
+  """The model state of a fresh init (for losses evaluated outside the loop)."""
+  variables = jax.eval_shape(task.init_variables, jax.random.key(0))
+  return {k: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), v)
+          for k, v in variables.items() if k != 'params'}
 
 
 def initial_state(run: Run):
   """The run's state at step 0, placed with its shardings."""
-  key = jax.random.key(run.settings.seed)
+  key = jax.random.key(run.task.seed)
   init = jax.jit(run.init_state, out_shardings=run.state_sh)
   if run.start is None:
     return init(key)
   return init(key, run.start.params, run.start.model_state)
 
 
-def _check_workdir_config(workdir: pathlib.Path, config, write: bool = False) -> None:
-  """A workdir belongs to one config: resuming with other settings is an error.
-  With `write`, records the config (once the run could be built)."""
-  path = workdir / 'config.json'
-  text = config_lib.to_json(config)
-  if path.exists():
-    old, new = _flat(json.loads(path.read_text())), _flat(json.loads(text))
-    changed = sorted(k for k in set(old) | set(new)
-                     if old.get(k) != new.get(k) and k not in NO_EFFECT_KEYS)
-    if changed:
-      raise config_lib.ConfigError(
-          f'{workdir} holds a run of a different config (keys that differ: {changed}); '
-          'use a new workdir or the same config')
-  if write and jax.process_index() == 0:
-    path.write_text(text + '\n')
+def mask_update_steps(run: Run) -> set[int]:
+  """Train steps (0-based) on which the schedule changes the mask."""
+  n = run.task.updates
+  if isinstance(run.schedule, (schedules.Dense, schedules.FixedMask)) or n == 0:
+    return set()
+  flags = np.asarray(jax.jit(jax.vmap(run.schedule.should_update))(jnp.arange(n)))
+  k = run.task.accumulate
+  return {int(u) * k + k - 1 for u in np.nonzero(flags)[0]}
 
 
-def _flat(d, prefix=''):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict) and v:
-      out.update(_flat(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
+def describe(run: Run) -> dict:
+  """The resolved run, JSON-friendly: schedule (type and every field) and loop settings."""
+  t = run.task
+  return {'schedule': run.schedule.describe(),
+          'loop': {k: getattr(t, k) for k in ('steps', 'batch_size', 'seed', 'accumulate')},
+          'model': type(t.model).__qualname__ if t.model is not None else None,
+          'dataset': t.dataset.name}
 
 
-class EarlyStopping:
-  """Stops after `patience` evaluations without a lower validation loss.
-
-  Rebuilt from the metrics rows written so far, so a resumed run decides
-  exactly as an uninterrupted one would.
-  """
-
-  def __init__(self, patience: int, rows=()):
-    self.patience, self.best, self.best_step, self.waited = patience, None, None, 0
-    for r in rows:
-      if r.get('kind') == 'eval' and 'validation_loss' in r:
-        self.update(r['step'], r['validation_loss'])
-
-  def update(self, step: int, loss: float) -> bool:
-    """Records an evaluation; True when it is the best so far."""
-    if self.best is None or loss < self.best:
-      self.best, self.best_step, self.waited = loss, step, 0
-      return True
-    self.waited += 1
-    return False
-
-  @property
-  def should_stop(self) -> bool:
-    return self.patience > 0 and self.waited >= self.patience
+def banner(run: Run, workdir) -> str:
+  """The start banner: devices, mesh, counts, the resolved schedule, workdir."""
+  params = run.abstract.params
+  n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+  prunable = tree_lib.prunable_shapes(params, run.task.rule)
+  n_prunable = sum(int(np.prod(s)) for s in prunable.values())
+  sched = run.schedule.describe()
+  fields = ', '.join(f'{k}={v}' for k, v in sched.items() if k != 'type' and k != 'masks')
+  devices = jax.devices()
+  return (f'sparsejax: {len(devices)} {devices[0].platform} device(s), mesh '
+          f'{dict(run.mesh.shape)}; {n_params:,} params, {n_prunable:,} prunable in '
+          f'{len(prunable)} leaves\nschedule {sched["type"].rsplit(".", 1)[-1]}({fields})\n'
+          f'{run.task.steps} steps, batch {run.task.batch_size}; workdir {workdir}')
 
 
-@contextlib.contextmanager
-def _catch_signals():
-  """Records SIGINT/SIGTERM instead of dying, so the loop can save first."""
-  caught = []
-  handler = lambda signum, frame: caught.append(signum)
-  old = {}
-  for sig in (signal.SIGINT, signal.SIGTERM):
-    try:
-      old[sig] = signal.signal(sig, handler)
-    except ValueError:      # not the main thread: leave signals alone
-      pass
-  try:
-    yield caught
-  finally:
-    for sig, h in old.items():
-      signal.signal(sig, h)
-
-
-def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
-                       start: Start | None = None, snapshots: tuple[int, ...] = (),
-                       wrap_model=None) -> dict:
-  """Trains (or resumes) the run in `workdir`; returns the summary.
+def train(task: Task, workdir, *, start: Start | None = None, snapshots: tuple[int, ...] = (),
+          record: dict | None = None, progress: bool = True, mesh=None,
+          log: Callable[[str], None] | None = None) -> Result:
+  """Trains (or resumes) `task` in `workdir`; returns the final state and summary.
 
   `start` replaces the fresh initialisation (used only when the workdir holds
-  no checkpoint yet). `snapshots` are steps after which the params and model
-  state are also saved as named checkpoints 'step_K' (IMP's rewind points;
-  'init' is always saved).
+  no checkpoint yet). `snapshots` are steps after which params and model state
+  are also saved as named checkpoints 'step_K' ('init' is always saved).
+  `record` (JSON) describes the run for `config.json`; a workdir refuses to
+  resume a run whose record differs in keys that change results.
   """
-  settings = config_lib.to_settings(config)
+  log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+  run = build(task, mesh, start)                 # every setup error before the workdir
   workdir = pathlib.Path(workdir).absolute()
+  record = {**(record or {}), 'resolved': describe(run)}
+  check_record(workdir, record)
   workdir.mkdir(parents=True, exist_ok=True)
-  _check_workdir_config(workdir, config)
-  run = build(settings, mesh, start, wrap_model)
-  _check_workdir_config(workdir, config, write=True)
-  s, t = settings, settings.train
-  x_nd = 1 + len(run.dataset.input_shape)
-  y_nd = x_nd if run.dataset.task == 'lm' else 1
-  eval_fn = step_lib.compile_eval_step(step_lib.make_eval_step(run.model.apply), run.mesh,
-                                       run.state_sh, x_nd, y_nd)
-  ckpts = ckpt_lib.Checkpoints(workdir / 'checkpoints', keep=t.keep_checkpoints)
+  check_record(workdir, record, write=True)
+  if jax.process_index() == 0:
+    log(banner(run, workdir))
+  return _loop(run, workdir, snapshots, progress)
+
+
+def _restore_or_init(run: Run, ckpts, snapshots):
   latest = ckpts.latest_step()
   if latest is None:
     state = initial_state(run)
-    ckpts.save_named('init', {'params': state.params, 'model_state': state.model_state})
+    named = {'params': state.params, 'model_state': state.model_state}
+    ckpts.save_named('init', named)
     if 0 in snapshots:
-      ckpts.save_named('step_0', {'params': state.params, 'model_state': state.model_state})
-  else:
-    state, meta = ckpts.restore(latest, ckpt_lib.abstract_like(run.abstract, run.state_sh))
-    if int(state.step) != latest or meta.get('data_position') != latest:
-      raise ckpt_lib.CheckpointError(f'checkpoint {ckpts.steps_dir / str(latest)} is '
-                                     f'inconsistent: step {int(state.step)}, meta {meta}')
+      ckpts.save_named('step_0', named)
+    return state
+  state, meta = ckpts.restore(latest, ckpt_lib.abstract_like(run.abstract, run.state_sh))
+  if int(state.step) != latest or meta.get('data_position') != latest:
+    raise ckpt_lib.CheckpointError(f'checkpoint {ckpts.steps_dir / str(latest)} is '
+                                   f'inconsistent: step {int(state.step)}, meta {meta}')
+  return state
+
+
+def _make_feed(run: Run, start: int):
+  t = run.task
+  if feed_lib.wants_device(t.on_device, t.dataset.train):
+    return feed_lib.DeviceFeed(t.dataset.train, t.batch_size, t.seed, start, run.mesh)
+  return feed_lib.HostFeed(t.dataset.train, t.batch_size, t.seed, start, t.prefetch, run.mesh)
+
+
+def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
+  t = run.task
+  x_nd = 1 + len(t.dataset.input_shape)
+  y_nd = x_nd if t.dataset.task == 'lm' else 1
+  eval_fn = step_lib.compile_eval_step(step_lib.make_eval_step(t), run.mesh, run.state_sh,
+                                       x_nd, y_nd)
+  ckpts = ckpt_lib.Checkpoints(workdir / 'checkpoints', keep=t.keep_checkpoints)
+  state = _restore_or_init(run, ckpts, snapshots)
   start = int(state.step)
   writer = metrics_lib.MetricsWriter(workdir, t.steps, start, progress=progress)
-  if t.early_stopping and 'validation' not in t.eval_splits:
-    raise config_lib.ConfigError("config key 'train.early_stopping' needs 'validation' in "
-                                 'train.eval_splits')
   stopper = EarlyStopping(t.early_stopping,
                           metrics_lib.read_rows(workdir / 'metrics.jsonl') if start else ())
+  evaluate = lambda: evaluate_splits(t, run.mesh, state, eval_fn, t.eval_splits)
   last_eval = {}
   if start == 0 and t.eval_at_start:
-    last_eval = evaluate_splits(run, state, eval_fn, t.eval_splits)
+    last_eval = evaluate()
     writer.write('eval', 0, eval_row(last_eval, state.opt_state))
-  if feed_lib.wants_device(s.data.on_device, run.dataset.train):
-    feed = feed_lib.DeviceFeed(run.dataset.train, s.data.batch_size, s.seed, start, run.mesh)
-  else:
-    feed = feed_lib.HostFeed(run.dataset.train, s.data.batch_size, s.seed, start,
-                             s.data.prefetch, run.mesh)
-  train_fn = step_lib.compile_train_step(step_lib.make_train_step(run.model.apply, run.tx),
-                                        run.mesh, run.state_sh, x_nd, y_nd)
-  settings_hash = config_lib.settings_hash(config)
-  density_fn = jax.jit(density_stats_device)
+  feed = _make_feed(run, start)
+  train_fn = step_lib.compile_train_step(step_lib.make_train_step(t, run.tx), run.mesh,
+                                        run.state_sh, x_nd, y_nd)
+  density_fn = jax.jit(lambda s: masks_lib.overall_density(transform.get_masks(s)))
+  update_steps = {s for s in mask_update_steps(run) if s >= start}
+  dynamics = _MaskDynamics(run, state) if update_steps else None
   pending, t_window, n_window = [], time.perf_counter(), 0
   t_start = time.perf_counter()
   try:
-    with _catch_signals() as caught:
+    with catch_signals() as caught:
       for step in range(start, t.steps if not stopper.should_stop else start):
+        if step in update_steps:
+          dynamics.before(state)
         state, m = train_fn(state, feed.next_batch(step))
         pending.append(m)
         n_window += 1
         done = step + 1
+        if step in update_steps:
+          writer.write('mask_update', done, dynamics.after(state))
         log_now = done % t.log_every == 0 or done == t.steps
         eval_now = done % t.eval_every == 0 or done == t.steps
         save_now = done % t.checkpoint_every == 0 or done == t.steps
@@ -304,49 +270,38 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
                                             'model_state': state.model_state})
         stop = bool(caught)   # read once: a signal may arrive at any point below
         boundary = log_now or eval_now or save_now or stop
-        if not boundary and len(pending) < 2 * LAG:
+        fetched = lagged_rows(pending, done, boundary, ckpts)
+        if fetched is None:
           continue
-        fetch = len(pending) if boundary else LAG
-        first = done - len(pending) + 1
-        rows = np.stack(jax.device_get(pending[:fetch])).astype(np.float64)
-        pending = pending[fetch:]
-        finite = rows[:, step_lib.METRICS.index('finite')]
-        if not finite.all():
-          bad = int(np.argmin(finite))
-          last = ckpts.latest_step()
-          where = (f'The last good checkpoint is step {last} in {ckpts.steps_dir}'
-                   if last is not None else 'No checkpoint had been saved yet')
-          raise NonFiniteError(
-              f'the loss or gradients became non-finite at step {first + bad} (loss '
-              f'{rows[bad, 0]}); stopped. {where}; lower the learning rate or clip '
-              'gradients (optimizer.grad_clip) and resume or restart.')
-        names = [n for n in step_lib.METRICS if n != 'finite']
-        rows = rows[:, [step_lib.METRICS.index(n) for n in names]]
+        first, names, rows, pending = fetched
         writer.write_steps('train', first, names, rows[:-1] if log_now else rows)
         if not boundary:
           continue
         if log_now:
-          now = time.perf_counter()
           r = dict(zip(names, rows[-1].tolist()))
-          r.update(learning_rate=float(run.lr_fn(done - 1)),
-                   density=float(jax.device_get(density_fn(state.opt_state))),
-                   steps_per_sec=n_window / max(now - t_window, 1e-9))
+          lr_fn = t.learning_rate
+          lr_step = run.schedule.lr_step((done - 1) // t.accumulate)
+          r.update(density=float(jax.device_get(density_fn(state.opt_state))),
+                   steps_per_sec=n_window / max(time.perf_counter() - t_window, 1e-9))
+          if lr_fn is not None:
+            r['learning_rate'] = float(lr_fn(lr_step))
           writer.write('train', done, r)
-          writer.progress(done, loss=r['loss'], acc=r['accuracy'],
-                          **{f'{k}_acc': v['accuracy'] for k, v in last_eval.items()})
+          writer.progress(done, loss=r['loss'], **({'acc': r['accuracy']} if 'accuracy' in r
+                                                   else {}),
+                          density=r['density'], steps_per_sec=r['steps_per_sec'],
+                          **{f'{k}_acc': v['accuracy'] for k, v in last_eval.items()
+                             if 'accuracy' in v})
         if eval_now:
-          last_eval = evaluate_splits(run, state, eval_fn, t.eval_splits)
+          last_eval = evaluate()
           writer.write('eval', done, eval_row(last_eval, state.opt_state))
           if t.early_stopping:
             if stopper.update(done, last_eval['validation']['loss']):
               ckpts.save_named('best', {'params': state.params,
                                         'model_state': state.model_state})
-            if stopper.should_stop:
-              save_now = True
+            save_now = save_now or stopper.should_stop
         writer.flush()
         if save_now or stop:
-          ckpts.save(done, state, {'step': done, 'data_position': feed.position,
-                                   'settings_hash': settings_hash}, wait=stop)
+          ckpts.save(done, state, {'step': done, 'data_position': feed.position}, wait=stop)
         if stop:
           raise Interrupted(caught[0], done, ckpts.steps_dir)
         if stopper.should_stop:
@@ -355,18 +310,38 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
           t_window, n_window = time.perf_counter(), 0
     ckpts.wait()
     if not last_eval:      # the run had already finished: evaluate what is there
-      last_eval = evaluate_splits(run, state, eval_fn, t.eval_splits)
+      last_eval = evaluate()
   finally:
     feed.close()
     writer.close()
     ckpts.close()
-  summary = {'steps': t.steps, 'settings_hash': settings_hash, 'workdir': str(workdir),
-             'eval': last_eval, **density_stats(state.opt_state),
+  summary = {'steps': t.steps, 'workdir': str(workdir), 'eval': last_eval,
+             **density_stats(state.opt_state), 'schedule': run.schedule.describe(),
              'train_seconds_this_process': time.perf_counter() - t_start,
              'resumed_from': start or None, 'final_step': int(state.step),
              'stopped_early': stopper.should_stop,
              'best_validation': ({'step': stopper.best_step, 'loss': stopper.best}
                                  if stopper.best is not None else None)}
   metrics_lib.write_json(workdir / 'summary.json', summary)
-  return summary
+  return Result(state, summary, workdir)
 
+
+class _MaskDynamics:
+  """Weights dropped and grown at a mask update, and the overlap of the new
+  mask with the previous and the initial one (Liu et al. 2021's exploration)."""
+
+  def __init__(self, run: Run, state):
+    if int(state.step) == 0:
+      initial = transform.get_masks(state.opt_state)
+    else:   # resumed: the initial mask is a function of the seed
+      initial = transform.get_masks(initial_state(run).opt_state)
+    self.initial = jax.tree.map(jnp.copy, initial)
+    self._fn = jax.jit(masks_lib.mask_dynamics)
+    self.previous = None
+
+  def before(self, state):
+    self.previous = jax.tree.map(jnp.copy, transform.get_masks(state.opt_state))
+
+  def after(self, state) -> dict:
+    out = self._fn(self.previous, transform.get_masks(state.opt_state), self.initial)
+    return {k: v.item() for k, v in jax.device_get(out).items()}

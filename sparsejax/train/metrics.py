@@ -1,10 +1,13 @@
 """Metrics out: JSONL rows, TensorBoard event files and a progress bar.
 
-Only process 0 writes. Rows carry a `kind` ('train' or 'eval') and the step;
+Only process 0 writes. Rows carry a `kind` ('train', 'eval' or 'mask_update',
+the drop/grow statistics of a mask update, shown in TensorBoard under
+'mask/<name>') and the step;
 fields whose values depend on wall-clock time are listed in TIMING_KEYS so
 that comparisons between runs can leave them out. On resume, rows past the
-restored step are dropped first, so the file reads as if the run had never
-been interrupted.
+restored step (of every kind) are dropped first, so the file reads as if the
+run had never been interrupted. Without a terminal (or with progress off),
+`progress` prints one plain line per call instead of a bar.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import math
 import os
 import pathlib
 import sys
+import time
 from typing import Any, Mapping
 
 import jax
 
 TIMING_KEYS = ('steps_per_sec', 'seconds')
+TB_PREFIX = {'mask_update': 'mask'}   # TensorBoard tag prefix by row kind (default: the kind)
 
 
 def _clean(v):
@@ -54,6 +59,9 @@ class MetricsWriter:
     self.path = pathlib.Path(workdir) / 'metrics.jsonl'
     self._tb = None
     self._bar = None
+    self._plain = False          # one plain line per progress() call (no terminal / no bar)
+    self._total, self._start_step = int(total_steps), int(start_step)
+    self._t0 = time.perf_counter()
     if not self.enabled:
       return
     self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +87,9 @@ class MetricsWriter:
       # disable=None: a bar on a terminal, nothing in logs or CI.
       self._bar = tqdm(total=total_steps, initial=start_step, disable=None, dynamic_ncols=True,
                        file=sys.stderr, desc='train')
+      if self._bar.disable:      # stderr is not a terminal (batch job, nohup)
+        self._bar = None
+    self._plain = self._bar is None
 
   def write(self, kind: str, step: int, values: Mapping[str, Any],
             summary: bool = True) -> None:
@@ -94,15 +105,16 @@ class MetricsWriter:
         row[k] = _clean(v)
     self._file.write(json.dumps(row) + '\n')
     if self._tb is not None and summary:
+      prefix = TB_PREFIX.get(kind, kind)
       for k, v in row.items():
         if k in ('kind', 'step'):
           continue
         if isinstance(v, Mapping):
           for kk, vv in v.items():
             if isinstance(vv, (int, float)):
-              self._tb.add_scalar(f'{kind}/{k}/{kk}', vv, step)
+              self._tb.add_scalar(f'{prefix}/{k}/{kk}', vv, step)
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
-          self._tb.add_scalar(f'{kind}/{k}', v, step)
+          self._tb.add_scalar(f'{prefix}/{k}', v, step)
 
   def write_steps(self, kind: str, first_step: int, names, values) -> None:
     """Rows for consecutive steps from a (steps, len(names)) array of finite
@@ -127,10 +139,35 @@ class MetricsWriter:
         self._tb.flush()
 
   def progress(self, step: int, **postfix) -> None:
+    """Moves the bar; without one, prints a line such as
+    `step 200/1000  loss 0.4312  acc 0.8810  12.3 steps/s  ETA 1m05s`. The
+    rate is `steps_per_sec` from `postfix` if given, else the steps done since
+    the writer started over the wall time since then."""
     if self._bar is not None:
       self._bar.n = step
       self._bar.set_postfix({k: f'{v:.4g}' for k, v in postfix.items()}, refresh=False)
       self._bar.refresh()
+    elif self._plain:
+      print(self._line(int(step), postfix), file=sys.stderr, flush=True)
+
+  def _line(self, step: int, postfix: Mapping[str, Any]) -> str:
+    parts = [f'step {step}/{self._total}']
+    rate = postfix.get('steps_per_sec')
+    parts += [f'{k} {_fmt(v)}' for k, v in postfix.items() if k != 'steps_per_sec']
+    try:
+      rate = float(_clean(rate)) if rate is not None else None
+    except (TypeError, ValueError):
+      rate = None
+    if rate is None:
+      elapsed = time.perf_counter() - self._t0
+      done = step - self._start_step
+      rate = done / elapsed if done > 0 and elapsed > 0 else None
+    if rate is not None and math.isfinite(rate) and rate > 0:
+      parts.append(f'{rate:.1f} steps/s')
+      parts.append(f'ETA {_duration(max(self._total - step, 0) / rate)}')
+    else:
+      parts.append('ETA ?')
+    return '  '.join(parts)
 
   def close(self) -> None:
     if not self.enabled:
@@ -140,6 +177,27 @@ class MetricsWriter:
       self._tb.close()
     if self._bar is not None:
       self._bar.close()
+
+
+def _fmt(v) -> str:
+  """Compact number: 4 decimals, or 4 significant digits when very large/small."""
+  v = _clean(v)
+  if isinstance(v, bool) or not isinstance(v, (int, float)):
+    return str(v)
+  if isinstance(v, int):
+    return str(v)
+  if v == 0 or not math.isfinite(v) or 1e-3 <= abs(v) < 1e4:
+    return f'{v:.4f}'
+  return f'{v:.4g}'
+
+
+def _duration(seconds: float) -> str:
+  s = int(round(seconds))
+  if s < 60:
+    return f'{s}s'
+  if s < 3600:
+    return f'{s // 60}m{s % 60:02d}s'
+  return f'{s // 3600}h{s % 3600 // 60:02d}m'
 
 
 def write_json(path, data) -> None:

@@ -1,4 +1,6 @@
-"""Sweeps: every point of a config's `get_sweep()` as its own process.
+"""Sweeps of configs: every point of a config's `get_sweep()` as its own
+process. (From Python, `programs.grid.run_grid` sweeps Task objects in one
+process.)
 
 A config file that defines `get_sweep()` (a function yielding override
 dicts, as in flax and big_vision configs) is a sweep. Keys starting with '_'
@@ -84,10 +86,14 @@ def command(program: str, config_path, workdir, point: dict, root='') -> list[st
   return args
 
 
-def _env() -> dict:
+def _env(config_path) -> dict:
+  """The points' environment: this checkout, the config's folder and the working
+  directory importable, so import paths in the config ('pkg.module:Net') resolve."""
   env = dict(os.environ)
-  root = str(pathlib.Path(__file__).resolve().parents[2])
-  env['PYTHONPATH'] = os.pathsep.join(p for p in (root, env.get('PYTHONPATH', '')) if p)
+  paths = (str(pathlib.Path(__file__).resolve().parents[1]),
+           str(pathlib.Path(config_path).resolve().parent), os.getcwd(),
+           env.get('PYTHONPATH', ''))
+  env['PYTHONPATH'] = os.pathsep.join(p for p in paths if p)
   return env
 
 
@@ -99,7 +105,8 @@ def run_point(program, config_path, root: pathlib.Path, point: dict) -> tuple[st
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / 'point.json').write_text(json.dumps(point, default=str) + '\n')
   t0 = time.perf_counter()
-  proc = subprocess.run(command(program, config_path, workdir, point, root), env=_env(),
+  proc = subprocess.run(command(program, config_path, workdir, point, root),
+                        env=_env(config_path),
                         capture_output=True, text=True)
   (workdir / 'stdout.txt').write_text(proc.stdout)
   error_file = workdir / 'error.txt'

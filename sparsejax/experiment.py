@@ -1,0 +1,285 @@
+"""Configs to objects, in this one place: a config builds a `Task` (model,
+loss, data, optimizer, schedule) and the programs run it. Everything below
+this module takes objects; nothing below imports the config.
+
+Names in a config are registry names or import paths `pkg.module:Name`:
+`model.name` (a Flax Linen or NNX module class, or a function returning one),
+`data.name` (a function of `data.options` returning a `sparsejax.data.Dataset`),
+`loss` (an optax loss name or fn(outputs, labels) -> per-example losses),
+`optimizer.name` (any optax optimizer) and `pruning.schedule`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import optax
+
+from sparsejax import config as config_lib, data as data_lib, models, optim
+from sparsejax.config import ConfigError
+from sparsejax.core import allocation as alloc_lib, registry, schedules, select
+from sparsejax.core import tree as tree_lib
+from sparsejax.train import loop, task as task_lib
+
+
+def _wrap(what: str, fn, *args, **kwargs):
+  try:
+    return fn(*args, **kwargs)
+  except ConfigError:
+    raise
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f'{what}: {e}') from None
+
+
+def build_schedule(p: config_lib.PruningSettings, seed: int = 0) -> schedules.Schedule:
+  """The schedule: its class's defaults, overridden only by the keys the config set."""
+  cls = _wrap("config key 'pruning.schedule'", registry.schedule_class, p.schedule)
+  defaults = registry.schedule_fields(p.schedule)
+  options = dict(p.options)
+  modifiers = {k: options.pop(k) for k in ('overrides', 'scales', 'erk_power_scale')
+               if k in options}
+  pattern_options = options.pop('pattern_options', None)
+  if modifiers:
+    if 'allocation' not in defaults:
+      raise ConfigError(f'config keys {sorted(modifiers)}: schedule {p.schedule!r} has no '
+                        'allocation')
+    base = options.get('allocation', defaults['allocation'])
+    if isinstance(base, str):
+      base = _wrap("config key 'pruning.allocation'", alloc_lib.Allocation, base)
+    options['allocation'] = _wrap('pruning allocation', dataclasses.replace, base, **modifiers)
+  if pattern_options is not None:
+    if 'pattern' not in options:
+      raise ConfigError("config key 'pruning.pattern_options' is set without 'pruning.pattern'")
+    options['pattern'] = _wrap("config key 'pruning.pattern'", select.make_pattern,
+                               options['pattern'], **pattern_options)
+  return _wrap(f'schedule {p.schedule!r}', cls, sparsity=p.sparsity, seed=seed, **options)
+
+
+def prunable_rule(p: config_lib.PruningSettings) -> tree_lib.PrunableRule:
+  return _wrap('pruning rule', tree_lib.PrunableRule, include=p.include, exclude=p.exclude,
+               min_ndim=p.min_ndim)
+
+
+def build_dataset(d: config_lib.DataSettings):
+  if ':' in d.name:
+    fn = _wrap("config key 'data.name'", registry.import_object, d.name, 'data source')
+    dataset = _wrap(f'data source {d.name!r}', fn, **d.options)
+    if not isinstance(dataset, data_lib.base.Dataset):
+      raise ConfigError(f'data source {d.name!r} returned {type(dataset).__name__}, not a '
+                        'sparsejax.data.Dataset')
+    return dataset
+  return _wrap('data settings', data_lib.load_dataset, d.name, **d.options)
+
+
+def build_model(m: config_lib.ModelSettings, dataset, seed: int = 0):
+  """The model; its output size comes from the dataset unless set."""
+  if ':' in m.name:
+    target = _wrap("config key 'model.name'", registry.import_object, m.name, 'model')
+  elif m.name in models.MODELS:
+    target = models.MODELS[m.name]
+  else:
+    raise ConfigError(f"config key 'model.name': unknown model {m.name!r}; choose from "
+                      f"{sorted(models.MODELS)} or give an import path 'pkg.module:Class'")
+  options = dict(m.options)
+  accepted = _accepted(target)
+  size_key = 'vocab_size' if dataset.task == 'lm' else 'num_classes'
+  if size_key in accepted:
+    options.setdefault(size_key, dataset.num_classes)
+  if dataset.task == 'lm' and 'max_len' in accepted:
+    options.setdefault('max_len', dataset.input_shape[0])
+  from flax import nnx
+  if isinstance(target, type) and issubclass(target, nnx.Module):
+    options.setdefault('rngs', nnx.Rngs(seed))
+  if accepted is not None:
+    unknown = sorted(set(m.options) - accepted)
+    if unknown:
+      raise ConfigError(f'config key model.options.{unknown[0]}: model {m.name!r} has no '
+                        f'setting {unknown[0]!r}; its settings are {sorted(accepted)}')
+  model = _wrap(f'model {m.name!r}', target, **options)
+  if isinstance(model, nnx.Module):
+    model = task_lib.nnx_model(model)
+  if not (hasattr(model, 'init') and hasattr(model, 'apply')):
+    raise ConfigError(f'model {m.name!r} gave {type(model).__name__}, which has no init/apply')
+  return model
+
+
+def _accepted(target) -> set[str] | None:
+  if dataclasses.is_dataclass(target):
+    return {f.name for f in dataclasses.fields(target) if f.name not in ('parent', 'name')}
+  try:
+    params = inspect.signature(target).parameters
+  except (TypeError, ValueError):
+    return None
+  if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+    return None
+  return set(params)
+
+
+def build_loss(name: str):
+  """fn(outputs, labels) -> per-example losses."""
+  if not name:
+    return task_lib.softmax_cross_entropy
+  if ':' in name:
+    return _wrap("config key 'loss'", registry.import_object, name, 'loss')
+  fn = getattr(optax.losses, name, None)
+  if fn is None:
+    raise ConfigError(f"config key 'loss': optax.losses has no {name!r}; give an optax loss "
+                      "name or an import path 'pkg.module:fn'")
+  return fn
+
+
+def build_task(config, *, dataset=None, schedule=None) -> task_lib.Task:
+  """The Task a config describes (dataset and schedule may be given, e.g. reused)."""
+  s = config_lib.to_settings(config)
+  dataset = dataset if dataset is not None else build_dataset(s.data)
+  model = build_model(s.model, dataset, s.seed)
+  schedule = schedule if schedule is not None else build_schedule(s.pruning, s.seed)
+  accumulate = s.optimizer['accumulate']
+  steps = s.train.steps
+  if steps % accumulate:
+    raise ConfigError(f"config key 'train.steps'={steps} is not a multiple of "
+                      f'optimizer.accumulate={accumulate}')
+  horizon = schedule.restart_period or steps // accumulate
+  tx, lr_fn = _wrap('optimizer', optim.build_optimizer, s.optimizer, horizon)
+  t = s.train
+  return _wrap('run settings', task_lib.Task,
+               dataset=dataset, optimizer=tx, model=model, output_loss=build_loss(s.loss),
+               schedule=schedule, rule=prunable_rule(s.pruning), steps=steps,
+               batch_size=s.data.batch_size, eval_batch_size=s.data.eval_batch_size,
+               seed=s.seed, accumulate=accumulate, learning_rate=lr_fn,
+               log_every=t.log_every, eval_every=t.eval_every,
+               checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
+               eval_splits=t.eval_splits, eval_at_start=t.eval_at_start,
+               early_stopping=t.early_stopping, mesh_shape=s.mesh.shape,
+               mesh_rules=s.mesh.rules, prefetch=s.data.prefetch, on_device=s.data.on_device)
+
+
+def record(config) -> dict:
+  """What a workdir records of its config (config.json)."""
+  return {'config': config_lib.plain(config), 'settings_hash': config_lib.settings_hash(config)}
+
+
+def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
+                       start: loop.Start | None = None, snapshots: tuple[int, ...] = (),
+                       **changes: Any) -> dict:
+  """`loop.train` on the config's task (fields replaced by `changes`); the summary."""
+  task = build_task(config)
+  if changes:
+    task = _wrap('run settings', task.replace, **changes)
+  result = _wrap_setup(loop.train, task, workdir, start=start, snapshots=snapshots,
+                       record=record(config), progress=progress, mesh=mesh)
+  return {**result.summary, 'settings_hash': config_lib.settings_hash(config)}
+
+
+def _wrap_setup(fn, *args, **kwargs):
+  """Runs a program; setup and schedule errors become ConfigErrors (one CLI line)."""
+  try:
+    return fn(*args, **kwargs)
+  except (task_lib.SetupError, schedules.ScheduleError) as e:
+    raise ConfigError(str(e)) from None
+
+
+# --- programs from a config -------------------------------------------------------------
+
+EXTENT_KEYS = ('lottery.levels', 'lottery.replicates', 'lottery.controls',
+               'lottery.control_levels')
+
+
+def lottery_dir(config, workdir):
+  """workdir/lottery_<hash of the result-changing settings> (OpenLTH's naming:
+  defaults and keys that only add work are left out, so a longer run extends a
+  shorter one in place)."""
+  import hashlib
+  import json
+  import pathlib
+  from sparsejax.train import periodic
+  changed = config_lib.changed_keys(
+      config_lib._merge(config_lib.default_config().to_dict(), config_lib.plain(config)),
+      config_lib.plain(config_lib.default_config()))
+  keep = {k: v for k, v in changed.items()
+          if k not in EXTENT_KEYS and k.rsplit('.', 1)[-1] not in periodic.NO_EFFECT_KEYS}
+  digest = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
+  return pathlib.Path(workdir).absolute() / f'lottery_{digest.hexdigest()[:10]}'
+
+
+def build_lottery(config):
+  """(task, Lottery) of a config: the dense task and the lottery's settings."""
+  from sparsejax.programs import lottery as lottery_lib
+  s = config_lib.to_settings(config)
+  if s.pruning.schedule != 'dense' or s.pruning.sparsity:
+    raise ConfigError("the lottery makes its own masks: leave pruning.schedule 'dense' and "
+                      "sparsity 0; its per-layer rates come from pruning.scales, "
+                      'pruning.overrides and lottery.allocation')
+  task = build_task(config)
+  lot = s.lottery
+  o = dict(s.optimizer)
+  finetune_tx = None
+  if lot.rewind == 'none':   # keep training at the schedule's final learning rate
+    o.update(schedule='constant', warmup_steps=0,
+             learning_rate=float(task.learning_rate(task.updates)))
+    finetune_tx, _ = optim.build_optimizer(o, task.updates)
+  mods = {k: v for k, v in s.pruning.options.items() if k in ('overrides', 'scales')}
+  allocation = _wrap("config key 'pruning.allocation'", alloc_lib.Allocation,
+                     s.pruning.options.get('allocation', 'uniform'), **mods)
+  spec = _wrap('lottery settings', lottery_lib.Lottery, levels=lot.levels,
+               prune_fraction=lot.prune_fraction, rewind=lot.rewind,
+               rewind_step=lot.rewind_step, controls=lot.controls,
+               control_levels=lot.control_levels, replicates=lot.replicates,
+               allocation=allocation, finetune_optimizer=finetune_tx)
+  return task, spec
+
+
+def run_lottery(config, workdir, *, progress: bool = False, log=print) -> list[dict]:
+  from sparsejax.programs import lottery as lottery_lib
+  task, spec = build_lottery(config)
+  _wrap_setup(loop.build, task)          # setup errors before any folder is made
+  root = lottery_dir(config, workdir)
+  root.mkdir(parents=True, exist_ok=True)
+  (root / 'lottery.json').write_text(config_lib.to_json(config) + '\n')
+  return _wrap_setup(lottery_lib.run_lottery, task, root, spec, progress=progress,
+                     record=record(config), log=log)
+
+
+def run_finetune(config, workdir, *, progress: bool = False) -> dict:
+  """Loads `finetune.init_from`, then prunes and recovers ('masked') or runs a
+  parameter-efficient method; returns the result row."""
+  from sparsejax.programs import finetune as finetune_lib
+  from sparsejax.train import weights as weights_lib
+  s = config_lib.to_settings(config)
+  f = s.finetune
+  if not f.init_from:
+    raise ConfigError("config key 'finetune.init_from' must name trained weights")
+  if f.method != 'masked':
+    from sparsejax.programs import peft
+    if s.pruning.schedule != 'dense' or s.pruning.sparsity:
+      raise ConfigError(f"finetune.method {f.method!r} trains a part of the model and "
+                        "keeps no masks: leave pruning.schedule 'dense' and sparsity 0")
+    task = build_task(config)
+    return _wrap_setup(peft.run_peft, task, f, workdir, progress=progress,
+                       record=record(config))
+  task = build_task(config)
+  run = _wrap_setup(loop.build, task.replace(schedule=schedules.Dense()))
+  params, model_state = weights_lib.load_weights(f.init_from, run.abstract.params,
+                                                 run.abstract.model_state)
+  return _wrap_setup(finetune_lib.prune_then_finetune, task, params, workdir,
+                     model_state=model_state, progress=progress, record=record(config))
+
+
+def verify_export(workdir, export_dir, batch: int = 128) -> float:
+  """`export.verify` for a run made from a config: its model, its final
+  weights and the first `batch` test examples."""
+  import json
+  import pathlib
+  import ml_collections
+  import numpy as np
+  from sparsejax.programs import export, results as results_lib
+  recorded = json.loads((pathlib.Path(workdir) / 'config.json').read_text())
+  config = ml_collections.ConfigDict(recorded['config'])
+  s = config_lib.to_settings(config)
+  dataset = build_dataset(s.data)
+  model = build_model(s.model, dataset, s.seed)
+  params, model_state, _ = results_lib.final_weights(workdir)
+  x = dataset.test.get(np.arange(min(batch, len(dataset.test))))[0]
+  return export.verify(model.apply, params, model_state, x, export_dir, train=False)

@@ -1,0 +1,212 @@
+"""What a training run trains, as objects: the `Task`.
+
+A program (train, lottery, fine-tuning, sweeps) takes a Task and returns what
+it produced; configs only build Tasks, at the top (`sparsejax.experiment`).
+Bring your own pieces:
+
+- `model`: any Flax Linen module (`init(rngs, x, train=False)`,
+  `apply(variables, x, train=..., rngs=..., mutable=...)`; other variable
+  collections such as batch_stats are carried as model state), or a Flax NNX
+  module wrapped by `nnx_model`; or no model and an `init(key) -> params`;
+- `loss`: the default is softmax cross-entropy on the model's outputs with
+  accuracy; `output_loss(outputs, labels) -> per-example losses` replaces the
+  formula (e.g. `optax.losses.sigmoid_binary_cross_entropy`), and
+  `loss(params, batch, rng) -> loss | (loss, metrics)` replaces the whole
+  objective (close over your own apply function);
+- `dataset`: a `sparsejax.data.Dataset` of `Source`s (`ArraySource(x, y)`
+  for arrays in memory);
+- `optimizer`: any optax transformation (the loop wraps it in `sparsify`
+  with the `schedule`, then in `optax.MultiSteps` if `accumulate` > 1, so the
+  schedule counts real updates).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from sparsejax.core import schedules, tree as tree_lib
+from sparsejax.data import base as data_base
+
+PyTree = Any
+
+
+class SetupError(ValueError):
+  """A task that cannot run as given; raised before any work starts."""
+
+
+def softmax_cross_entropy(outputs, labels):
+  """Per-position softmax cross-entropy with integer labels (the default)."""
+  return optax.softmax_cross_entropy_with_integer_labels(outputs, labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """A training run's objects and the loop's own settings."""
+  dataset: data_base.Dataset
+  optimizer: optax.GradientTransformation
+  model: Any = None
+  init: Callable | None = None            # key -> params, when there is no model
+  loss: Callable | None = None            # (params, batch, rng) -> loss | (loss, metrics)
+  output_loss: Callable = softmax_cross_entropy
+  schedule: schedules.Schedule = schedules.Dense()
+  rule: Callable = tree_lib.DEFAULT_RULE  # which leaves are prunable
+  steps: int = 1000
+  batch_size: int = 100
+  eval_batch_size: int = 1000
+  seed: int = 0
+  accumulate: int = 1                     # micro-steps per update (optax.MultiSteps)
+  learning_rate: Callable | None = None   # step -> lr, only for the logs
+  log_every: int = 10
+  eval_every: int = 500
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 3
+  eval_splits: tuple[str, ...] = ('test',)
+  eval_at_start: bool = False
+  early_stopping: int = 0                 # evals without a lower validation loss; 0 = off
+  mesh_shape: tuple[int, int] = (-1, 1)   # (data, model)
+  mesh_rules: tuple = ()                  # (leaf-path regex, partition spec)
+  prefetch: int = 2
+  on_device: str = 'auto'                 # keep the train split on the devices
+
+  def __post_init__(self):
+    if self.model is None and (self.init is None or self.loss is None):
+      raise SetupError('a Task needs a model, or an init(key) -> params and a '
+                       'loss(params, batch, rng)')
+    if not isinstance(self.schedule, schedules.Schedule):
+      raise SetupError(f'schedule must be a sparsejax Schedule, got {self.schedule!r}')
+    for name in ('steps', 'batch_size', 'eval_batch_size', 'accumulate', 'log_every',
+                 'eval_every', 'checkpoint_every', 'keep_checkpoints'):
+      v = getattr(self, name)
+      if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise SetupError(f'{name} must be a positive integer, got {v!r}')
+    if self.early_stopping and 'validation' not in self.eval_splits:
+      raise SetupError("early_stopping needs 'validation' in eval_splits")
+    for split in self.eval_splits:
+      if split not in ('train', 'validation', 'test'):
+        raise SetupError(f"eval_splits: unknown split {split!r}; use 'train', 'validation' "
+                         "or 'test'")
+      if getattr(self.dataset, split) is None:
+        raise SetupError(f'eval_splits: dataset {self.dataset.name!r} has no {split!r} split')
+
+  @property
+  def updates(self) -> int:
+    """Optimizer updates in the run (micro-steps / accumulate)."""
+    return self.steps // self.accumulate
+
+  def replace(self, **changes) -> 'Task':
+    return dataclasses.replace(self, **changes)
+
+  # -- the pieces the loop compiles ---------------------------------------------------
+  def init_variables(self, key) -> dict:
+    """{'params': ..., other collections} at `key`."""
+    if self.model is None:
+      return {'params': self.init(key)}
+    x = jnp.zeros((1, *self.dataset.input_shape), self.dataset.input_dtype)
+    return dict(self.model.init({'params': key}, x, **self._train_kwarg(False)))
+
+  def _train_kwarg(self, train: bool) -> dict:
+    """{'train': train} for models whose call takes it (every built-in model does)."""
+    fn = self.model.__call__ if isinstance(self.model, nn.Module) else self.model.apply
+    return {'train': train} if _takes(fn, 'train') else {}
+
+  def apply(self, params, model_state, x, train: bool = False, key=None):
+    """(outputs, new model state) of the model."""
+    variables = {'params': params, **model_state}
+    kwargs = self._train_kwarg(train)
+    if key is not None and _takes(self.model.apply, 'rngs'):
+      kwargs['rngs'] = {'dropout': key}
+    if train and model_state:
+      out, new_state = self.model.apply(variables, x, mutable=list(model_state), **kwargs)
+      return out, dict(new_state)
+    return self.model.apply(variables, x, **kwargs), model_state
+
+  def train_loss(self, params, model_state, batch, key):
+    """(mean loss, (metrics, new model state)) for one training batch."""
+    if self.loss is not None:
+      loss, metrics = _split(self.loss(params, batch, key))
+      return loss, (metrics, model_state)
+    x, y = batch
+    out, model_state = self.apply(params, model_state, x, True, key)
+    per = self.output_loss(out, y)
+    metrics = {}
+    if _is_classification(out, y):
+      metrics['accuracy'] = jnp.mean((jnp.argmax(out, -1) == y).astype(jnp.float32))
+    return jnp.mean(per), (metrics, model_state)
+
+  def eval_sums(self, params, model_state, batch):
+    """Sums over a padded eval batch (x, y, weight): {'loss', metrics..., 'count'}."""
+    x, y, w = batch
+    if self.loss is not None:
+      def one(xi, yi):
+        loss, metrics = _split(self.loss(params, (xi[None], yi[None]), None))
+        return {'loss': loss, **metrics}
+      per = jax.vmap(one)(x, y)
+      return {**{k: jnp.sum(v * w) for k, v in per.items()}, 'count': jnp.sum(w)}
+    out, _ = self.apply(params, model_state, x, False)
+    per = {'loss': self.output_loss(out, y)}
+    if _is_classification(out, y):
+      per['accuracy'] = (jnp.argmax(out, -1) == y).astype(jnp.float32)
+    wb = jnp.broadcast_to(w.reshape(w.shape + (1,) * (y.ndim - 1)), y.shape)
+    return {**{k: jnp.sum(v * wb) for k, v in per.items()}, 'count': jnp.sum(wb)}
+
+
+def _split(result):
+  if isinstance(result, tuple):
+    loss, metrics = result
+    return loss, dict(metrics)
+  return result, {}
+
+
+def _is_classification(out, y) -> bool:
+  return out.ndim == y.ndim + 1 and jnp.issubdtype(y.dtype, jnp.integer)
+
+
+def _takes(fn, name: str) -> bool:
+  try:
+    params = inspect.signature(fn).parameters
+  except (TypeError, ValueError):
+    return True
+  return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+class nnx_model:   # noqa: N801  (used like a function: nnx_model(Net(...)))
+  """A Flax NNX module as a Linen-style model: its nnx.Param state is the params
+  tree, any other state (BatchNorm statistics, ...) the model state. The module
+  is called as `module(x)`; `train` switches it with `module.train()` /
+  `module.eval()` where it has them. Its initial weights are the module's own
+  (built with its own `nnx.Rngs`)."""
+
+  def __init__(self, module):
+    from flax import nnx
+    self._nnx = nnx
+    self.graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    self._defs = (jax.tree.structure(params), jax.tree.structure(rest))
+    self._params = nnx.to_pure_dict(params)
+    self._rest = nnx.to_pure_dict(rest)
+
+  def init(self, rngs, x, train=False):
+    del rngs, x, train
+    out = {'params': self._params}
+    if jax.tree.leaves(self._rest):
+      out['nnx_state'] = self._rest
+    return out
+
+  def apply(self, variables, x, train=False, mutable=()):
+    nnx = self._nnx
+    params = jax.tree.unflatten(self._defs[0], jax.tree.leaves(variables['params']))
+    rest = jax.tree.unflatten(self._defs[1], jax.tree.leaves(variables.get('nnx_state', {})))
+    module = nnx.merge(self.graphdef, params, rest)
+    if hasattr(module, 'train') and hasattr(module, 'eval'):
+      module.train() if train else module.eval()
+    out = module(x)
+    if mutable:
+      _, _, rest = nnx.split(module, nnx.Param, ...)
+      return out, {'nnx_state': nnx.to_pure_dict(rest)}
+    return out
