@@ -26,3 +26,17 @@ def test_fine_tune_example_runs(capsys):
 def jax_leaves(tree):
   import jax
   return jax.tree.leaves(tree, is_leaf=lambda x: x is None)
+
+
+def test_own_model_example_runs(tmp_path, monkeypatch):
+  text = README.read_text()
+  blocks = re.findall(r'```python\n(.*?)```', text, re.S)
+  example = next(b for b in blocks if 'result = loop.train(task' in b)
+  monkeypatch.chdir(tmp_path)
+  scope = {}
+  exec(compile(example, 'README own-model example', 'exec'), scope)
+  result, rows = scope['result'], scope['rows']
+  assert result.summary['density'] == 0.1 or abs(result.summary['density'] - 0.1) < 0.01
+  assert result.summary['eval']['test']['accuracy'] > 0.5
+  assert [r['status'] for r in rows] == ['ok', 'ok']
+  assert (tmp_path / 'runs' / 'mine_lottery' / 'results.jsonl').exists()

@@ -56,7 +56,7 @@ def main():
                                    err_msg=jax.tree_util.keystr(path))
     assert s1['active'] == s8['active']
     # The sharded run's state really was sharded as the rules say.
-    run = loop.build(config_lib.to_settings(config(rules)), mesh)
+    run = loop.build(experiment.build_task(config(rules)), mesh)
     kernel_sh = run.state_sh.params['hidden_1']['kernel']
     assert kernel_sh.spec == jax.sharding.PartitionSpec(None, 'model'), kernel_sh
     masks_sh = [s for p, s in jax.tree_util.tree_flatten_with_path(run.state_sh.opt_state)[0]
