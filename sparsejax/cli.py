@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 
@@ -244,10 +245,11 @@ def main(argv=None) -> int:
           ScheduleError, OptimizerError, ExportError) as e:
     print(f'sparsejax: {_one_line(e)}', file=sys.stderr)
     return 2
-  except ValueError as e:
-    if args.command != 'report':
+  except ValueError as e:      # bad input found deeper down: one line as well
+    if os.environ.get('SPARSEJAX_DEBUG'):
       raise
-    print(f'sparsejax: {e}', file=sys.stderr)
+    print(f'sparsejax: {_one_line(e)} (SPARSEJAX_DEBUG=1 shows the traceback)',
+          file=sys.stderr)
     return 2
   except RuntimeError as e:
     from sparsejax.train import loop

@@ -85,8 +85,13 @@ class ConfigError(ValueError):
 # --- loading and overriding --------------------------------------------------------------
 
 def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
-  """Runs `get_config()` from a Python config file."""
-  path = pathlib.Path(path)
+  """Runs `get_config()` from a Python config file; `file.py:arg` calls
+  `get_config(arg)` (the ml_collections config_flags convention)."""
+  arg = None
+  text = str(path)
+  if not pathlib.Path(text).is_file() and ':' in text:
+    text, arg = text.rsplit(':', 1)
+  path = pathlib.Path(text)
   if not path.is_file():
     raise ConfigError(f'config file {str(path)!r} does not exist')
   spec = importlib.util.spec_from_file_location(f'_sparsejax_config_{path.stem}', path)
@@ -94,7 +99,13 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
   spec.loader.exec_module(module)
   if not hasattr(module, 'get_config'):
     raise ConfigError(f'config file {str(path)!r} has no get_config() function')
-  config = module.get_config()
+  try:
+    config = module.get_config() if arg is None else module.get_config(arg)
+  except TypeError as e:
+    if arg is not None and 'positional argument' in str(e):
+      raise ConfigError(f'config file {str(path)!r}: get_config() takes no argument, '
+                        f'but {arg!r} was given after the colon') from None
+    raise
   if not isinstance(config, ml_collections.ConfigDict):
     config = ml_collections.ConfigDict(config)
   check_keys(config)

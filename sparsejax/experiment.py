@@ -19,7 +19,7 @@ import optax
 
 from sparsejax import config as config_lib, data as data_lib, models, optim
 from sparsejax.config import ConfigError
-from sparsejax.core import allocation as alloc_lib, registry, schedules, select
+from sparsejax.core import allocation as alloc_lib, imports, registry, schedules, select
 from sparsejax.core import tree as tree_lib
 from sparsejax.train import loop, task as task_lib
 
@@ -64,7 +64,7 @@ def prunable_rule(p: config_lib.PruningSettings) -> tree_lib.PrunableRule:
 
 def build_dataset(d: config_lib.DataSettings):
   if ':' in d.name:
-    fn = _wrap("config key 'data.name'", registry.import_object, d.name, 'data source')
+    fn = _wrap("config key 'data.name'", imports.import_object, d.name, 'data source')
     dataset = _wrap(f'data source {d.name!r}', fn, **d.options)
     if not isinstance(dataset, data_lib.base.Dataset):
       raise ConfigError(f'data source {d.name!r} returned {type(dataset).__name__}, not a '
@@ -76,7 +76,7 @@ def build_dataset(d: config_lib.DataSettings):
 def build_model(m: config_lib.ModelSettings, dataset, seed: int = 0):
   """The model; its output size comes from the dataset unless set."""
   if ':' in m.name:
-    target = _wrap("config key 'model.name'", registry.import_object, m.name, 'model')
+    target = _wrap("config key 'model.name'", imports.import_object, m.name, 'model')
   elif m.name in models.MODELS:
     target = models.MODELS[m.name]
   else:
@@ -122,7 +122,7 @@ def build_loss(name: str):
   if not name:
     return task_lib.softmax_cross_entropy
   if ':' in name:
-    return _wrap("config key 'loss'", registry.import_object, name, 'loss')
+    return _wrap("config key 'loss'", imports.import_object, name, 'loss')
   fn = getattr(optax.losses, name, None)
   if fn is None:
     raise ConfigError(f"config key 'loss': optax.losses has no {name!r}; give an optax loss "

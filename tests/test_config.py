@@ -120,3 +120,15 @@ def test_learning_rate_warmup_then_cosine():
   assert float(lr(0)) == 0.0 and abs(float(lr(5)) - 0.5) < 1e-6
   assert abs(float(lr(10)) - 1.0) < 1e-6 and abs(float(lr(60)) - 0.5) < 1e-6
   assert abs(float(lr(110))) < 1e-6
+
+
+def test_config_file_with_argument(tmp_path):
+  path = tmp_path / 'sized.py'
+  path.write_text('from sparsejax.config import default_config\n'
+                  'def get_config(size):\n'
+                  '  c = default_config()\n'
+                  '  c.model.options = {"hidden": int(size)}\n'
+                  '  return c\n')
+  assert config_lib.load_config(f'{path}:64').model.options.to_dict() == {'hidden': 64}
+  with pytest.raises(config_lib.ConfigError, match='does not exist'):
+    config_lib.load_config(f'{tmp_path}/missing.py:64')

@@ -9,7 +9,12 @@ from sparsejax.train import metrics as metrics_lib
 
 
 def test_plain_progress_lines(tmp_path, capsys):
-  for progress in (False, True):    # True: capsys's stderr is not a terminal
+  quiet = metrics_lib.MetricsWriter(tmp_path / 'quiet', total_steps=10, progress=False,
+                                    tensorboard=False)
+  quiet.progress(5, loss=0.1)       # progress=False (programs running many runs): silent
+  quiet.close()
+  assert capsys.readouterr().err == ''
+  for progress in (True,):          # capsys's stderr is not a terminal
     w = metrics_lib.MetricsWriter(tmp_path / str(progress), total_steps=1000, start_step=0,
                                   progress=progress, tensorboard=False)
     assert w._bar is None

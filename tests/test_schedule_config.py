@@ -211,3 +211,33 @@ def test_loop_knows_mask_update_micro_steps():
   assert sorted(loop.mask_update_steps(run)) == [403, 803]     # 0-based micro-steps
   with pytest.raises(SetupError, match='accumulate must be a positive integer'):
     task.replace(accumulate=0)
+
+
+def test_warning_printed_and_recorded(tmp_path, capsys):
+  """RigL's default end (10,000) past a 20-step run still trains, with a warning."""
+  c = tiny_config(**{'pruning.schedule': 'rigl', 'sparsity': 0.5, 'pruning.every': 5})
+  summary = experiment.train_and_evaluate(c, tmp_path, progress=False)
+  assert len(summary['warnings']) == 1 and 'decays only to' in summary['warnings'][0]
+  assert 'decays only to' in (tmp_path / 'config.json').read_text()
+  assert 'warning: rigl: end=10000' in capsys.readouterr().err
+
+
+def smallest_first(params, grads=None, key=None):
+  """A criterion written in a test file: keeps the smallest weights."""
+  return jax.tree.map(lambda p: -jnp.abs(p), params)
+
+
+def test_criterion_and_pattern_by_import_path():
+  c = config(**{'pruning.schedule': 'oneshot', 'sparsity': 0.5,
+                'pruning.criterion': f'{__name__}:smallest_first',
+                'pruning.pattern': 'sparsejax.core.select:NM', 'pruning.pattern_options':
+                    {'n': 2, 'm': 4}})
+  sched = experiment.build_schedule(config_lib.to_settings(c).pruning)
+  assert isinstance(sched.pattern, sj.NM) and sched.pattern.n == 2
+  params = {'w': jnp.arange(1.0, 17.0).reshape(4, 4)}
+  masks, _ = sched.init(params)
+  masks = sched.update(masks, params, None, 0, ())[0]
+  assert np.array_equal(np.asarray(masks['w'])[:, 0], [True, True, False, False])
+  with pytest.raises(config_lib.ConfigError, match="criterion.*'nowhere:fn'"):
+    experiment.build_schedule(config_lib.to_settings(
+        config(**{'pruning.schedule': 'oneshot', 'pruning.criterion': 'nowhere:fn'})).pruning)

@@ -57,6 +57,13 @@ def main():
     assert s1['active'] == s8['active']
     # The sharded run's state really was sharded as the rules say.
     run = loop.build(experiment.build_task(config(rules)), mesh)
+    # A batch that does not split over the mesh's data axis: a setup error naming it.
+    try:
+      loop.build(experiment.build_task(config(rules)).replace(batch_size=7), mesh)
+    except loop.SetupError as e:
+      assert 'batch_size=7' in str(e), e
+    else:
+      raise AssertionError('batch 7 on a data axis of 2 was accepted')
     kernel_sh = run.state_sh.params['hidden_1']['kernel']
     assert kernel_sh.spec == jax.sharding.PartitionSpec(None, 'model'), kernel_sh
     masks_sh = [s for p, s in jax.tree_util.tree_flatten_with_path(run.state_sh.opt_state)[0]

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from sparsejax.core import tree as tree_lib
+from sparsejax.core.imports import import_object
 
 PyTree = Any
 
@@ -80,9 +81,12 @@ CRITERIA: dict[str, Callable] = {
 
 
 def get_criterion(name: str | Callable) -> Callable:
-  """A criterion by name (or a callable passed through)."""
+  """A criterion by name, by import path 'pkg.module:fn' (scores = fn(params,
+  grads, key)), or a callable passed through."""
   if callable(name):
     return name
+  if isinstance(name, str) and ':' in name:
+    return import_object(name, 'pruning criterion')
   if name not in CRITERIA:
     raise ValueError(f'unknown pruning criterion {name!r}; choose from {sorted(CRITERIA)} '
                      "(GraSP and SynFlow run before training: see AtInit)")

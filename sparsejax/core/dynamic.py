@@ -76,6 +76,14 @@ class RigL(Schedule):
           f'step {self.first_update()} (every={self.every}, start={self.start}) but updates '
           f'stop at step {last} (end={self.end}, {total_steps} steps in the run)')
 
+  def warnings(self, total_steps):
+    if self.end > total_steps and self.decay == 'cosine' and self.drop_fraction > 0:
+      left = float(self.drop_fraction_at(total_steps))
+      return [f'{type(self).__name__.lower()}: end={self.end} lies beyond the run '
+              f'({total_steps} steps), so the drop fraction decays only to {left:.3f}, not 0; '
+              f'set end (e.g. end=0.75 of the run) to finish the decay']
+    return []
+
   def init(self, params, rule=tree_lib.DEFAULT_RULE):
     masks, state = super().init(params, rule)
     scores = criteria_lib.random(params, None, jax.random.fold_in(self.key(0), 1))

@@ -7,9 +7,9 @@ A schedule outside this dict is named by its import path, `pkg.module:Class`.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 
 from sparsejax.core import dynamic, imp, schedules
+from sparsejax.core.imports import import_object
 
 SCHEDULES = {
     'dense': schedules.Dense,
@@ -21,23 +21,6 @@ SCHEDULES = {
     'rigl': dynamic.RigL,
     'imp': imp.IMP,
 }
-
-
-def import_object(path: str, what: str = 'object'):
-  """The object at `pkg.module:Name` (ValueError naming the path if it is not there)."""
-  module_name, sep, attr = path.partition(':')
-  if not sep or not module_name or not attr:
-    raise ValueError(f'{what} {path!r} is neither a known name nor an import path '
-                     "'pkg.module:Name'")
-  try:
-    obj = importlib.import_module(module_name)
-  except ImportError as e:
-    raise ValueError(f'{what} {path!r}: cannot import {module_name!r} ({e})') from None
-  for part in attr.split('.'):
-    if not hasattr(obj, part):
-      raise ValueError(f'{what} {path!r}: {module_name!r} has no {attr!r}')
-    obj = getattr(obj, part)
-  return obj
 
 
 def schedule_class(name: str) -> type[schedules.Schedule]:

@@ -65,6 +65,9 @@ class Schedule:
   # IMP-style rewinding: on steps where should_rewind, `sparsify` jumps to
   # rewind_target(masks, state) and restarts the inner optimizer.
   rewinds: ClassVar[bool] = False
+  # False for schedules whose mask never changes after `init` (the loop then
+  # records no mask dynamics).
+  changes_mask: ClassVar[bool] = True
 
   @property
   def needs_start(self) -> bool:
@@ -139,6 +142,12 @@ class Schedule:
     """Raises ScheduleError when the run would not do what the settings say."""
     del total_steps
 
+  def warnings(self, total_steps: int) -> list[str]:
+    """Settings that still mean something for this run but may not be what was
+    meant; the loop prints them and records them in the workdir."""
+    del total_steps
+    return []
+
   def describe(self) -> dict:
     """Type and every field, JSON-friendly: what ran, for config.json and summaries."""
     out = {'type': f'{type(self).__module__}.{type(self).__qualname__}'}
@@ -188,6 +197,7 @@ def _describe(v):
 @dataclasses.dataclass(frozen=True)
 class Dense(Schedule):
   """No pruning: the masks stay all-True (the dense baseline)."""
+  changes_mask: ClassVar[bool] = False
 
   def __post_init__(self):
     super().__post_init__()
@@ -267,6 +277,7 @@ class FixedMask(Schedule):
   `init` sees (a pruned checkpoint).
   """
   masks: PyTree = None
+  changes_mask: ClassVar[bool] = False
 
   def __post_init__(self):
     super().__post_init__()
@@ -302,6 +313,7 @@ class AtInit(Schedule):
   """
   score_fn: Callable | None = None
   iterations: int | None = None
+  changes_mask: ClassVar[bool] = False
 
   def __post_init__(self):
     super().__post_init__()

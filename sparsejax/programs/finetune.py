@@ -40,10 +40,11 @@ def prune_then_finetune(task: Task, params: PyTree, workdir, *, model_state: PyT
   if isinstance(task.schedule, schedules.OneShot):
     key = jax.random.fold_in(jax.random.key(task.seed), 7)
     pruned, masks = prune_once(params, task.schedule, task.rule, key)
-    start = loop.Start(jax.device_get(pruned), jax.device_get(masks), model_state or None)
-    task = task.replace(schedule=schedules.Dense(), eval_at_start=True)
+    start = loop.Start(jax.device_get(pruned), model_state or None)
+    task = task.replace(schedule=schedules.FixedMask(masks=jax.device_get(masks)),
+                        eval_at_start=True)
   else:
-    start = loop.Start(params, None, model_state or None)
+    start = loop.Start(params, model_state or None)
     task = task.replace(eval_at_start=True)
   loop.train(task, workdir, start=start, progress=progress, record=record)
   row = results_lib.run_row(workdir, seed=task.seed, arm='masked')

@@ -91,9 +91,10 @@ def run_lottery(task: Task, root, lottery: Lottery = Lottery(), *, progress: boo
     rep = root / f'replicate_{r}'
     ids = {'replicate': r, 'seed': seed}
 
-    def train(level, arm, start=None):
+    def train(level, arm, start=None, masks=None):
       workdir = rep / f'level_{level}' / arm
-      t = rep_task
+      t = rep_task if masks is None else rep_task.replace(
+          schedule=schedules.FixedMask(masks=masks))
       if level > 0 and lottery.rewind == 'none':
         t = t.replace(optimizer=lottery.finetune_optimizer)
       if (workdir / 'summary.json').exists():
@@ -124,24 +125,24 @@ def run_lottery(task: Task, root, lottery: Lottery = Lottery(), *, progress: boo
       masks = jax.device_get(imp.prune_remaining(final, prev_masks, lottery.prune_fraction,
                                                  allocation=lottery.allocation))
       if lottery.rewind in ('init', 'step'):
-        start = loop.Start(_masked(rewind_params, masks), masks, rewind_state)
+        start = loop.Start(_masked(rewind_params, masks), rewind_state)
       else:
-        start = loop.Start(_masked(final, masks), masks, final_state)
-      _, final, final_state, prev_masks = train(level, 'ticket', start)
+        start = loop.Start(_masked(final, masks), final_state)
+      _, final, final_state, prev_masks = train(level, 'ticket', start, masks)
       if not lottery.control_levels or level in lottery.control_levels:
         key = jax.random.fold_in(jax.random.key(seed), 1000 + level)
         for arm in lottery.controls:
           if arm == 'reinit':
             fresh_key = jax.random.fold_in(jax.random.key(seed), 2_000_000 + level)
             fresh = jax.device_get(jax.jit(rep_task.init_variables)(fresh_key)['params'])
-            train(level, arm, loop.Start(_masked(fresh, masks), masks, rewind_state))
+            train(level, arm, loop.Start(_masked(fresh, masks), rewind_state), masks)
           elif arm == 'random_prune':
             scores = criteria.random(rewind_params, None, key)
             m = jax.device_get(imp.same_counts(scores, masks))
-            train(level, arm, loop.Start(_masked(rewind_params, m), m, rewind_state))
+            train(level, arm, loop.Start(_masked(rewind_params, m), rewind_state), m)
           elif arm == 'oneshot':
             m = jax.device_get(imp.same_counts(criteria.magnitude(dense_final), masks))
-            train(level, arm, loop.Start(_masked(rewind_params, m), m, rewind_state))
+            train(level, arm, loop.Start(_masked(rewind_params, m), rewind_state), m)
   results_lib.write_rows(root / 'results.jsonl', rows)
   return rows
 

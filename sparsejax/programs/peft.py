@@ -82,7 +82,7 @@ def run_peft(task: Task, f: FinetuneSettings, workdir, *, progress: bool = False
   key = jax.random.fold_in(jax.random.key(task.seed), 11)
   trainable0 = jax.device_get(method.init_trainable(params, key))
   frozen = {} if method.kind == 'full' else {'frozen': params}
-  start = loop.Start(trainable0, None, {**frozen, **(model_state or {})})
+  start = loop.Start(trainable0, {**frozen, **(model_state or {})})
   peft_task = task.replace(model=Reparametrized(task.model, method), rule=NOTHING_PRUNABLE,
                            eval_at_start=True)
   result = loop.train(peft_task, workdir, start=start, record=record, progress=progress)

@@ -174,7 +174,7 @@ def _dense_phase_change(task, f: peft.FinetuneSettings, workdir, params, model_s
                          rule=peft.NOTHING_PRUNABLE)
     phase_record = None if record is None else {**record, 'phase': 'dense',
                                                 'dense_steps': f.dense_steps}
-    result = loop.train(dense, phase, start=loop.Start(trainable0, None, model_state or None),
+    result = loop.train(dense, phase, start=loop.Start(trainable0, model_state or None),
                         record=phase_record, progress=False)
     after = jax.device_get(result.state.params['all'])
   flat_after = dict(tree_lib.leaves_with_paths(after))

@@ -36,10 +36,9 @@ __all__ = ['Start', 'Run', 'Result', 'build', 'initial_state', 'train', 'Interru
 @dataclasses.dataclass(frozen=True)
 class Start:
   """Where a run starts instead of a fresh initialisation: given params (and
-  model state), and optionally a fixed mask (the run then trains with
-  `FixedMask(masks)`). Programs use it: IMP levels, controls, fine-tuning."""
+  model state). Programs use it (IMP levels, controls, fine-tuning), with a
+  `FixedMask(masks)` schedule in the task to keep a given mask."""
   params: Any
-  masks: Any = None
   model_state: Any = None
 
 
@@ -48,6 +47,7 @@ class Run:
   """Everything built from a task, before any training."""
   task: Task
   schedule: schedules.Schedule     # resolved for the run (fractions -> steps, bound)
+  warnings: list[str]              # settings that may not be what was meant
   mesh: Any
   tx: Any
   init_state: Callable             # key -> TrainState (pure)
@@ -77,17 +77,11 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
     sharding_lib.check_batch(mesh, task.eval_batch_size, 'eval_batch_size')
   except ValueError as e:
     raise SetupError(str(e)) from None
-  if start is not None and start.masks is not None:
-    if not isinstance(task.schedule, (schedules.Dense, schedules.FixedMask)):
-      raise SetupError(f'a run started with a given mask trains it fixed; the task asks for '
-                       f'{type(task.schedule).__name__}')
-    schedule = schedules.FixedMask(masks=start.masks)
-  elif start is None and task.schedule.needs_start:
+  if start is None and task.schedule.needs_start:
     raise SetupError(f'{type(task.schedule).__name__} takes its mask from the weights it '
                      'starts from, but this run starts from a fresh initialisation: it would '
                      'train a dense network. Start from pruned weights (finetune) or give masks')
-  else:
-    schedule = task.schedule.for_run(task.updates)
+  schedule = task.schedule.for_run(task.updates)
   x0, y0 = task.dataset.train.get(data_base.batch_indices(
       len(task.dataset.train), task.batch_size, task.seed, 0))
   batch0 = (jnp.asarray(x0), jnp.asarray(y0))
@@ -127,7 +121,8 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
   except ValueError as e:
     raise SetupError(f'mesh rules: {e}') from None
   state_sh = sharding_lib.state_shardings(mesh, abstract, abstract.params, param_sh)
-  return Run(task, schedule, mesh, tx, init_state, abstract, state_sh, start)
+  return Run(task, schedule, schedule.warnings(task.updates), mesh, tx, init_state, abstract,
+             state_sh, start)
 
 
 def _state0(task):
@@ -149,7 +144,7 @@ def initial_state(run: Run):
 def mask_update_steps(run: Run) -> set[int]:
   """Train steps (0-based) on which the schedule changes the mask."""
   n = run.task.updates
-  if isinstance(run.schedule, (schedules.Dense, schedules.FixedMask)) or n == 0:
+  if not run.schedule.changes_mask or n == 0:
     return set()
   flags = np.asarray(jax.jit(jax.vmap(run.schedule.should_update))(jnp.arange(n)))
   k = run.task.accumulate
@@ -194,12 +189,14 @@ def train(task: Task, workdir, *, start: Start | None = None, snapshots: tuple[i
   log = log or (lambda text: print(text, file=sys.stderr, flush=True))
   run = build(task, mesh, start)                 # every setup error before the workdir
   workdir = pathlib.Path(workdir).absolute()
-  record = {**(record or {}), 'resolved': describe(run)}
+  record = {**(record or {}), 'resolved': describe(run), 'warnings': run.warnings}
   check_record(workdir, record)
   workdir.mkdir(parents=True, exist_ok=True)
   check_record(workdir, record, write=True)
   if jax.process_index() == 0:
     log(banner(run, workdir))
+    for text in run.warnings:
+      log(f'warning: {text}')
   return _loop(run, workdir, snapshots, progress)
 
 
@@ -317,6 +314,7 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
     ckpts.close()
   summary = {'steps': t.steps, 'workdir': str(workdir), 'eval': last_eval,
              **density_stats(state.opt_state), 'schedule': run.schedule.describe(),
+             'warnings': run.warnings,
              'train_seconds_this_process': time.perf_counter() - t_start,
              'resumed_from': start or None, 'final_step': int(state.step),
              'stopped_early': stopper.should_stop,

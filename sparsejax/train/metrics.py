@@ -89,7 +89,7 @@ class MetricsWriter:
                        file=sys.stderr, desc='train')
       if self._bar.disable:      # stderr is not a terminal (batch job, nohup)
         self._bar = None
-    self._plain = self._bar is None
+    self._plain = progress and self._bar is None   # progress=False: silent
 
   def write(self, kind: str, step: int, values: Mapping[str, Any],
             summary: bool = True) -> None:
