@@ -39,11 +39,10 @@ import statistics
 from typing import Any
 
 import jax
-import numpy as np
 
 from sparsejax.core import schedules, tree as tree_lib
 from sparsejax.programs import results as results_lib
-from sparsejax.train import loop, metrics as metrics_lib
+from sparsejax.train import loop, metrics as metrics_lib, weights as weights_lib
 from sparsejax.train.task import SetupError, Task
 
 PyTree = Any
@@ -110,12 +109,8 @@ def save_merged(workdir, method: Method, state=None) -> pathlib.Path:
   state = _state_dict(state) if state is not None else _final_state(workdir)
   frozen = state['model_state'].get('frozen') if method.kind != 'full' else None
   merged = method.merged_params(frozen, state['params'])
-  arrays = {f'params/{p}': np.asarray(x) for p, x in tree_lib.leaves_with_paths(merged)}
   rest = {k: v for k, v in (state.get('model_state') or {}).items() if k != 'frozen'}
-  arrays.update({f'model_state/{p}': np.asarray(x)
-                 for p, x in tree_lib.leaves_with_paths(rest)})
-  path = workdir / 'merged.npz'
-  np.savez(path, **arrays)
+  path = weights_lib.write_npz(workdir / 'merged.npz', merged, rest)
   (workdir / 'peft.json').write_text(json.dumps(dataclasses.asdict(method)) + '\n')
   return path
 

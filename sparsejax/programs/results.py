@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from sparsejax.train import checkpoint as ckpt_lib, inspection
 from sparsejax.train import metrics as metrics_lib
+from sparsejax.train.weights import final_weights, named_weights  # noqa: F401  (re-exported)
 
 
 def run_row(workdir, **ids: Any) -> dict:
@@ -54,35 +54,3 @@ def _plain(x):
   if isinstance(x, np.generic):
     return x.item()
   raise TypeError(f'cannot write {type(x).__name__} to JSON')
-
-
-def final_weights(workdir) -> tuple[Any, Any, Any]:
-  """(params, model_state, masks) of a run's latest checkpoint, as numpy."""
-  state = ckpt_lib.restore_raw(inspection.resolve(workdir))
-  return state['params'], state.get('model_state') or {}, _find_masks(state['opt_state'])
-
-
-def _find_masks(opt_state):
-  """The 'masks' entry of sparsify's state, wherever wrappers (MultiSteps) put it."""
-  if isinstance(opt_state, dict):
-    if 'masks' in opt_state and 'schedule_state' in opt_state:
-      return opt_state['masks']
-    children = opt_state.values()
-  elif isinstance(opt_state, (list, tuple)):
-    children = opt_state
-  else:
-    children = ()
-  for child in children:
-    found = _find_masks(child)
-    if found is not None:
-      return found
-  return None
-
-
-def named_weights(workdir, name: str) -> tuple[Any, Any]:
-  """(params, model_state) of a run's named checkpoint ('init', 'step_K')."""
-  path = pathlib.Path(workdir) / 'checkpoints' / 'named' / name
-  if not path.exists():
-    raise ckpt_lib.CheckpointError(f'no named checkpoint {name!r} at {path}')
-  tree = ckpt_lib.restore_raw(path)
-  return tree['params'], tree.get('model_state') or {}

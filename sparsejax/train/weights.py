@@ -1,7 +1,6 @@
-"""Reading weights: sparsejax run directories and checkpoints, and .npz /
-.safetensors files keyed by leaf path, checked against a model's structure.
-(Writing: `programs.export` for sparse files, `programs.peft.save_merged` for
-merged fine-tuned weights.)"""
+"""Weights in and out: sparsejax run directories and their checkpoints (final
+and named), and .npz / .safetensors files keyed by leaf path, checked against
+a model's structure. (Sparse formats: `programs.export`.)"""
 
 from __future__ import annotations
 
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from sparsejax.core import tree as tree_lib
+from sparsejax.models import safetensors_io
 from sparsejax.train import checkpoint as ckpt_lib, inspection
 
 PyTree = Any
@@ -51,8 +51,50 @@ def _read_flat(path: pathlib.Path) -> dict[str, np.ndarray]:
   if path.suffix == '.npz':
     with np.load(path) as f:
       return {k: f[k] for k in f.files}
-  from safetensors.numpy import load_file
-  return load_file(str(path))
+  return safetensors_io.load_safetensors(path)
+
+
+def write_npz(path, params: PyTree, model_state: PyTree = None) -> pathlib.Path:
+  """params (and model state) as an .npz keyed 'params/<leaf path>' (and
+  'model_state/<leaf path>'): what `load_weights` reads back."""
+  arrays = {f'params/{p}': np.asarray(x) for p, x in tree_lib.leaves_with_paths(params)}
+  arrays.update({f'model_state/{p}': np.asarray(x)
+                 for p, x in tree_lib.leaves_with_paths(model_state or {})})
+  path = pathlib.Path(path)
+  np.savez(path, **arrays)
+  return path
+
+
+def final_weights(workdir) -> tuple[Any, Any, Any]:
+  """(params, model_state, masks) of a run's latest checkpoint, as numpy."""
+  state = ckpt_lib.restore_raw(inspection.resolve(workdir))
+  return state['params'], state.get('model_state') or {}, _find_masks(state['opt_state'])
+
+
+def _find_masks(opt_state):
+  """The 'masks' entry of sparsify's state, wherever wrappers (MultiSteps) put it."""
+  if isinstance(opt_state, dict):
+    if 'masks' in opt_state and 'schedule_state' in opt_state:
+      return opt_state['masks']
+    children = opt_state.values()
+  elif isinstance(opt_state, (list, tuple)):
+    children = opt_state
+  else:
+    children = ()
+  for child in children:
+    found = _find_masks(child)
+    if found is not None:
+      return found
+  return None
+
+
+def named_weights(workdir, name: str) -> tuple[Any, Any]:
+  """(params, model_state) of a run's named checkpoint ('init', 'step_K', 'best')."""
+  path = pathlib.Path(workdir) / 'checkpoints' / 'named' / name
+  if not path.exists():
+    raise ckpt_lib.CheckpointError(f'no named checkpoint {name!r} at {path}')
+  tree = ckpt_lib.restore_raw(path)
+  return tree['params'], tree.get('model_state') or {}
 
 
 def _unflatten(flat: dict, abstract: PyTree, source: str, prefix: str) -> PyTree:
