@@ -106,6 +106,11 @@ class Schedule:
   def rewind_target(self, masks, state):
     raise TypeError(f'{type(self).__name__} does not rewind (rewinds is False)')
 
+  @property
+  def needs_binding(self) -> bool:
+    """True when `bind` needs the model and a batch (see AtInit)."""
+    return False
+
   def bind(self, **context) -> 'Schedule':
     """This schedule with what it needs from the model and data (see AtInit);
     most schedules need nothing and return themselves."""
@@ -319,6 +324,10 @@ class AtInit(Schedule):
     super().__post_init__()
     if self.iterations is not None and self.iterations < 1:
       raise ScheduleError(f'iterations must be >= 1, got {self.iterations}')
+
+  @property
+  def needs_binding(self):
+    return self.score_fn is None and self.criterion in AT_INIT_BOUND
 
   def check_criterion(self):
     if self.criterion not in AT_INIT_BOUND:

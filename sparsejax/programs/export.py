@@ -89,7 +89,8 @@ def write_export(params, model_state, masks, fmt: str, out) -> dict:
     raise ValueError(f'unknown export format {fmt!r}; choose from {list(FORMATS)}')
   flat_masks = dict(tree_lib.leaves_with_paths(masks))
   if fmt == 'nm':
-    not_nm = [p for p, m in flat_masks.items() if m is not None and _nm_of(np.asarray(m)) is None]
+    not_nm = [p for p, m in flat_masks.items() if m is not None and not np.all(m)
+              and _nm_of(np.asarray(m)) is None]
     if not_nm:
       raise ExportError(f"format 'nm' needs N:M masks, but leaf {not_nm[0]!r} (and "
                         f'{len(not_nm) - 1} more) is not N:M along its input axis: it would '

@@ -79,11 +79,7 @@ def summed_over_batches(run, params, model_state, n: int, targets, fn) -> dict:
   at a time."""
   task = run.task
 
-  def loss(p, batch):
-    x, y = batch
-    sums = task.eval_sums(p, model_state or {}, (x, y, jnp.ones(x.shape[0], jnp.float32)))
-    return sums['loss'] / sums['count']
-  grad = jax.jit(jax.grad(loss))
+  grad = jax.jit(jax.grad(lambda p, batch: task.eval_loss(p, model_state or {}, batch)))
   total = {}
   for b in _score_batches(run, n):
     g = dict(tree_lib.leaves_with_paths(jax.device_get(grad(params, b))))

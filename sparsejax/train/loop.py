@@ -82,13 +82,15 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
                      'starts from, but this run starts from a fresh initialisation: it would '
                      'train a dense network. Start from pruned weights (finetune) or give masks')
   schedule = task.schedule.for_run(task.updates)
-  x0, y0 = task.dataset.train.get(data_base.batch_indices(
-      len(task.dataset.train), task.batch_size, task.seed, 0))
-  batch0 = (jnp.asarray(x0), jnp.asarray(y0))
-  schedule = schedule.bind(
-      loss_fn=lambda params, batch: task.train_loss(params, _state0(task), batch, None)[0],
-      batch=batch0, apply_fn=lambda params, x: task.apply(params, _state0(task), x)[0],
-      input_shape=(1, *task.dataset.input_shape))
+  if schedule.needs_binding:   # criteria at initialisation score on the first batch
+    x0, y0 = task.dataset.train.get(data_base.batch_indices(
+        len(task.dataset.train), task.batch_size, task.seed, 0))
+    batch0 = (jnp.asarray(x0), jnp.asarray(y0))
+    state0 = task.initial_model_state()
+    schedule = schedule.bind(
+        loss_fn=lambda params, batch: task.eval_loss(params, state0, batch), batch=batch0,
+        apply_fn=lambda params, x: task.apply(params, state0, x)[0],
+        input_shape=(1, *task.dataset.input_shape))
   tx = transform.sparsify(task.optimizer, schedule, task.rule)
   if task.accumulate > 1:   # outermost, so the schedule counts real updates
     steps = optax.MultiSteps(tx, every_k_schedule=task.accumulate)
@@ -123,13 +125,6 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
   state_sh = sharding_lib.state_shardings(mesh, abstract, abstract.params, param_sh)
   return Run(task, schedule, schedule.warnings(task.updates), mesh, tx, init_state, abstract,
              state_sh, start)
-
-
-def _state0(task):
-  """The model state of a fresh init (for losses evaluated outside the loop)."""
-  variables = jax.eval_shape(task.init_variables, jax.random.key(0))
-  return {k: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), v)
-          for k, v in variables.items() if k != 'params'}
 
 
 def initial_state(run: Run):

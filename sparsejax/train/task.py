@@ -140,6 +140,21 @@ class Task:
       metrics['accuracy'] = jnp.mean((jnp.argmax(out, -1) == y).astype(jnp.float32))
     return jnp.mean(per), (metrics, model_state)
 
+  def eval_loss(self, params, model_state, batch):
+    """Mean loss of a batch (x, y) with the model in inference mode (no dropout,
+    BatchNorm's running statistics): what pruning scores differentiate."""
+    x, y = batch
+    sums = self.eval_sums(params, model_state, (x, y, jnp.ones(y.shape[:1], jnp.float32)))
+    return sums['loss'] / sums['count']
+
+  def initial_model_state(self) -> dict:
+    """The non-param variables of a fresh init (empty for most models)."""
+    abstract = jax.eval_shape(self.init_variables, jax.random.key(self.seed))
+    if len(abstract) == 1:
+      return {}
+    variables = jax.jit(self.init_variables)(jax.random.key(self.seed))
+    return {k: v for k, v in variables.items() if k != 'params'}
+
   def eval_sums(self, params, model_state, batch):
     """Sums over a padded eval batch (x, y, weight): {'loss', metrics..., 'count'}."""
     x, y, w = batch
