@@ -46,10 +46,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.sparsity = 0.0                 # target fraction of prunable weights set to zero
   c.data = ml_collections.ConfigDict(dict(
       name='mnist1d', options={}, batch_size=100, eval_batch_size=1000, prefetch=2,
-      on_device='auto'))
+      on_device='auto', crop_padding=0, flip=False))
+  # crop_padding > 0: random crops of images padded by that many pixels; flip:
+  # random horizontal flips; both on the device, drawn from (seed, step).
   c.model = ml_collections.ConfigDict(dict(name='mnist1d_mlp', options={}))
-  c.loss = ''                      # '' (softmax cross-entropy), an optax loss name or
-                                   # 'pkg.module:fn', fn(outputs, labels) -> per-example losses
+  # The loss on the model's outputs: '' (softmax cross-entropy; options:
+  # label_smoothing), an optax loss name or 'pkg.module:fn', any of them
+  # fn(outputs, labels, **options) -> per-example losses.
+  c.loss = ml_collections.ConfigDict(dict(name='', options={}))
   # Any optax optimizer by name (or 'pkg.module:fn') with its keyword options,
   # gradient transforms chained before it, a learning-rate schedule, and
   # gradient accumulation over `accumulate` micro-batches (sparsejax.optim).
@@ -60,8 +64,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.pruning = ml_collections.ConfigDict(dict(
       schedule='dense', include=None, exclude=None, min_ndim=2))
   c.train = ml_collections.ConfigDict(dict(
-      steps=1000, log_every=10, eval_every=500, checkpoint_every=500, keep_checkpoints=3,
-      eval_splits=('test',), eval_at_start=False, early_stopping=0))
+      steps=1000, epochs=0, log_every=10, eval_every=500, checkpoint_every=500,
+      keep_checkpoints=3, eval_splits=('test',), eval_at_start=False, early_stopping=0))
+  # epochs > 0 sets the run's length in passes over the train split instead of
+  # steps (steps per epoch = examples // batch_size: full batches only).
   c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1), rules=()))
   # The `lottery` program (IMP as levels): per level prune `prune_fraction` of
   # what remains (rates per layer from pruning.allocation/scales/overrides).
@@ -287,9 +293,12 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
                         eval_batch_size=_positive('data.eval_batch_size', d['eval_batch_size']),
                         prefetch=_positive('data.prefetch', d['prefetch'], allow_zero=True),
                         on_device=_choice('data.on_device', d['on_device'],
-                                          ('auto', 'yes', 'no'))),
+                                          ('auto', 'yes', 'no')),
+                        crop_padding=_positive('data.crop_padding', d['crop_padding'],
+                                               allow_zero=True),
+                        flip=bool(d['flip'])),
       model=ModelSettings(name=m['name'], options=dict(m['options'])),
-      loss=str(merged['loss'] or ''),
+      loss=(str(merged['loss']['name'] or ''), dict(merged['loss']['options'])),
       optimizer=_optimizer(o),
       pruning=PruningSettings(
           schedule=p['schedule'], sparsity=sparsity, include=p['include'],
@@ -298,6 +307,7 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
                    if k not in ('schedule', 'include', 'exclude', 'min_ndim') and v is not None}),
       train=TrainSettings(
           steps=_positive('train.steps', t['steps']),
+          epochs=_positive('train.epochs', t['epochs'], allow_zero=True),
           log_every=_positive('train.log_every', t['log_every']),
           eval_every=_positive('train.eval_every', t['eval_every']),
           checkpoint_every=_positive('train.checkpoint_every', t['checkpoint_every']),
@@ -357,7 +367,7 @@ def _merge(base: dict, over: Mapping) -> dict:
 def _optimizer(o: Mapping) -> dict:
   try:
     spec = optim.resolve_spec(o)
-    optim.build_optimizer(spec, 1)     # names and keywords checked now, not mid-run
+    optim.build_optimizer(optim.in_steps(spec, 1), 1)   # names and keywords checked now
     return spec
   except optim.OptimizerError as e:
     raise ConfigError(str(e)) from None

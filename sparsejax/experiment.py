@@ -12,12 +12,14 @@ Names in a config are registry names or import paths `pkg.module:Name`:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any
 
 import optax
 
 from sparsejax import config as config_lib, data as data_lib, models, optim
+from sparsejax.data import augment as augment_lib
 from sparsejax.config import ConfigError
 from sparsejax.core import allocation as alloc_lib, imports, registry, schedules, select
 from sparsejax.core import tree as tree_lib
@@ -117,17 +119,26 @@ def _accepted(target) -> set[str] | None:
   return set(params)
 
 
-def build_loss(name: str):
-  """fn(outputs, labels) -> per-example losses."""
+def build_loss(name: str, options=None):
+  """fn(outputs, labels) -> per-example losses, with `options` bound."""
   if not name:
-    return task_lib.softmax_cross_entropy
-  if ':' in name:
-    return _wrap("config key 'loss'", imports.import_object, name, 'loss')
-  fn = getattr(optax.losses, name, None)
-  if fn is None:
-    raise ConfigError(f"config key 'loss': optax.losses has no {name!r}; give an optax loss "
-                      "name or an import path 'pkg.module:fn'")
-  return fn
+    fn = task_lib.softmax_cross_entropy
+  elif ':' in name:
+    fn = _wrap("config key 'loss.name'", imports.import_object, name, 'loss')
+  else:
+    fn = getattr(optax.losses, name, None)
+    if fn is None:
+      raise ConfigError(f"config key 'loss.name': optax.losses has no {name!r}; give an optax "
+                        "loss name or an import path 'pkg.module:fn'")
+  if not options:
+    return fn
+  accepted = _accepted(fn)
+  if accepted is not None:
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+      raise ConfigError(f'config key loss.options.{unknown[0]}: the loss takes '
+                        f'{sorted(accepted - {"outputs", "labels", "logits"})}')
+  return functools.partial(fn, **options)
 
 
 def build_task(config, *, dataset=None, schedule=None) -> task_lib.Task:
@@ -137,15 +148,26 @@ def build_task(config, *, dataset=None, schedule=None) -> task_lib.Task:
   model = build_model(s.model, dataset, s.seed)
   schedule = schedule if schedule is not None else build_schedule(s.pruning, s.seed)
   accumulate = s.optimizer['accumulate']
-  steps = s.train.steps
+  steps, per_epoch = s.train.steps, data_lib.steps_per_epoch(len(dataset.train),
+                                                             s.data.batch_size)
+  if s.train.epochs:
+    if steps != config_lib.default_config().train.steps:
+      raise ConfigError("config keys 'train.steps' and 'train.epochs' are both set; set one")
+    steps = s.train.epochs * per_epoch
   if steps % accumulate:
     raise ConfigError(f"config key 'train.steps'={steps} is not a multiple of "
                       f'optimizer.accumulate={accumulate}')
+  if (s.data.crop_padding or s.data.flip) and len(dataset.input_shape) != 3:
+    raise ConfigError(f'config keys data.crop_padding / data.flip need images (height, width, '
+                      f'channels); dataset {dataset.name!r} has examples of shape '
+                      f'{dataset.input_shape}')
   horizon = schedule.restart_period or steps // accumulate
-  tx, lr_fn = _wrap('optimizer', optim.build_optimizer, s.optimizer, horizon)
+  spec = optim.in_steps(s.optimizer, max(per_epoch // accumulate, 1))
+  tx, lr_fn = _wrap('optimizer', optim.build_optimizer, spec, horizon)
   t = s.train
   return _wrap('run settings', task_lib.Task,
-               dataset=dataset, optimizer=tx, model=model, output_loss=build_loss(s.loss),
+               dataset=dataset, optimizer=tx, model=model, output_loss=build_loss(*s.loss),
+               augment=augment_lib.make_augment(s.data.crop_padding, s.data.flip),
                schedule=schedule, rule=prunable_rule(s.pruning), steps=steps,
                batch_size=s.data.batch_size, eval_batch_size=s.data.eval_batch_size,
                seed=s.seed, accumulate=accumulate, learning_rate=lr_fn,

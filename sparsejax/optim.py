@@ -19,8 +19,10 @@ from optax import contrib
 OPTIMIZER_DEFAULTS = dict(
     name='adam', learning_rate=1e-3, options={}, chain=(), schedule='constant',
     warmup_steps=0, decay_steps=0, end_factor=0.0, plateau_factor=0.5, plateau_patience=5,
-    plateau_steps=100, accumulate=1)
-SCHEDULES = ('constant', 'cosine', 'linear', 'plateau')
+    plateau_steps=100, milestones=(), decay_every=0, gamma=0.1, unit='steps', accumulate=1)
+SCHEDULES = ('constant', 'cosine', 'linear', 'step', 'plateau')
+# Keys counted in `unit` (steps, or epochs that the caller turns into steps).
+STEP_KEYS = ('warmup_steps', 'decay_steps', 'milestones', 'decay_every')
 
 
 class OptimizerError(ValueError):
@@ -75,8 +77,35 @@ def resolve_spec(spec: Mapping) -> dict:
   s['end_factor'] = _number(s, 'end_factor', lambda v: 0 <= v <= 1, 'a number in [0, 1]')
   s['plateau_factor'] = _number(s, 'plateau_factor', lambda v: 0 < v < 1, 'a number in (0, 1)')
   for key, minimum in (('warmup_steps', 0), ('decay_steps', 0), ('accumulate', 1),
-                       ('plateau_patience', 1), ('plateau_steps', 1)):
+                       ('plateau_patience', 1), ('plateau_steps', 1), ('decay_every', 0)):
     _int(s, key, minimum)
+  s['gamma'] = _number(s, 'gamma', lambda v: 0 < v <= 1, 'a number in (0, 1]')
+  if s['unit'] not in ('steps', 'epochs'):
+    raise OptimizerError('optimizer.unit', f"optimizer.unit must be 'steps' or 'epochs', got "
+                         f"{s['unit']!r}")
+  milestones = s['milestones']
+  if isinstance(milestones, (str, Mapping)) or not isinstance(milestones, Sequence) or any(
+      isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in milestones) or list(
+          milestones) != sorted(set(milestones)):
+    raise OptimizerError('optimizer.milestones', 'optimizer.milestones must be increasing '
+                         f'positive integers, got {milestones!r}')
+  s['milestones'] = tuple(milestones)
+  if s['schedule'] == 'step' and bool(s['milestones']) == bool(s['decay_every']):
+    raise OptimizerError('optimizer.milestones', "optimizer.schedule 'step' needs either "
+                         'milestones or decay_every (not both)')
+  return s
+
+
+def in_steps(spec: Mapping, steps_per_epoch: int) -> dict:
+  """The spec with its step counts (STEP_KEYS) in steps: epochs times
+  `steps_per_epoch` when unit is 'epochs'."""
+  s = resolve_spec(spec)
+  if s['unit'] == 'steps':
+    return s
+  s = dict(s, unit='steps')
+  for key in STEP_KEYS:
+    v = s[key]
+    s[key] = tuple(m * steps_per_epoch for m in v) if key == 'milestones' else v * steps_per_epoch
   return s
 
 
@@ -135,8 +164,16 @@ def learning_rate_fn(spec: Mapping, total_steps: int) -> optax.Schedule:
     raise OptimizerError('total_steps', f'total_steps must be an int >= 0, got {total_steps!r}')
   lr, warmup, kind = s['learning_rate'], s['warmup_steps'], s['schedule']
   decay = s['decay_steps'] or max(total_steps - warmup, 1)
+  if s['unit'] != 'steps':
+    raise OptimizerError('optimizer.unit', "the schedule counts steps: convert with "
+                         'in_steps(spec, steps_per_epoch) first')
   if kind == 'cosine':
     main = optax.cosine_decay_schedule(lr, decay, alpha=s['end_factor'])
+  elif kind == 'step' and s['decay_every']:     # lr * gamma^floor((t - warmup) / every)
+    main = optax.exponential_decay(lr, s['decay_every'], s['gamma'], staircase=True)
+  elif kind == 'step':                          # milestones count from step 0, warmup included
+    main = optax.piecewise_constant_schedule(
+        lr, {m - warmup: s['gamma'] for m in s['milestones'] if m > warmup})
   elif kind == 'linear':
     main = optax.linear_schedule(lr, lr * s['end_factor'], decay)
   else:

@@ -19,6 +19,8 @@ class DataSettings:
   eval_batch_size: int
   prefetch: int
   on_device: str           # 'auto', 'yes', 'no': keep the train split on the devices
+  crop_padding: int        # random crops of padded images; 0 = off
+  flip: bool               # random horizontal flips
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +42,7 @@ class PruningSettings:
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
   steps: int
+  epochs: int              # > 0: the run's length in epochs instead of steps
   log_every: int
   eval_every: int
   checkpoint_every: int
@@ -75,7 +78,7 @@ class Settings:
   seed: int
   data: DataSettings
   model: ModelSettings
-  loss: str
+  loss: tuple[str, Mapping[str, Any]]   # (name or import path, options)
   optimizer: Mapping[str, Any]     # a resolved sparsejax.optim spec
   pruning: PruningSettings
   train: TrainSettings

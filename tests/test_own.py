@@ -147,7 +147,7 @@ def test_own_pieces_from_a_config(tmp_path):
   c = config_lib.apply_overrides(config_lib.default_config(), {
       'model.name': 'test_own:OwnNet', 'model.options': {'width': 16},
       'data.name': 'test_own:own_dataset', 'data.options': {'n': 128},
-      'loss': 'test_own:own_loss', 'data.batch_size': 32, 'data.eval_batch_size': 32,
+      'loss.name': 'test_own:own_loss', 'data.batch_size': 32, 'data.eval_batch_size': 32,
       'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.1,
       'optimizer.options': {'momentum': 0.9}, 'optimizer.chain': (('clip_by_global_norm',
                                                                    {'max_norm': 1.0}),),

@@ -231,6 +231,7 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
   stopper = EarlyStopping(t.early_stopping,
                           metrics_lib.read_rows(workdir / 'metrics.jsonl') if start else ())
   evaluate = lambda: evaluate_splits(t, run.mesh, state, eval_fn, t.eval_splits)
+  best = _restore_best(run, ckpts) if stopper.best is not None else None
   last_eval = {}
   if start == 0 and t.eval_at_start:
     last_eval = evaluate()
@@ -286,10 +287,10 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
         if eval_now:
           last_eval = evaluate()
           writer.write('eval', done, eval_row(last_eval, state.opt_state))
-          if t.early_stopping:
+          if 'validation' in last_eval:
             if stopper.update(done, last_eval['validation']['loss']):
-              ckpts.save_named('best', {'params': state.params,
-                                        'model_state': state.model_state})
+              best = _copy_weights(state)
+              ckpts.save_named('best', best)
             save_now = save_now or stopper.should_stop
         writer.flush()
         if save_now or stop:
@@ -303,6 +304,11 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
     ckpts.wait()
     if not last_eval:      # the run had already finished: evaluate what is there
       last_eval = evaluate()
+    best_eval = None
+    if best is not None:   # the best-validation weights, on every split
+      best_eval = evaluate_splits(t, run.mesh, step_lib.TrainState(
+          state.step, best['params'], best['model_state'], state.opt_state, state.rng),
+          eval_fn, t.eval_splits)
   finally:
     feed.close()
     writer.close()
@@ -313,10 +319,25 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
              'train_seconds_this_process': time.perf_counter() - t_start,
              'resumed_from': start or None, 'final_step': int(state.step),
              'stopped_early': stopper.should_stop,
-             'best_validation': ({'step': stopper.best_step, 'loss': stopper.best}
+             'best_validation': ({'step': stopper.best_step, 'loss': stopper.best,
+                                  'eval': best_eval}
                                  if stopper.best is not None else None)}
   metrics_lib.write_json(workdir / 'summary.json', summary)
   return Result(state, summary, workdir)
+
+
+def _copy_weights(state) -> dict:
+  """A copy of the params and model state that outlives the donated state."""
+  return jax.tree.map(jnp.copy, {'params': state.params, 'model_state': state.model_state})
+
+
+def _restore_best(run: Run, ckpts) -> dict | None:
+  """The best-validation weights of a resumed run (its named checkpoint)."""
+  if not ckpts.has_named('best'):
+    return None
+  abstract = {'params': run.abstract.params, 'model_state': run.abstract.model_state}
+  shardings = {'params': run.state_sh.params, 'model_state': run.state_sh.model_state}
+  return ckpts.restore_named('best', ckpt_lib.abstract_like(abstract, shardings))
 
 
 class _MaskDynamics:

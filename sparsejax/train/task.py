@@ -41,9 +41,14 @@ class SetupError(ValueError):
   """A task that cannot run as given; raised before any work starts."""
 
 
-def softmax_cross_entropy(outputs, labels):
-  """Per-position softmax cross-entropy with integer labels (the default)."""
-  return optax.softmax_cross_entropy_with_integer_labels(outputs, labels)
+def softmax_cross_entropy(outputs, labels, label_smoothing: float = 0.0):
+  """Per-position softmax cross-entropy with integer labels (the default); with
+  label_smoothing s the target is (1 - s) one-hot + s / classes (Szegedy et al. 2016)."""
+  if not label_smoothing:
+    return optax.softmax_cross_entropy_with_integer_labels(outputs, labels)
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, outputs.shape[-1], dtype=outputs.dtype),
+                                label_smoothing)
+  return optax.softmax_cross_entropy(outputs, targets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +60,7 @@ class Task:
   init: Callable | None = None            # key -> params, when there is no model
   loss: Callable | None = None            # (params, batch, rng) -> loss | (loss, metrics)
   output_loss: Callable = softmax_cross_entropy
+  augment: Callable | None = None         # (x, key) -> x on training batches (data.augment)
   schedule: schedules.Schedule = schedules.Dense()
   rule: Callable = tree_lib.DEFAULT_RULE  # which leaves are prunable
   steps: int = 1000
@@ -130,9 +136,13 @@ class Task:
   def train_loss(self, params, model_state, batch, key):
     """(mean loss, (metrics, new model state)) for one training batch."""
     if self.loss is not None:
+      if self.augment is not None and key is not None:
+        batch = (self.augment(batch[0], jax.random.fold_in(key, 0x6175)), *batch[1:])
       loss, metrics = _split(self.loss(params, batch, key))
       return loss, (metrics, model_state)
     x, y = batch
+    if self.augment is not None and key is not None:
+      x = self.augment(x, jax.random.fold_in(key, 0x6175))
     out, model_state = self.apply(params, model_state, x, True, key)
     per = self.output_loss(out, y)
     metrics = {}
