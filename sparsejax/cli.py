@@ -8,6 +8,7 @@
   sparsejax sweep   --config FILE --workdir DIR [--jobs N] [--index I] [--collect]
   sparsejax export  DIR [--format csr|nm] [--out DIR]
   sparsejax report  DIR [DIR ...] [--out DIR] [--metric test_accuracy]
+  sparsejax reproduce NAME --workdir DIR [--jobs N] [--collect]
 
 `train` resumes when DIR already holds a checkpoint of the same config.
 """
@@ -70,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
   rep.add_argument('--out', default=None, help='where to write (default: the first dir)')
   rep.add_argument('--metric', default='test_accuracy',
                    help="e.g. test_accuracy, validation_loss, early_stop_test_accuracy")
+  rp = sub.add_parser('reproduce', help='run one experiments/ folder end to end and print '
+                      "the paper's numbers against ours")
+  rp.add_argument('name', help='an experiments/ folder with a reproduce.py')
+  rp.add_argument('--workdir', required=True)
+  rp.add_argument('--jobs', type=int, default=1)
+  rp.add_argument('--collect', action='store_true', help='run nothing: gather and judge')
   return parser
 
 
@@ -233,6 +240,11 @@ def main(argv=None) -> int:
         print(f'  {leaf}: {kind}')
       print(f'max |output - masked dense output| on 128 test examples: {diff:.2e}')
       return 0
+    if args.command == 'reproduce':
+      from sparsejax import reproduce
+      claims = reproduce.reproduce(args.name, args.workdir, jobs=args.jobs,
+                                   collect=args.collect)
+      return 0 if all(c.passed is not False for c in claims) else 1
     if args.command == 'report':
       from sparsejax.programs import report
       print(report.report(args.dirs, args.out, args.metric))

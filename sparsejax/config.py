@@ -36,7 +36,7 @@ PRUNING_KEYS = ('schedule', 'include', 'exclude', 'min_ndim', 'overrides', 'scal
                 'erk_power_scale', 'pattern_options')
 # Schedule fields a config does not set: the run's own seed and sparsity, and
 # objects only Python can give.
-NOT_FROM_CONFIG = ('sparsity', 'seed', 'masks', 'score_fn')
+NOT_FROM_CONFIG = ('sparsity', 'seed', 'masks', 'score_fn', 'reference')
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -241,3 +241,21 @@ def test_criterion_and_pattern_by_import_path():
   with pytest.raises(config_lib.ConfigError, match="criterion.*'nowhere:fn'"):
     experiment.build_schedule(config_lib.to_settings(
         config(**{'pruning.schedule': 'oneshot', 'pruning.criterion': 'nowhere:fn'})).pruning)
+
+
+def test_random_control_with_the_layer_counts_of_snip():
+  params = {'a': {'w': jax.random.normal(jax.random.key(0), (20, 30))},
+            'b': {'w': jax.random.normal(jax.random.key(1), (30, 10))}}
+  loss = lambda p, b: jnp.sum((b[0] @ p['a']['w'] @ p['b']['w'] - b[1]) ** 2)
+  batch = (jax.random.normal(jax.random.key(2), (4, 20)), jnp.zeros((4, 10)))
+  snip = sj.make_schedule('at_init', sparsity=0.9, criterion='snip', allocation='global')
+  masks, _ = snip.bind(loss_fn=loss, batch=batch).init(params)
+  control = sj.make_schedule('at_init', sparsity=0.9, criterion='random', counts_from='snip',
+                             allocation='global')
+  assert control.needs_binding
+  random_masks, _ = control.bind(loss_fn=loss, batch=batch).init(params)
+  for layer in ('a', 'b'):
+    assert int(random_masks[layer]['w'].sum()) == int(masks[layer]['w'].sum())
+  assert not np.array_equal(np.asarray(random_masks['a']['w']), np.asarray(masks['a']['w']))
+  with pytest.raises(schedules.ScheduleError, match='needs bind'):
+    control.init(params)

