@@ -231,6 +231,100 @@ def test_mnist1d_residual_passes_hidden_through():
                              rtol=1e-5, atol=1e-5)
 
 
+def _mnist1d(key=0, **settings):
+  """A narrow MNIST-1D MLP (hidden 64) and its params."""
+  model = get_model('mnist1d_mlp', hidden=64, **settings)
+  return model, init_variables(model, jax.random.key(key), (40,))['params']
+
+
+def test_mnist1d_defaults_unchanged():
+  # The defaults are the notebook's model, bit for bit: the same params as
+  # the explicit default settings and as the body the model had before the
+  # settings existed (residual dense_stack, PyTorch kernels and biases).
+  from sparsejax.models import mlp as mlp_lib
+
+  class Before(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+      return mlp_lib.dense_stack(x, (64, 64), 10, residual=True,
+                                 kernel_init=mlp_lib._TORCH_KERNEL_INIT, torch_bias=True)
+
+  _, params = _mnist1d()
+  _, explicit = _mnist1d(residual=True, initializer='torch', bias='separate')
+  before = init_variables(Before(), jax.random.key(0), (40,))['params']
+  chex.assert_trees_all_equal(params, explicit)
+  chex.assert_trees_all_equal(params, before)
+
+
+def test_mnist1d_residual_false_is_a_plain_mlp():
+  residual, p = _mnist1d()
+  plain, _ = _mnist1d(residual=False)
+  x = _inputs((40,), jnp.float32)
+  h = jax.nn.relu(x @ p['hidden_0']['kernel'] + p['hidden_0']['bias'][None, :])
+  h = jax.nn.relu(h @ p['hidden_1']['kernel'] + p['hidden_1']['bias'][None, :])
+  expected = h @ p['output']['kernel'] + p['output']['bias'][None, :]
+  out = plain.apply({'params': p}, x)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(out, residual.apply({'params': p}, x), atol=1e-3)
+
+
+@pytest.mark.parametrize('initializer', ['torch', 'lecun'])
+def test_mnist1d_initializers(initializer):
+  _, p = _mnist1d(initializer=initializer)
+  for name, fan_in in (('hidden_0', 40), ('hidden_1', 64), ('output', 64)):
+    kernel, bias = np.asarray(p[name]['kernel']), np.asarray(p[name]['bias'])
+    bound = 1 / np.sqrt(fan_in)
+    if initializer == 'torch':   # U(-bound, bound), kernels and biases alike
+      assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound
+      assert np.abs(bias).max() > 0.5 * bound
+      if kernel.size >= 4096:
+        np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3), rtol=0.05)
+    else:                        # LeCun normal (std 1/sqrt(fan_in)), zero biases
+      np.testing.assert_array_equal(bias, 0)
+      assert np.abs(kernel).max() > bound
+      if kernel.size >= 4096:
+        np.testing.assert_allclose(kernel.std(), bound, rtol=0.1)
+
+
+def test_mnist1d_bias_placement():
+  _, separate = _mnist1d()
+  row_model, row = _mnist1d(bias='kernel_row')
+  none_model, none = _mnist1d(bias='none')
+  paths = lambda params: sorted(p for p, _ in tree_lib.leaves_with_paths(params))
+  assert paths(row) == paths(none) == ['hidden_0/kernel', 'hidden_1/kernel', 'output/kernel']
+  assert row['hidden_0']['kernel'].shape == (41, 64)
+  assert row['output']['kernel'].shape == (65, 10)
+  assert none['hidden_0']['kernel'].shape == (40, 64)
+  # The bias row is part of the prunable kernel, so a mask covers it.
+  assert tree_lib.prunable_paths(row) == paths(row)
+  assert _num_params({'params': row}) == _num_params({'params': separate})
+  assert _num_params(_abstract_init('mnist1d_mlp', (40,), bias='kernel_row')) == 276_010
+  assert _num_params(_abstract_init('mnist1d_mlp', (40,), bias='none')) == 275_000
+  # The last row acts as the bias: the model with the separate leaves moved
+  # into it computes the same function.
+  moved = {k: {'kernel': jnp.concatenate([v['kernel'], v['bias'][None]], axis=0)}
+           for k, v in separate.items()}
+  x = _inputs((40,), jnp.float32)
+  default_model, _ = _mnist1d()
+  np.testing.assert_allclose(row_model.apply({'params': moved}, x),
+                             default_model.apply({'params': separate}, x),
+                             rtol=1e-5, atol=1e-5)
+  bias_row = np.asarray(row['hidden_0']['kernel'][-1])   # PyTorch's bias init
+  assert np.abs(bias_row).max() <= 1 / np.sqrt(40) and np.abs(bias_row).max() > 0
+  chex.assert_shape(none_model.apply({'params': none}, x), (BATCH, 10))
+
+
+def test_mnist1d_bad_settings():
+  with pytest.raises(ValueError, match=r"MNIST1DMLP.initializer must be one of "
+                                       r"\['torch', 'lecun'\], got 'xavier'"):
+    get_model('mnist1d_mlp', initializer='xavier')
+  with pytest.raises(ValueError, match=r"MNIST1DMLP.bias must be one of "
+                                       r"\['separate', 'kernel_row', 'none'\], got 'yes'"):
+    get_model('mnist1d_mlp', bias='yes')
+  with pytest.raises(ValueError, match=r'MNIST1DMLP.residual must be one of \[True, False\]'):
+    get_model('mnist1d_mlp', residual='no')
+
+
 def test_residual_mlp_needs_equal_widths():
   with pytest.raises(ValueError, match='equal hidden widths'):
     init_variables(get_model('mlp', features=(8, 4), residual=True),

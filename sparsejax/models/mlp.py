@@ -4,6 +4,12 @@ Every model here flattens its input, so (B, 28, 28, 1) and (B, 784) both work.
 Layers are named `hidden_0`, `hidden_1`, ... and `output`, so a config can
 select the classifier with the pattern 'output' and the hidden layers with
 'hidden_'.
+
+Biases (`dense_stack(bias=...)`): 'separate' is the usual `bias` leaf, which
+the default prunable rule leaves dense; 'kernel_row' stores the bias as the
+last row of the layer's kernel, shape (fan_in + 1, width), so a mask on the
+kernel covers the bias too and magnitude pruning ranks a layer's weights and
+bias together; 'none' has no bias.
 """
 
 from __future__ import annotations
@@ -31,19 +37,50 @@ def _torch_bias_init(fan_in: int) -> Initializer:
 # distribution: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 _TORCH_KERNEL_INIT = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 
+BIASES = ('separate', 'kernel_row', 'none')
+
+
+def _check_choice(owner: str, field: str, value, choices) -> None:
+  if not isinstance(value, str) or value not in choices:
+    raise ValueError(f'{owner}.{field} must be one of {list(choices)}, got {value!r}')
+
+
+class BiasRowDense(nn.Module):
+  """y = x @ kernel[:-1] + kernel[-1]: a dense layer whose bias is the last
+  row of its (fan_in + 1, features) kernel, initialised from `kernel_init`
+  (weight rows, fan_in inputs) and `bias_init` (the last row)."""
+  features: int
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+  bias_init: Initializer = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    fan_in = x.shape[-1]
+
+    def init(key, shape, dtype=jnp.float32):
+      k_key, b_key = jax.random.split(key)
+      return jnp.concatenate([self.kernel_init(k_key, (fan_in, self.features), dtype),
+                              self.bias_init(b_key, (1, self.features), dtype)], axis=0)
+    kernel = self.param('kernel', init, (fan_in + 1, self.features))
+    y = x @ kernel[:-1]
+    return y + kernel[-1].reshape((1,) * (y.ndim - 1) + (-1,))
+
 
 def dense_stack(x: jax.Array, features: Sequence[int], num_classes: int, *,
                 residual: bool = False, dropout: float = 0.0, train: bool = False,
                 kernel_init: Initializer = nn.initializers.lecun_normal(),
-                torch_bias: bool = False) -> jax.Array:
+                torch_bias: bool = False, bias: str = 'separate') -> jax.Array:
   """The body shared by the MLPs; call it inside a compact `__call__`.
 
   Layers are created in the calling module, so their names are top-level
   (`hidden_0/kernel`, not `MLP_0/hidden_0/kernel`). With `residual`, every
   hidden layer after the first adds its ReLU output to its input,
   h <- h + relu(W h + b) (the form of the MNIST-1D MLP); this needs equal
-  widths. Dropout, when on, follows each hidden layer.
+  widths. Dropout, when on, follows each hidden layer. Biases start at zero,
+  or from PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with `torch_bias`;
+  `bias` places them (module docstring).
   """
+  _check_choice('dense_stack', 'bias', bias, BIASES)
   x = x.reshape(x.shape[0], -1)
   if residual:
     for i in range(1, len(features)):
@@ -54,7 +91,10 @@ def dense_stack(x: jax.Array, features: Sequence[int], num_classes: int, *,
 
   def dense(width, name, fan_in):
     bias_init = _torch_bias_init(fan_in) if torch_bias else nn.initializers.zeros
-    return nn.Dense(width, kernel_init=kernel_init, bias_init=bias_init, name=name)
+    if bias == 'kernel_row':
+      return BiasRowDense(width, kernel_init=kernel_init, bias_init=bias_init, name=name)
+    return nn.Dense(width, kernel_init=kernel_init, bias_init=bias_init,
+                    use_bias=bias == 'separate', name=name)
 
   for i, width in enumerate(features):
     h = nn.relu(dense(width, f'hidden_{i}', x.shape[-1])(x))
@@ -97,6 +137,9 @@ class LeNet300100(nn.Module):
                        train=train, kernel_init=nn.initializers.glorot_normal())
 
 
+INITS = ('torch', 'lecun')
+
+
 class MNIST1DMLP(nn.Module):
   """The MLP of the MNIST-1D lottery-ticket notebook (Greydanus & Kobak 2020).
 
@@ -105,13 +148,34 @@ class MNIST1DMLP(nn.Module):
   (their `SparseMLP` in notebooks/lottery_tickets, hidden_size=500). Weights
   and biases start from PyTorch's default nn.Linear initialisation, which is
   what the notebook trains: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+  The defaults are that model; the other settings are for ablations:
+  `residual=False` gives the plain MLP out = W3 relu(W2 relu(W1 x));
+  `initializer='lecun'` gives Flax's defaults (LeCun-normal kernels, zero
+  biases; the field cannot be called `init`, Module.init's name);
+  `bias` is 'separate' (a dense `bias` leaf), 'kernel_row' (the bias is the
+  kernel's last row, so the lottery prunes it with the weights in one
+  per-layer magnitude ranking, as the notebook's masks do) or 'none'.
   """
   hidden: int = 500
   num_classes: int = 10
   dropout: float = 0.0
+  residual: bool = True
+  initializer: str = 'torch'
+  bias: str = 'separate'
+
+  def __post_init__(self):
+    if not isinstance(self.residual, bool):
+      raise ValueError(f'MNIST1DMLP.residual must be one of [True, False], '
+                       f'got {self.residual!r}')
+    _check_choice('MNIST1DMLP', 'initializer', self.initializer, INITS)
+    _check_choice('MNIST1DMLP', 'bias', self.bias, BIASES)
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    torch = self.initializer == 'torch'
     return dense_stack(x, (self.hidden, self.hidden), self.num_classes,
-                       residual=True, dropout=self.dropout, train=train,
-                       kernel_init=_TORCH_KERNEL_INIT, torch_bias=True)
+                       residual=self.residual, dropout=self.dropout, train=train,
+                       kernel_init=_TORCH_KERNEL_INIT if torch else nn.initializers.lecun_normal(),
+                       torch_bias=torch, bias=self.bias)
