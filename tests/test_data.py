@@ -412,3 +412,11 @@ def test_mnist1d_default_split(tmp_path, monkeypatch):
   np.testing.assert_array_equal(again['x_test'], data['x_test'])
   # Generation must not leave numpy's global RNG reseeded.
   np.testing.assert_array_equal(np.random.get_state()[1], state[1])
+
+
+def test_mnist_standardized_inputs_and_snip_split():
+  from sparsejax.data import load_dataset
+  d = load_dataset('mnist', split='54k/6k/10k', standardize=True)
+  assert (len(d.train), len(d.validation), len(d.test)) == (54_000, 6_000, 10_000)
+  pool = np.concatenate([d.train.x, d.validation.x])
+  assert abs(float(pool.mean())) < 1e-3 and abs(float(pool.std()) - 1.0) < 1e-3

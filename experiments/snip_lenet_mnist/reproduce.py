@@ -41,4 +41,12 @@ def claims(rows):
     for arm in ('grasp', 'synflow'):
       out.append(Claim(f'{arm} error % at {sparsity:.0%} (beside, no target)', '-',
                        _fmt(_errors(rows, arm, sparsity)), '-', None))
+    std = _errors(rows, 'snip, standardized inputs', sparsity)
+    out.append(Claim(f'SNIP error % at {sparsity:.0%}, standardized inputs (its code)',
+                     str(paper), _fmt(std), f'± {TOLERANCE}',
+                     bool(std) and abs(statistics.mean(std) - paper) <= TOLERANCE))
+  dense_std = _errors(rows, 'dense, standardized inputs')
+  out.append(Claim('dense error %, standardized inputs', '1.7', _fmt(dense_std),
+                   f'± {TOLERANCE}',
+                   bool(dense_std) and abs(statistics.mean(dense_std) - 1.7) <= TOLERANCE))
   return out

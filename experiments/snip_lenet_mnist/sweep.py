@@ -9,6 +9,9 @@ that initialiser), one global threshold; then SGD with momentum 0.9, batch
 iterations; 10% of the training set held out (54k / 6k / 10k). The paper
 does not give the total; we train 100k iterations (four learning-rate
 phases) and report the test error of the best-validation checkpoint.
+SNIP's code also standardises the inputs (mean and std of the training
+pool); the main grid uses [0, 1] inputs and a second group repeats dense and
+SNIP with standardised inputs.
 GraSP (Wang et al. 2020) and SynFlow (Tanaka et al. 2020, 100 rounds) use the
 same global threshold; the random control keeps, in every layer, as many
 weights as SNIP's mask of the same seed (`counts_from='snip'`).
@@ -52,3 +55,12 @@ def get_sweep():
         yield {**base, 'pruning.criterion': criterion, '_arm': criterion}
       yield {**base, 'pruning.criterion': 'random', 'pruning.counts_from': 'snip',
              '_arm': 'random (SNIP counts)'}
+  # SNIP's code standardises MNIST (one mean and std over the training pool);
+  # the main grid uses [0, 1] inputs. The same SNIP points with its inputs:
+  for seed in (0, 1, 2):
+    std = {'seed': seed, 'data.options': {'split': '54k/6k/10k', 'standardize': True}}
+    yield {**std, '_arm': 'dense, standardized inputs'}
+    for sparsity in (0.95, 0.98):
+      yield {**std, 'sparsity': sparsity, 'pruning.schedule': 'at_init',
+             'pruning.allocation': 'global', 'pruning.criterion': 'snip',
+             '_arm': 'snip, standardized inputs'}

@@ -117,7 +117,8 @@ def load_uint8(module: str = 'mnist') -> dict[str, np.ndarray]:
   return data
 
 
-def dataset(*, split: str = '55k/5k/10k', classes: tuple[int, ...] = ()) -> Dataset:
+def dataset(*, split: str = '55k/5k/10k', classes: tuple[int, ...] = (),
+            standardize: bool = False) -> Dataset:
   """The `mnist` loader: x float32 (28, 28, 1) in [0, 1], 10 classes.
 
   split: '55k/5k/10k' (default; Frankle & Carbin 2019: the last 5k of the 60k
@@ -125,7 +126,9 @@ def dataset(*, split: str = '55k/5k/10k', classes: tuple[int, ...] = ()) -> Data
   the training pool held out), '60k/10k' (no validation), '50k/10k/10k' (the
   file's own split). classes: keep only these digits, relabelled 0, 1, ...
   in the order given (transfer tasks: pretrain on (0, 1, 2, 3, 4), fine-tune
-  on (5, 6, 7, 8, 9))."""
+  on (5, 6, 7, 8, 9)). standardize: subtract the training pool's mean pixel
+  value and divide by its standard deviation, one scalar each (as SNIP's code
+  does), instead of [0, 1] inputs."""
   if split not in SPLITS:
     raise DataError(f'unknown MNIST split {split!r}; choose one of {SPLITS}')
   raw = load_uint8()
@@ -141,6 +144,12 @@ def dataset(*, split: str = '55k/5k/10k', classes: tuple[int, ...] = ()) -> Data
       cut = int(split.split('k/')[0]) * 1000
       train, val = ArraySource(x[:cut], y[:cut]), ArraySource(x[cut:], y[cut:])
   test = ArraySource(images_to_float32(raw['x_test']), raw['y_test'])
+  if standardize:
+    pool = np.concatenate([train.x] + ([val.x] if val is not None else []))
+    mean, std = float(pool.mean()), float(pool.std())
+    scale = lambda s: ArraySource(((s.x - mean) / std).astype(np.float32), s.y)
+    train, test = scale(train), scale(test)
+    val = scale(val) if val is not None else None
   if classes:
     classes = tuple(int(c) for c in classes)
     if len(set(classes)) != len(classes) or not all(0 <= c <= 9 for c in classes):
