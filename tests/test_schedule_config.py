@@ -259,3 +259,15 @@ def test_random_control_with_the_layer_counts_of_snip():
   assert not np.array_equal(np.asarray(random_masks['a']['w']), np.asarray(masks['a']['w']))
   with pytest.raises(schedules.ScheduleError, match='needs bind'):
     control.init(params)
+
+
+def test_steps_and_fractions_mixed():
+  """start in steps, end as a fraction: ordered once the run's length is known."""
+  s = sj.make_schedule('gradual', sparsity=0.9, start=100, end=0.75, every=100).for_run(600)
+  assert (s.start, s.end) == (100, 450)
+  r = sj.make_schedule('rigl', sparsity=0.9, start=100, end=0.75, every=50).for_run(600)
+  assert (r.start, r.end) == (100, 450)
+  with pytest.raises(schedules.ScheduleError, match='start < end'):
+    sj.make_schedule('gradual', sparsity=0.9, start=500, end=0.75).for_run(600)
+  with pytest.raises(ValueError, match='start < end'):
+    sj.make_schedule('gradual', sparsity=0.9, start=500, end=400)

@@ -23,7 +23,7 @@ from sparsejax.core import allocation as alloc_lib
 from sparsejax.core import criteria as criteria_lib
 from sparsejax.core import select
 from sparsejax.core import tree as tree_lib
-from sparsejax.core.schedules import Schedule, ScheduleError
+from sparsejax.core.schedules import Schedule, ScheduleError, same_units_ordered
 
 
 def drop_grow(mask, drop_scores, grow_scores, drop_fraction):
@@ -60,15 +60,19 @@ class RigL(Schedule):
       raise ValueError(f"grow must be 'gradient' or 'random', got {self.grow!r}")
     if not 0.0 <= self.drop_fraction <= 1.0:
       raise ValueError(f'drop_fraction must be in [0, 1], got {self.drop_fraction}')
-    if self.every < 1 or not 0 <= self.start < self.end:
-      raise ValueError(f'need every >= 1 and 0 <= start < end, got every={self.every}, '
-                       f'start={self.start}, end={self.end}')
+    if self.every < 1 or self.start < 0 or not same_units_ordered(self.start, self.end):
+      raise ScheduleError(f'need every >= 1 and 0 <= start < end, got every={self.every}, '
+                          f'start={self.start}, end={self.end}')
 
   def first_update(self) -> int:
     """The first step on which the mask moves."""
     return max(self.every, -(-self.start // self.every) * self.every)
 
   def check_run(self, total_steps):
+    if not self.start < self.end:   # steps and fractions mixed: checked once resolved
+      raise ScheduleError(f'{type(self).__name__.lower()} needs start < end, got '
+                          f'start={self.start}, end={self.end} (in steps of this '
+                          f'{total_steps}-step run)')
     last = min(self.end, total_steps)
     if self.drop_fraction > 0 and self.first_update() >= last:
       raise ScheduleError(

@@ -184,6 +184,15 @@ class Schedule:
                                   eligible=masks)
 
 
+def same_units_ordered(start, end) -> bool:
+  """start < end when both count steps (ints) or both are fractions of the run
+  (floats); True when they mix, as the order is only known once `for_run`
+  resolves the fractions (it checks again)."""
+  if isinstance(start, float) != isinstance(end, float):
+    return True
+  return start < end
+
+
 def _describe(v):
   if dataclasses.is_dataclass(v) and not isinstance(v, type):
     return {'type': type(v).__name__, **{f.name: _describe(getattr(v, f.name))
@@ -247,11 +256,14 @@ class Gradual(Schedule):
   def __post_init__(self):
     super().__post_init__()
     alloc_lib.check_sparsity(self.initial_sparsity, 'initial_sparsity')
-    if not 0 <= self.start < self.end or self.every < 1:
-      raise ValueError(f'gradual schedule needs 0 <= start < end and every >= 1, got '
+    if self.start < 0 or self.every < 1 or not same_units_ordered(self.start, self.end):
+      raise ScheduleError(f'gradual schedule needs 0 <= start < end and every >= 1, got '
                        f'start={self.start}, end={self.end}, every={self.every}')
 
   def check_run(self, total_steps):
+    if not self.start < self.end:   # steps and fractions mixed: checked once resolved
+      raise ScheduleError(f'gradual needs start < end, got start={self.start}, '
+                          f'end={self.end} (in steps of this {total_steps}-step run)')
     if self.end > total_steps:
       reached = float(self.sparsity_at(total_steps))
       raise ScheduleError(
