@@ -13,7 +13,8 @@ from sparsejax.core.masks import (apply_masks, count_active, dense_masks, layer_
                                   overlap, total_active, validate_masks)
 from sparsejax.core.prune import prune
 from sparsejax.core.registry import SCHEDULES, make_schedule
-from sparsejax.core.schedules import AtInit, Dense, FixedMask, Gradual, OneShot, Schedule, at_init
+from sparsejax.core.at_init import AtInit, at_init
+from sparsejax.core.schedules import Dense, FixedMask, Gradual, OneShot, Schedule
 from sparsejax.core.select import NM, Block, Structured, Unstructured, make_pattern, topk_mask
 from sparsejax.core.transform import SparsityState, get_masks, masked_params, sparsify
 from sparsejax.core.tree import PrunableRule

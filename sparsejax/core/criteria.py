@@ -5,7 +5,7 @@ like `params`; scores of non-prunable leaves are computed too and ignored.
 
 Criteria that only need (params, grads, key) share one signature and can run
 inside a schedule's mask update; GraSP and SynFlow need a loss or model
-function and are run before training (see `schedules.AtInit`).
+function and are run before training (see `at_init.AtInit`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from sparsejax.core import dynamic, imp, schedules
+from sparsejax.core import at_init, dynamic, imp, schedules
 from sparsejax.core.imports import import_object
 
 SCHEDULES = {
@@ -16,7 +16,7 @@ SCHEDULES = {
     'oneshot': schedules.OneShot,
     'gradual': schedules.Gradual,
     'fixed': schedules.FixedMask,
-    'at_init': schedules.AtInit,
+    'at_init': at_init.AtInit,
     'set': dynamic.SET,
     'rigl': dynamic.RigL,
     'imp': imp.IMP,
