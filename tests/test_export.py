@@ -6,10 +6,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from sparsejax import experiment
-from sparsejax import config as config_lib
+from sparsejax import config as config_lib, experiment
 from sparsejax.programs import export
-from sparsejax.train import loop
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

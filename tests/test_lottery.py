@@ -12,9 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from sparsejax import experiment
-from sparsejax import config as config_lib
-from sparsejax.programs import lottery, results as results_lib
+from sparsejax import config as config_lib, experiment
+from sparsejax.programs import results as results_lib
 from sparsejax.train import checkpoint as ckpt_lib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
