@@ -237,8 +237,8 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
     last_eval = evaluate()
     writer.write('eval', 0, eval_row(last_eval, state.opt_state))
   feed = _make_feed(run, start)
-  train_fn = step_lib.compile_train_step(step_lib.make_train_step(t, run.tx), run.mesh,
-                                        run.state_sh, x_nd, y_nd)
+  step_fn = step_lib.make_train_step(t, run.tx)
+  train_fn = step_lib.compile_train_step(step_fn, run.mesh, run.state_sh, x_nd, y_nd)
   density_fn = jax.jit(lambda s: masks_lib.overall_density(transform.get_masks(s)))
   update_steps = {s for s in mask_update_steps(run) if s >= start}
   dynamics = _MaskDynamics(run, state) if update_steps else None
@@ -263,7 +263,7 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
                                             'model_state': state.model_state})
         stop = bool(caught)   # read once: a signal may arrive at any point below
         boundary = log_now or eval_now or save_now or stop
-        fetched = lagged_rows(pending, done, boundary, ckpts)
+        fetched = lagged_rows(pending, step_fn.names, done, boundary, ckpts)
         if fetched is None:
           continue
         first, names, rows, pending = fetched

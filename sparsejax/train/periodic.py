@@ -36,19 +36,20 @@ class Interrupted(RuntimeError):
                      f'{workdir}; run the same command again to resume')
 
 
-def lagged_rows(pending: list, done: int, boundary: bool, ckpts):
+def lagged_rows(pending: list, names: list[str], done: int, boundary: bool, ckpts):
   """The metric rows to write now, or None to keep the devices busy.
 
-  Returns (first step, names, rows as a float64 array, what stays pending);
-  raises NonFiniteError naming the step and the last good checkpoint.
+  `pending` holds the train step's metric vectors, named by `names`. Returns
+  (first step, names without 'finite', rows as a float64 array, what stays
+  pending); raises NonFiniteError naming the step and the last good checkpoint.
   """
   if not boundary and len(pending) < 2 * LAG:
     return None
   fetch = len(pending) if boundary else LAG
   first = done - len(pending) + 1
-  got = jax.device_get(pending[:fetch])
-  names = [n for n in got[0] if n != 'finite']
-  finite = np.asarray([g['finite'] for g in got])
+  got = np.stack(jax.device_get(pending[:fetch])).astype(np.float64)
+  keep = [i for i, n in enumerate(names) if n != 'finite']
+  finite = got[:, names.index('finite')]
   if not finite.all():
     bad = int(np.argmin(finite))
     last = ckpts.latest_step()
@@ -56,10 +57,9 @@ def lagged_rows(pending: list, done: int, boundary: bool, ckpts):
              if last is not None else 'No checkpoint had been saved yet')
     raise NonFiniteError(
         f'the loss or gradients became non-finite at step {first + bad} (loss '
-        f'{float(got[bad]["loss"])}); stopped. {where}; lower the learning rate or clip '
-        'gradients and resume or restart.')
-  rows = np.asarray([[g[n] for n in names] for g in got], np.float64)
-  return first, names, rows, pending[fetch:]
+        f'{got[bad, names.index("loss")]}); stopped. {where}; lower the learning rate or '
+        'clip gradients and resume or restart.')
+  return first, [names[i] for i in keep], got[:, keep], pending[fetch:]
 
 
 class EarlyStopping:

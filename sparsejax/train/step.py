@@ -30,8 +30,10 @@ class TrainState(NamedTuple):
 
 
 def make_train_step(task, tx: optax.GradientTransformation) -> Callable:
-  """train_step(state, batch) -> (state, metrics dict: loss, the task's metrics,
-  grad_norm, finite)."""
+  """train_step(state, batch) -> (state, metrics vector): loss, the task's
+  metrics, grad_norm and finite, stacked into one small array (one transfer
+  when fetched) whose names `train_step.names` holds once it has been traced."""
+  names: list[str] = []
 
   def train_step(state: TrainState, batch):
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -46,8 +48,11 @@ def make_train_step(task, tx: optax.GradientTransformation) -> Callable:
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     metrics = {'loss': loss, **metrics, 'grad_norm': grad_norm,
                'finite': finite.astype(jnp.float32)}
-    return TrainState(state.step + 1, params, model_state, opt_state, state.rng), metrics
+    names[:] = list(metrics)
+    vector = jnp.stack([jnp.asarray(v, jnp.float32) for v in metrics.values()])
+    return TrainState(state.step + 1, params, model_state, opt_state, state.rng), vector
 
+  train_step.names = names
   return train_step
 
 
