@@ -10,11 +10,15 @@ from sparsejax.core import masks as masks_lib
 from sparsejax.core import transform
 from sparsejax.data import base as data_base
 from sparsejax.train import sharding as sharding_lib
+from sparsejax.train.task import SetupError
 
 
 def evaluate(task, mesh, params, model_state, eval_fn, split: str) -> dict:
   """Mean loss and metrics over a whole split (every example counted once)."""
-  source = getattr(task.dataset, split)
+  source = getattr(task.dataset, split) if split in ('train', 'validation', 'test') else None
+  if source is None:
+    raise SetupError(f'split {split!r}: dataset {task.dataset.name!r} has no such split '
+                     "(use 'train', 'validation' or 'test')")
   total = None
   sl = sharding_lib.process_slice(task.eval_batch_size)
   for x, y, w in data_base.eval_batches(source, task.eval_batch_size):
