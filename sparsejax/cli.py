@@ -5,6 +5,8 @@
   sparsejax inspect DIR_OR_CHECKPOINT
   sparsejax lottery --config FILE --workdir DIR [--config.KEY=VALUE ...]
   sparsejax finetune --config FILE --workdir DIR [--config.KEY=VALUE ...]
+  sparsejax prune   --config FILE --workdir DIR --method magnitude|wanda|sparsegpt
+                    (--sparsity S | --nm N:M) [--calibration N] [--from WEIGHTS]
   sparsejax sweep   --config FILE --workdir DIR [--jobs N] [--index I] [--collect]
   sparsejax export  DIR [--format csr|nm] [--out DIR]
   sparsejax report  DIR [DIR ...] [--out DIR] [--metric test_accuracy]
@@ -53,6 +55,20 @@ def _parser() -> argparse.ArgumentParser:
   ft.add_argument('--config', required=True)
   ft.add_argument('--workdir', required=True)
   ft.add_argument('--no-progress', action='store_true')
+  pr = sub.add_parser('prune', help='post-training pruning from calibration batches, layer by '
+                      'layer (magnitude, Wanda, SparseGPT), unstructured or N:M')
+  pr.add_argument('--config', required=True)
+  pr.add_argument('--workdir', required=True, help='where the pruned checkpoint goes')
+  pr.add_argument('--method', required=True, choices=('magnitude', 'wanda', 'sparsegpt'))
+  target = pr.add_mutually_exclusive_group(required=True)
+  target.add_argument('--sparsity', type=float, help='unstructured, e.g. 0.5')
+  target.add_argument('--nm', help='N:M pattern along the inputs, e.g. 2:4')
+  pr.add_argument('--calibration', type=int, default=128,
+                  help='calibration examples from the train split')
+  pr.add_argument('--from', dest='init_from', default=None,
+                  help='weights to prune (default: finetune.init_from of the config)')
+  pr.add_argument('--percdamp', type=float, default=None, help='SparseGPT dampening (0.01)')
+  pr.add_argument('--blocksize', type=int, default=None, help='SparseGPT block size (128)')
   sw = sub.add_parser('sweep', help="run every point of a config's get_sweep() as a process")
   sw.add_argument('--config', required=True)
   sw.add_argument('--workdir', required=True)
@@ -111,6 +127,31 @@ def _finetune(args, overrides) -> int:
       print(f'{k}: {v}')
   else:
     print(f"\nweights kept: {100 * row['density']:.2f}% of the prunable weights")
+  return 0
+
+
+def _prune(args, overrides) -> int:
+  from sparsejax import config as config_lib, experiment
+  config = config_lib.apply_overrides(config_lib.load_config(args.config), overrides)
+  options = {k: v for k, v in (('percdamp', args.percdamp), ('blocksize', args.blocksize))
+             if v is not None}
+  if options and args.method != 'sparsegpt':
+    raise config_lib.ConfigError(f'--{next(iter(options))} applies to sparsegpt only')
+  report = experiment.run_prune(config, args.workdir, method=args.method,
+                                sparsity=args.sparsity, nm=args.nm,
+                                calibration=args.calibration, init_from=args.init_from,
+                                options=options)
+  print(f"\n{report['method']} {report['target']}: {len(report['layers'])} matrices pruned "
+        f"in {report['wall_seconds']:.1f} s from {report['calibration_tokens']:.0f} "
+        f"calibration tokens; left dense: {', '.join(report['left_dense']) or 'none'}")
+  for name, evals in report.get('eval', {}).items():
+    print(f'{name:>7}: ' + ', '.join(f'{split} loss {e["loss"]:.4f}' + (
+        f' accuracy {e["accuracy"]:.4f}' if 'accuracy' in e else '')
+        for split, e in evals.items()))
+  where = pathlib.Path(args.workdir).absolute()
+  print(f'\nwritten to {where}; recover with the mask fixed:\n  sparsejax finetune --config '
+        f'{args.config} --workdir DIR --config.finetune.init_from={where} '
+        '--config.finetune.method=masked --config.pruning.schedule=fixed')
   return 0
 
 
@@ -215,8 +256,9 @@ def main(argv=None) -> int:
     print(f'sparsejax: {e}', file=sys.stderr)
     return 2
   args = _parser().parse_args(argv)
-  if overrides and args.command not in ('train', 'lottery', 'finetune'):
-    print('sparsejax: --config.KEY overrides apply to train and lottery only', file=sys.stderr)
+  if overrides and args.command not in ('train', 'lottery', 'finetune', 'prune'):
+    print('sparsejax: --config.KEY overrides apply to train, lottery, finetune and prune '
+          'only', file=sys.stderr)
     return 2
   try:
     if args.command == 'train':
@@ -227,6 +269,8 @@ def main(argv=None) -> int:
       return _lottery(args, overrides)
     if args.command == 'finetune':
       return _finetune(args, overrides)
+    if args.command == 'prune':
+      return _prune(args, overrides)
     if args.command == 'sweep':
       return _sweep(args)
     if args.command == 'export':

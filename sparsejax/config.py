@@ -46,9 +46,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.sparsity = 0.0                 # target fraction of prunable weights set to zero
   c.data = ml_collections.ConfigDict(dict(
       name='mnist1d', options={}, batch_size=100, eval_batch_size=1000, prefetch=2,
-      on_device='auto', crop_padding=0, flip=False))
+      on_device='auto', crop_padding=0, flip=False, shuffle=True))
   # crop_padding > 0: random crops of images padded by that many pixels; flip:
   # random horizontal flips; both on the device, drawn from (seed, step).
+  # shuffle=False: every epoch takes the train split in stored order.
   c.model = ml_collections.ConfigDict(dict(name='mnist1d_mlp', options={}))
   # The loss on the model's outputs: '' (softmax cross-entropy; options:
   # label_smoothing), an optax loss name or 'pkg.module:fn', any of them
@@ -70,10 +71,11 @@ def default_config() -> ml_collections.ConfigDict:
   # steps (steps per epoch = examples // batch_size: full batches only).
   c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1), rules=()))
   # The `lottery` program (IMP as levels): per level prune `prune_fraction` of
-  # what remains (rates per layer from pruning.allocation/scales/overrides).
+  # what remains (rates per layer from pruning.allocation/scales/overrides),
+  # or reach the per-level targets in `sparsities` (one per level).
   c.lottery = ml_collections.ConfigDict(dict(
-      levels=10, prune_fraction=0.2, rewind='init', rewind_step=0, controls=(),
-      control_levels=(), replicates=1))
+      levels=10, prune_fraction=0.2, sparsities=(), rewind='init', rewind_step=0,
+      controls=(), control_levels=(), replicates=1))
   # The `finetune` program: start from trained weights, then either prune and
   # recover ('masked', with pruning.* as for training) or train a small part
   # of the model (parameter-efficient methods over the `targets` matrices).
@@ -252,6 +254,12 @@ def _plain(x):
   return x
 
 
+def _bool(key: str, value) -> bool:
+  if not isinstance(value, bool):
+    raise ConfigError(f'config key {key!r} must be True or False, got {value!r}')
+  return value
+
+
 def _positive(name, value, allow_zero=False):
   if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
     raise ConfigError(f'config key {name!r} must be a{" non-negative" if allow_zero else " positive"} '
@@ -296,7 +304,7 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
                                           ('auto', 'yes', 'no')),
                         crop_padding=_positive('data.crop_padding', d['crop_padding'],
                                                allow_zero=True),
-                        flip=bool(d['flip'])),
+                        flip=bool(d['flip']), shuffle=_bool('data.shuffle', d['shuffle'])),
       model=ModelSettings(name=m['name'], options=dict(m['options'])),
       loss=(str(merged['loss']['name'] or ''), dict(merged['loss']['options'])),
       optimizer=_optimizer(o),
@@ -345,9 +353,14 @@ def _lottery(lot: Mapping) -> LotterySettings:
   frac = lot['prune_fraction']
   if not isinstance(frac, (int, float)) or not 0 < frac < 1:
     raise ConfigError(f"config key 'lottery.prune_fraction' must be in (0, 1), got {frac!r}")
+  sparsities = lot['sparsities']
+  if isinstance(sparsities, (str, Mapping)) or not all(
+      isinstance(v, (int, float)) and not isinstance(v, bool) for v in sparsities):
+    raise ConfigError("config key 'lottery.sparsities' must be a list of numbers, got "
+                      f'{sparsities!r}')
   return LotterySettings(
       levels=_positive('lottery.levels', lot['levels'], allow_zero=True),
-      prune_fraction=float(frac),
+      prune_fraction=float(frac), sparsities=tuple(float(v) for v in sparsities),
       rewind=_choice('lottery.rewind', lot['rewind'], REWINDS),
       rewind_step=_positive('lottery.rewind_step', lot['rewind_step'], allow_zero=True),
       controls=controls, control_levels=tuple(int(x) for x in lot['control_levels']),

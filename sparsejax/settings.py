@@ -21,6 +21,7 @@ class DataSettings:
   on_device: str           # 'auto', 'yes', 'no': keep the train split on the devices
   crop_padding: int        # random crops of padded images; 0 = off
   flip: bool               # random horizontal flips
+  shuffle: bool            # a fresh order every epoch (False: the stored order)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +63,7 @@ class MeshSettings:
 class LotterySettings:
   levels: int                      # pruning levels after the dense level 0
   prune_fraction: float            # of the remaining weights, per level
+  sparsities: tuple[float, ...]    # per-level targets instead of prune_fraction; () = none
   rewind: str                      # 'init', 'step' (to rewind_step), 'lr' (keep weights, replay lr), 'none'
   rewind_step: int
   controls: tuple[str, ...]        # 'reinit', 'random_prune', 'oneshot'

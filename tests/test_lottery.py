@@ -134,3 +134,24 @@ def test_killed_lottery_finishes_like_an_uninterrupted_one(tmp_path):
                              / 'steps' / '60')
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_per_level_sparsity_targets():
+  """`lottery.sparsities` (e.g. the MNIST-1D notebook's linear schedule) sets
+  each level's fraction of what remains so that the targets are reached."""
+  from sparsejax.core import imp
+  from sparsejax.programs import lottery as lottery_lib
+  targets = tuple(k / 99 for k in range(1, 99))
+  _, spec = experiment.build_lottery(small(**{'lottery.sparsities': targets,
+                                              'lottery.levels': 98}))
+  assert spec.fraction(1) == pytest.approx(1 / 99)
+  assert spec.fraction(98) == pytest.approx(0.5)      # 97/99 -> 98/99 halves what remains
+  params = {'w': np.random.default_rng(0).normal(size=(99, 100))}
+  masks = {'w': np.ones((99, 100), bool)}
+  for level in range(1, 99):
+    masks = imp.prune_remaining(params, masks, spec.fraction(level))
+    assert int(np.sum(masks['w'])) == round(9900 * (1 - targets[level - 1]))
+  with pytest.raises(config_lib.ConfigError, match='one target per level'):
+    experiment.build_lottery(small(**{'lottery.sparsities': (0.5, 0.9, 0.95)}))
+  with pytest.raises(Exception, match='increase strictly'):
+    lottery_lib.Lottery(levels=2, sparsities=(0.5, 0.4))

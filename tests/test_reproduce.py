@@ -47,3 +47,44 @@ def test_reproduce_runs_reports_and_judges(tmp_path):
   assert '| oneshot at 50% error | 0.0 |' in out[-1]
   again = reproduce.reproduce(str(folder), tmp_path / 'run', collect=True, log=out.append)
   assert [c.ours for c in again] == [c.ours for c in claims]
+
+
+LOTTERY = '''
+from sparsejax.config import default_config
+
+def get_config(seed='0'):
+  c = default_config()
+  c.seed = int(seed)
+  c.model.options = {'hidden': 16}
+  c.train.steps = 20
+  c.train.eval_every = 20
+  c.train.checkpoint_every = 20
+  c.lottery.levels = 1
+  c.lottery.prune_fraction = 0.5
+  return c
+'''
+
+LOTTERY_CLAIMS = '''
+from sparsejax.reproduce import Claim
+LOTTERY = ['config.py:0', 'config.py:1']
+
+def claims(rows):
+  seeds = sorted({r['seed'] for r in rows if r['level'] == 1})
+  return [Claim('both seeds reach level 1', '[0, 1]', str(seeds), 'exact', seeds == [0, 1])]
+'''
+
+
+def test_reproduce_lottery_experiment(tmp_path):
+  """A folder whose reproduce.py names LOTTERY configs (one lottery per seed)."""
+  folder = tmp_path / 'toy_lottery'
+  folder.mkdir()
+  (folder / 'config.py').write_text(LOTTERY)
+  (folder / 'reproduce.py').write_text(LOTTERY_CLAIMS)
+  out = []
+  claims = reproduce.reproduce(str(folder), tmp_path / 'run', log=out.append)
+  assert [c.verdict for c in claims] == ['pass']
+  again = reproduce.reproduce(str(folder), tmp_path / 'run', collect=True, log=out.append)
+  assert [c.ours for c in again] == ['[0, 1]']
+  runs = list(csv.DictReader(open(tmp_path / 'run' / 'results.csv')))
+  assert sorted((r['seed'], r['level']) for r in runs) == [('0', '0'), ('0', '1'), ('1', '0'), ('1', '1')]
+  assert all(float(r['final.test_accuracy']) > 0 for r in runs)

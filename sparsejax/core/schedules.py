@@ -14,6 +14,9 @@ config swaps one for another:
   rewinds, should_rewind, rewind_target     IMP-style rewinding (off by default)
   lr_step(step)                             the step a learning-rate schedule
                                             sees (restarts after a rewind)
+  update_steps(n), updates_at(step)         host side: the steps that need the
+                                            update program of
+                                            `sparsify(..., update='separate')`
 
 `update` must return masks and state with the same structure, shapes and
 dtypes as it received. The `sparsify` transformation does the rest (masking
@@ -30,6 +33,7 @@ from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from sparsejax.core import allocation as alloc_lib
@@ -102,6 +106,26 @@ class Schedule:
   def should_rewind(self, step) -> jax.Array:
     del step
     return jnp.asarray(False)
+
+  # -- host side: which steps run the update program ---------------------------
+  def needs_update(self, step) -> jax.Array:
+    """should_update, or should_rewind for rewinding schedules (traced or not)."""
+    flag = self.should_update(step)
+    return (flag | self.should_rewind(step)) if self.rewinds else flag
+
+  def updates_at(self, step: int) -> bool:
+    """Host side: True when count `step` (a Python int) needs the update
+    program (`tx.update(..., update_masks=True)` of `sparsify(...,
+    update='separate')`)."""
+    return bool(self.needs_update(step))
+
+  def update_steps(self, total: int) -> list[int]:
+    """Host side: the counts in [0, total) that need the update program, from
+    one vectorised evaluation of the traced predicates (so any schedule works)."""
+    if total <= 0:
+      return []
+    flags = jax.jit(jax.vmap(self.needs_update))(jnp.arange(total, dtype=jnp.int32))
+    return [int(i) for i in np.flatnonzero(np.asarray(flags))]
 
   def rewind_target(self, masks, state):
     raise TypeError(f'{type(self).__name__} does not rewind (rewinds is False)')

@@ -15,6 +15,12 @@ optimizer state. Each update:
 4. for schedules that rewind (IMP), replaces the update on a round's step by
    a jump back to the saved params and starts the inner state afresh.
 
+With `update='separate'`, steps 1 and 4 are left out of the plain update and
+run only when the caller passes `update_masks=True` (a Python bool, so it
+selects a second compiled program): a `lax.cond` is not free (XLA reserves
+both branches' scratch and threads every operand through it on every step),
+so the plain step of any schedule then costs what a fixed-mask step costs.
+
 No hook is needed: pruned weights are zero after every update.
 """
 
@@ -24,6 +30,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -63,14 +70,50 @@ def reset_moments(inner: optax.GradientTransformation, inner_state, changed):
                                is_leaf=lambda x: x is None)
 
 
+UPDATE_MODES = ('in_step', 'separate')
+
+
 def sparsify(inner: optax.GradientTransformation, schedule,
-             rule: Callable = tree_lib.DEFAULT_RULE
+             rule: Callable = tree_lib.DEFAULT_RULE, update: str = 'in_step'
              ) -> optax.GradientTransformationExtraArgs:
   """Wrap `inner` so that it trains a sparse model under `schedule`.
 
   `rule(path, leaf) -> bool` picks the prunable leaves (default: floating
-  leaves of rank >= 2). `update` needs `params`.
+  leaves of rank >= 2). `tx.update` needs `params`.
+
+  `update` says where the schedule's mask update runs:
+
+  - 'in_step' (default): inside every `tx.update`, under a `lax.cond` on
+    `schedule.should_update(count)`. One jitted step does everything, but
+    every step pays for the cond (3-5x the scratch memory of a dense step
+    and a few percent of time, even on steps that do not update).
+  - 'separate': `tx.update(grads, state, params)` never updates the masks
+    (no cond: it costs what a fixed-mask step costs); on the steps listed by
+    `schedule.update_steps(n)` (or where `schedule.updates_at(count)`) call
+    `tx.update(grads, state, params, update_masks=True)` instead, which does
+    what 'in_step' does (mask update, moment reset, IMP's rewind). The flag
+    is a Python bool, so jit it as a static argument and two programs are
+    compiled, the update one only used on update steps::
+
+      @functools.partial(jax.jit, static_argnames='update_masks', donate_argnums=(0, 1))
+      def train_step(params, opt_state, batch, update_masks=False):
+        grads = jax.grad(loss_fn)(params, batch)
+        updates, opt_state = tx.update(grads, opt_state, params, update_masks=update_masks)
+        return optax.apply_updates(params, updates), opt_state
+
+      steps = set(schedule.update_steps(num_steps))
+      for i in range(num_steps):
+        params, opt_state = train_step(params, opt_state, batch(i),
+                                       update_masks=i in steps)
+
+    The flag travels as an extra argument through `optax.chain` and
+    `optax.MultiSteps`, so the update sees exactly the gradients 'in_step'
+    would (clipped, accumulated) and the results are bitwise the same. The
+    schedule counts `tx.update` calls that reach `sparsify`; under
+    `MultiSteps(every_k_schedule=k)` count c is micro-step c * k + k - 1.
   """
+  if update not in UPDATE_MODES:
+    raise ValueError(f"update must be one of {UPDATE_MODES}, got {update!r}")
   inner = optax.with_extra_args_support(inner)
   # Compiled, so that criteria and selections run as one program; made once,
   # so that repeated inits (eval_shape, then the real one) trace it once.
@@ -81,10 +124,25 @@ def sparsify(inner: optax.GradientTransformation, schedule,
     masks = jax.tree.map(_like_param, params, masks)
     return SparsityState(jnp.zeros([], jnp.int32), masks, sched_state, inner.init(params))
 
-  def update_fn(updates, state, params=None, **extra_args):
+  def may_update(update_masks) -> bool:
+    if update == 'in_step':
+      if update_masks is not None:
+        raise TypeError("update_masks is for sparsify(..., update='separate'); this one "
+                        "updates the masks inside every step (update='in_step')")
+      return True
+    if update_masks is None:
+      return False
+    if not isinstance(update_masks, (bool, np.bool_)):
+      raise TypeError('update_masks must be a Python bool (a static argument of the jitted '
+                      f'step, selecting the program), got {type(update_masks).__name__}')
+    return bool(update_masks)
+
+  def update_fn(updates, state, params=None, update_masks=None, **extra_args):
     if params is None:
       raise ValueError('sparsify needs the params: call tx.update(grads, state, params)')
     step = state.count
+    masks, sched_state, inner_state = state.masks, state.schedule_state, state.inner_state
+    updating = may_update(update_masks)
 
     def change_masks(operand):
       masks, sched_state, inner_state = operand
@@ -92,13 +150,14 @@ def sparsify(inner: optax.GradientTransformation, schedule,
       changed = jax.tree.map(lambda a, b: a != b, masks, new_masks)
       return new_masks, sched_state, reset_moments(inner, inner_state, changed)
 
-    operand = (state.masks, state.schedule_state, state.inner_state)
-    masks, sched_state, inner_state = lax.cond(
-        schedule.should_update(step), change_masks, lambda op: op, operand)
+    if updating:
+      masks, sched_state, inner_state = lax.cond(
+          schedule.should_update(step), change_masks, lambda op: op,
+          (masks, sched_state, inner_state))
     masked = jax.tree.map(
         lambda g, m: g if m is None else jnp.where(m, g, jnp.zeros_like(g)), updates, masks)
     new_updates, inner_state = inner.update(masked, inner_state, params, **extra_args)
-    if schedule.rewinds:
+    if updating and schedule.rewinds:
       # IMP: on a round's last step, go back to the saved params under the new
       # mask and start the inner optimizer afresh (its count too, so a
       # learning-rate schedule restarts); this step's gradient is not applied.

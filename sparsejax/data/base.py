@@ -44,6 +44,7 @@ class ArraySource:
   """A split held as in-memory numpy arrays; `get` is a single gather."""
   x: np.ndarray
   y: np.ndarray
+  shuffle: bool = True     # False: train batches take the stored order every epoch
 
   def __post_init__(self):
     if not isinstance(self.x, np.ndarray) or not isinstance(self.y, np.ndarray):
@@ -127,31 +128,34 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 @functools.lru_cache(maxsize=4)
-def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-  """The (read-only) order of the examples in `epoch`; batches are its slices."""
-  perm = np.random.default_rng([seed, epoch]).permutation(n)
+def epoch_permutation(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+  """The (read-only) order of the examples in `epoch`; batches are its slices.
+  Without `shuffle` it is the stored order (the MNIST-1D notebook's batches)."""
+  perm = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
   perm.flags.writeable = False
   return perm
 
 
-def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+def batch_indices(n: int, batch_size: int, seed: int, step: int,
+                  shuffle: bool = True) -> np.ndarray:
   """Indices of train batch `step`: a slice of a permutation drawn from
   (seed, epoch). Depends only on (n, batch_size, seed, step)."""
   if seed < 0 or step < 0:
     raise ValueError(f'seed and step must be >= 0, got seed={seed}, step={step}')
   spe = steps_per_epoch(n, batch_size)
   epoch, i = divmod(int(step), spe)
-  return epoch_permutation(int(n), int(seed), epoch)[i * batch_size:(i + 1) * batch_size].copy()
+  perm = epoch_permutation(int(n), int(seed), epoch, bool(shuffle))
+  return perm[i * batch_size:(i + 1) * batch_size].copy()
 
 
 def _produce(source, batch_size, seed, step, transform, out: queue.Queue,
              stop: threading.Event) -> None:
   """The prefetch thread: make batches from `step` on until stopped. It holds
   no reference to the TrainBatches object, so dropping that object closes it."""
-  n = len(source)
+  n, shuffle = len(source), getattr(source, 'shuffle', True)
   while not stop.is_set():
     try:
-      x, y = source.get(batch_indices(n, batch_size, seed, step))
+      x, y = source.get(batch_indices(n, batch_size, seed, step, shuffle))
       item = ('batch', transform(x, y) if transform else (x, y))
     except BaseException as e:  # handed to the consumer, raised there
       item = ('error', e)

@@ -1,7 +1,8 @@
 """The lottery program: iterative magnitude pruning as levels, with controls.
 
 Level 0 trains the dense network. Level L prunes `prune_fraction` of the
-weights that level L-1 kept, by magnitude of its final weights (per-layer
+weights that level L-1 kept (or, with `sparsities`, as much as reaches that
+level's target, e.g. the linear schedule of the MNIST-1D notebook), by magnitude of its final weights (per-layer
 rates from the allocation's scales and overrides, or one global threshold),
 rewinds and trains again with the mask fixed and a fresh optimizer (Frankle
 & Carbin 2019). Rewinding: to the initial weights ('init'), to the weights at
@@ -50,6 +51,7 @@ class Lottery:
   control_levels: tuple[int, ...] = ()      # () = every level
   replicates: int = 1
   allocation: alloc_lib.Allocation = alloc_lib.Allocation()
+  sparsities: tuple[float, ...] = ()        # per-level targets; () = prune_fraction
   finetune_optimizer: optax.GradientTransformation | None = None   # for rewind='none'
 
   def __post_init__(self):
@@ -63,10 +65,26 @@ class Lottery:
     if self.rewind == 'none' and self.finetune_optimizer is None:
       raise SetupError("rewind='none' needs finetune_optimizer (the optimizer that keeps "
                        'training the final weights)')
+    if self.sparsities:
+      object.__setattr__(self, 'sparsities', tuple(float(v) for v in self.sparsities))
+      if len(self.sparsities) != self.levels:
+        raise SetupError(f'sparsities gives {len(self.sparsities)} levels, levels is '
+                         f'{self.levels}: give one target per level')
+      if not all(0 < b < 1 and b > a for a, b in zip((0.0,) + self.sparsities,
+                                                      self.sparsities)):
+        raise SetupError('sparsities must increase strictly within (0, 1), got '
+                         f'{self.sparsities!r}')
     if self.allocation.method in ('er', 'erk'):
       raise SetupError('the lottery prunes a fraction of what remains: use uniform (with '
                        f'scales or overrides) or global allocation, not '
                        f'{self.allocation.method!r}')
+
+  def fraction(self, level: int) -> float:
+    """The share of the remaining weights that level `level` (>= 1) prunes."""
+    if not self.sparsities:
+      return self.prune_fraction
+    before = self.sparsities[level - 2] if level > 1 else 0.0
+    return (self.sparsities[level - 1] - before) / (1 - before)
 
 
 def run_lottery(task: Task, root, lottery: Lottery = Lottery(), *, progress: bool = False,
@@ -122,7 +140,7 @@ def run_lottery(task: Task, root, lottery: Lottery = Lottery(), *, progress: boo
       rewind_params, rewind_state = init_params, init_state
     final = dense_final
     for level in range(1, lottery.levels + 1):
-      masks = jax.device_get(imp.prune_remaining(final, prev_masks, lottery.prune_fraction,
+      masks = jax.device_get(imp.prune_remaining(final, prev_masks, lottery.fraction(level),
                                                  allocation=lottery.allocation))
       if lottery.rewind in ('init', 'step'):
         start = loop.Start(_masked(rewind_params, masks), rewind_state)

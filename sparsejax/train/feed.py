@@ -62,6 +62,7 @@ class DeviceFeed:
 
   def __init__(self, source, batch_size, seed, start_step, mesh):
     self.n, self.batch_size, self.seed = len(source), batch_size, seed
+    self.shuffle = source.shuffle
     self.steps_per_epoch = data_base.steps_per_epoch(self.n, batch_size)
     self.mesh = mesh
     rep = sharding_lib.replicated(mesh)
@@ -81,7 +82,8 @@ class DeviceFeed:
   def next_batch(self, step: int):
     epoch, i = divmod(step, self.steps_per_epoch)
     if epoch != self._epoch or step != self.position:
-      perm = data_base.epoch_permutation(self.n, self.seed, epoch).astype(np.int32)
+      perm = data_base.epoch_permutation(self.n, self.seed, epoch,
+                                         self.shuffle).astype(np.int32)
       rep = sharding_lib.replicated(self.mesh)
       self._perm = jax.make_array_from_process_local_data(rep, perm)
       self._index = jax.make_array_from_process_local_data(rep, np.int32(i))

@@ -91,7 +91,9 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
         loss_fn=lambda params, batch: task.eval_loss(params, state0, batch), batch=batch0,
         apply_fn=lambda params, x: task.apply(params, state0, x)[0],
         input_shape=(1, *task.dataset.input_shape))
-  tx = transform.sparsify(task.optimizer, schedule, task.rule)
+  # The mask update runs as its own program, only on update steps (see _loop),
+  # so every other step costs what a fixed-mask step costs.
+  tx = transform.sparsify(task.optimizer, schedule, task.rule, update='separate')
   if task.accumulate > 1:   # outermost, so the schedule counts real updates
     steps = optax.MultiSteps(tx, every_k_schedule=task.accumulate)
     tx = optax.GradientTransformationExtraArgs(steps.init, steps.update)   # keeps value=
@@ -144,6 +146,14 @@ def mask_update_steps(run: Run) -> set[int]:
   flags = np.asarray(jax.jit(jax.vmap(run.schedule.should_update))(jnp.arange(n)))
   k = run.task.accumulate
   return {int(u) * k + k - 1 for u in np.nonzero(flags)[0]}
+
+
+def update_program_steps(run: Run) -> set[int]:
+  """Train steps (0-based micro-steps) that run the program with the mask
+  update (and IMP's rewind): the schedule counts real updates, and under
+  accumulation by k update c is made on micro-step c * k + k - 1."""
+  k = run.task.accumulate
+  return {c * k + k - 1 for c in run.schedule.update_steps(run.task.updates)}
 
 
 def describe(run: Run) -> dict:
@@ -238,7 +248,11 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
     writer.write('eval', 0, eval_row(last_eval, state.opt_state))
   feed = _make_feed(run, start)
   step_fn = step_lib.make_train_step(t, run.tx)
-  train_fn = step_lib.compile_train_step(step_fn, run.mesh, run.state_sh, x_nd, y_nd)
+  # Two programs with the same shardings and donation: the plain step, and
+  # the step with the mask update, compiled on its first use.
+  train_fns = {flag: step_lib.compile_train_step(step_fn, run.mesh, run.state_sh, x_nd, y_nd,
+                                                 update_masks=flag) for flag in (False, True)}
+  program_steps = {s for s in update_program_steps(run) if s >= start}
   density_fn = jax.jit(lambda s: masks_lib.overall_density(transform.get_masks(s)))
   update_steps = {s for s in mask_update_steps(run) if s >= start}
   dynamics = _MaskDynamics(run, state) if update_steps else None
@@ -249,7 +263,7 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
       for step in range(start, t.steps if not stopper.should_stop else start):
         if step in update_steps:
           dynamics.before(state)
-        state, m = train_fn(state, feed.next_batch(step))
+        state, m = train_fns[step in program_steps](state, feed.next_batch(step))
         pending.append(m)
         n_window += 1
         done = step + 1

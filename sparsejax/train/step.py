@@ -3,13 +3,16 @@
 Both steps are plain functions of (state, batch) built from a `Task` (its
 loss and model); `compile_train_step` / `compile_eval_step` jit them
 with explicit in/out shardings over the mesh and donates the state, which is
-the modern form of pjit. Randomness (dropout) comes from
+the modern form of pjit. With a `sparsify(..., update='separate')` optimizer
+the train step compiles twice: the plain program, and the one that updates
+the masks (`update_masks=True`), run only on the schedule's update steps. Randomness (dropout) comes from
 `fold_in(rng, step)`, so a resumed run draws exactly what an uninterrupted
 one would.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -30,19 +33,22 @@ class TrainState(NamedTuple):
 
 
 def make_train_step(task, tx: optax.GradientTransformation) -> Callable:
-  """train_step(state, batch) -> (state, metrics vector): loss, the task's
-  metrics, grad_norm and finite, stacked into one small array (one transfer
-  when fetched) whose names `train_step.names` holds once it has been traced."""
+  """train_step(state, batch, update_masks=None) -> (state, metrics vector):
+  loss, the task's metrics, grad_norm and finite, stacked into one small array
+  (one transfer when fetched) whose names `train_step.names` holds once it
+  has been traced. `update_masks` (a Python bool, or None to pass nothing)
+  goes to `tx.update` for `sparsify(..., update='separate')`."""
   names: list[str] = []
 
-  def train_step(state: TrainState, batch):
+  def train_step(state: TrainState, batch, update_masks: bool | None = None):
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params):
       return task.train_loss(params, state.model_state, batch, key)
 
     (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+    flag = {} if update_masks is None else {'update_masks': update_masks}
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss, **flag)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -61,9 +67,13 @@ def make_eval_step(task) -> Callable:
   return task.eval_sums
 
 
-def compile_train_step(train_step, mesh, state_sh, x_nd: int, y_nd: int):
-  """The train step jitted with explicit shardings, donating the state."""
+def compile_train_step(train_step, mesh, state_sh, x_nd: int, y_nd: int,
+                       update_masks: bool | None = None):
+  """The train step jitted with explicit shardings, donating the state;
+  `update_masks` is fixed in the program (see `make_train_step`)."""
   b = lambda nd: sharding_lib.batch_sharding(mesh, nd)
+  if update_masks is not None:
+    train_step = functools.partial(train_step, update_masks=update_masks)
   return jax.jit(train_step, in_shardings=(state_sh, (b(x_nd), b(y_nd))),
                  out_shardings=(state_sh, sharding_lib.replicated(mesh)),
                  donate_argnums=(0,))
