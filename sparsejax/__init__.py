@@ -5,6 +5,7 @@ The names most users need are re-exported here; each lives in the
 """
 
 from sparsejax.core.allocation import Allocation, erk_sparsities
+from sparsejax.core.compact import CompactMaskedState, compact_masked
 from sparsejax.core.criteria import CRITERIA, get_criterion
 from sparsejax.core.dynamic import SET, RigL
 from sparsejax.core.imp import IMP, prune_remaining, rewind, same_counts

@@ -8,7 +8,7 @@
   sparsejax prune   --config FILE --workdir DIR --method magnitude|wanda|sparsegpt
                     (--sparsity S | --nm N:M) [--calibration N] [--from WEIGHTS]
   sparsejax sweep   --config FILE --workdir DIR [--jobs N] [--index I] [--collect]
-  sparsejax export  DIR [--format csr|nm] [--out DIR]
+  sparsejax export  DIR [--format csr|nm|ell] [--out DIR]
   sparsejax report  DIR [DIR ...] [--out DIR] [--metric test_accuracy]
   sparsejax reproduce NAME --workdir DIR [--jobs N] [--collect]
 
@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
   sw.add_argument('--metric', default='test_accuracy')
   ex = sub.add_parser('export', help='strip the masks into a compact sparse checkpoint')
   ex.add_argument('path', help="a run's workdir")
-  ex.add_argument('--format', default='csr', choices=('csr', 'nm'))
+  ex.add_argument('--format', default='csr', choices=('csr', 'nm', 'ell'))
   ex.add_argument('--out', default=None)
   rep = sub.add_parser('report', help='tables and plots of lottery or sweep results')
   rep.add_argument('dirs', nargs='+', help='run directories holding results.jsonl')
@@ -241,7 +241,30 @@ def _one_line(error: Exception) -> str:
   return text if len(text) <= 600 else text[:597] + '...'
 
 
+def enable_compilation_cache() -> str | None:
+  """Turn on JAX's persistent compilation cache for command-line runs, so a
+  second run (a sweep point, a lottery level in its own process, a resume)
+  loads its programs instead of compiling them again. The directory is
+  $JAX_COMPILATION_CACHE_DIR if set, else $SPARSEJAX_CACHE_DIR, else
+  ~/.cache/sparsejax/jax; SPARSEJAX_CACHE_DIR=off turns it off. Returns the
+  directory used (None: off)."""
+  import os
+  import jax
+  where = os.environ.get('JAX_COMPILATION_CACHE_DIR') or os.environ.get('SPARSEJAX_CACHE_DIR')
+  if where == 'off':
+    return None
+  if not where:
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    where = os.path.join(base, 'sparsejax', 'jax')
+  jax.config.update('jax_compilation_cache_dir', where)
+  # our programs compile in well under JAX's default 1 s threshold
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  return where
+
+
 def main(argv=None) -> int:
+  if argv is None:   # the command line (not a test calling main): cache programs across runs
+    enable_compilation_cache()
   argv = list(sys.argv[1:] if argv is None else argv)
   from sparsejax import config as config_lib
   from sparsejax.core.schedules import ScheduleError

@@ -11,6 +11,10 @@ Formats (one .npz plus export.json):
 - 'nm': N:M matrices (2:4 and the like, along the input axis) as their kept
   values plus each value's position in its group of M, packed into bits
   (2 bits for M=4); loads back dense (CPUs have no N:M kernels).
+- 'ell': each masked matrix in sliced ELL (`sparse_inference`: per output
+  column its row indices and values, columns grouped by count); loads as
+  `sparse_inference.EllMatrix`, which `sparse_apply` multiplies by gathers
+  (faster than dense on CPU at small batches, see that module).
 Leaves without a mask are stored dense. Either way the outputs equal the
 masked dense model's.
 """
@@ -29,9 +33,10 @@ from jax.experimental import sparse
 
 from sparsejax.core import tree as tree_lib
 from sparsejax.programs import results as results_lib
+from sparsejax.programs import sparse_inference
 
 PyTree = Any
-FORMATS = ('csr', 'nm')
+FORMATS = ('csr', 'nm', 'ell')
 
 
 class ExportError(ValueError):
@@ -122,6 +127,10 @@ def write_export(params, model_state, masks, fmt: str, out) -> dict:
       arrays[f'{path}#positions'] = _pack_bits(pos, bits)
       meta['leaves'][path] = {'kind': 'nm', 'n': n, 'm': mm, 'bits': bits,
                               'shape': list(w.shape), 'dtype': str(w.dtype)}
+    elif m is not None and fmt == 'ell' and w.ndim == 2:
+      ell_arrays, info = sparse_inference.to_arrays(sparse_inference.from_dense(w, m))
+      arrays.update({f'{path}#{k}': v for k, v in ell_arrays.items()})
+      meta['leaves'][path] = {'kind': 'ell', 'dtype': str(w.dtype), **info}
     else:
       arrays[f'{path}#dense'] = w
       meta['leaves'][path] = {'kind': 'dense', 'shape': list(w.shape)}
@@ -142,7 +151,8 @@ def write_export(params, model_state, masks, fmt: str, out) -> dict:
 
 
 def load(path, as_sparse: bool = True) -> tuple[PyTree, dict]:
-  """(params, model_state) of an export; CSR leaves as BCOO when `as_sparse`."""
+  """(params, model_state) of an export; CSR leaves as BCOO and ELL leaves as
+  `sparse_inference.EllMatrix` when `as_sparse`, else dense."""
   path = pathlib.Path(path)
   meta = json.loads((path / 'export.json').read_text())
   with np.load(path / 'weights.npz') as f:
@@ -157,6 +167,11 @@ def load(path, as_sparse: bool = True) -> tuple[PyTree, dict]:
       bcsr = sparse.BCSR((data, jnp.asarray(arrays[f'{p}#indices'].astype(np.int32)),
                           jnp.asarray(arrays[f'{p}#indptr'].astype(np.int32))), shape=shape)
       flat[p] = bcsr.to_bcoo() if as_sparse else bcsr.todense()
+    elif kind == 'ell':
+      prefix = f'{p}#'
+      ell = sparse_inference.from_arrays(
+          {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, info)
+      flat[p] = ell if as_sparse else sparse_inference.todense(ell)
     else:
       flat[p] = jnp.asarray(_nm_dense(arrays, p, info))
   for k, v in arrays.items():
@@ -186,12 +201,17 @@ def _nest(flat: dict) -> dict:
   return out
 
 
+def _is_sparse(leaf) -> bool:
+  return isinstance(leaf, (sparse.BCOO, sparse_inference.EllMatrix))
+
+
 def sparse_apply(apply_fn, params, x, **kwargs):
   """Runs `apply_fn({'params': ...}, x)` with every Dense layer whose kernel
-  is a BCOO array computing x @ kernel as a sparse-dense product
-  (`jax.experimental.sparse`); other layers run as usual."""
+  is a BCOO array or an EllMatrix computing x @ kernel as a sparse-dense
+  product (`jax.experimental.sparse`, `sparse_inference.matmul`); other
+  layers run as usual."""
   import flax.linen as nn
-  is_sparse = lambda leaf: isinstance(leaf, sparse.BCOO)
+  is_sparse = _is_sparse
   kernels = {p: k for p, k in tree_lib.leaves_with_paths(params, is_leaf=is_sparse)
              if is_sparse(k)}
   placeholders = jax.tree.map(lambda l: jnp.zeros(l.shape, l.dtype) if is_sparse(l) else l,
@@ -201,7 +221,11 @@ def sparse_apply(apply_fn, params, x, **kwargs):
     if isinstance(context.module, nn.Dense) and context.method_name == '__call__':
       path = '/'.join(context.module.path) + '/kernel'
       if path in kernels:
-        y = jnp.asarray(args[0]) @ kernels[path]   # numpy @ BCOO would loop in Python
+        kernel = kernels[path]
+        if isinstance(kernel, sparse_inference.EllMatrix):
+          y = sparse_inference.matmul(args[0], kernel)
+        else:
+          y = jnp.asarray(args[0]) @ kernel   # numpy @ BCOO would loop in Python
         if context.module.use_bias:
           bias = context.module.variables['params']['bias']
           y = y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
@@ -218,8 +242,7 @@ def verify(apply_fn, params, model_state, x, export_dir, **apply_kwargs) -> floa
   apply(variables, x, **apply_kwargs)."""
   want = apply_fn({'params': params, **(model_state or {})}, x, **apply_kwargs)
   loaded, _ = load(export_dir, as_sparse=True)
-  if any(isinstance(l, sparse.BCOO) for l in jax.tree.leaves(
-      loaded, is_leaf=lambda l: isinstance(l, sparse.BCOO))):
+  if any(_is_sparse(l) for l in jax.tree.leaves(loaded, is_leaf=_is_sparse)):
     got = sparse_apply(apply_fn, loaded, x, **apply_kwargs)
   else:
     got = apply_fn({'params': loaded, **(model_state or {})}, x, **apply_kwargs)
