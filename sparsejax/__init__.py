@@ -12,6 +12,7 @@ from sparsejax.core.imp import IMP, prune_remaining, rewind, same_counts
 from sparsejax.core.masks import (apply_masks, count_active, dense_masks, layer_density,
                                   masks_from_zeros, overall_density, overall_sparsity,
                                   overlap, total_active, validate_masks)
+from sparsejax.core.movement import Movement
 from sparsejax.core.prune import prune
 from sparsejax.core.registry import SCHEDULES, make_schedule
 from sparsejax.core.at_init import AtInit, at_init

@@ -218,7 +218,7 @@ def _eval(args) -> int:
   task = experiment.build_task(ml_collections.ConfigDict(recorded['config']))
   if task.schedule.needs_start:   # a fine-tuning run: same state layout as Dense
     task = task.replace(schedule=schedules.Dense())
-  run = loop.build(task)
+  run = loop.build(task.replace(distill=None))   # evaluation needs no teacher
   ckpts = ckpt_lib.Checkpoints(workdir / 'checkpoints')
   step = args.step if args.step is not None else ckpts.latest_step()
   if step is None:

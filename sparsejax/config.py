@@ -26,8 +26,9 @@ import ml_collections
 from sparsejax import optim
 from sparsejax.core import registry
 from sparsejax.settings import (CONTROLS, FINETUNE_METHODS, REWINDS, ROW_SCORES,  # noqa: F401
-                                DataSettings, FinetuneSettings, LotterySettings, MeshSettings,
-                                ModelSettings, PruningSettings, Settings, TrainSettings)
+                                DataSettings, DistillSettings, FinetuneSettings,
+                                LotterySettings, MeshSettings, ModelSettings, PruningSettings,
+                                Settings, TrainSettings)
 
 FREE_FORM = ('options', 'pattern_options', 'overrides', 'scales')   # keys checked downstream
 # `pruning` keys that are not fields of the schedule: the prunable-leaf rule and
@@ -83,6 +84,19 @@ def default_config() -> ml_collections.ConfigDict:
       init_from='', method='masked', targets='', head='', rows=8, rank=4, alpha=0.0,
       budget='per_layer', row_score='l2', score_batches=4, select='delta',
       dense_steps=100, trainable=0))
+  # Teacher-guided retraining (sparsejax.train.distill): the loss adds
+  # kd_weight * T^2 KL(teacher || student at temperature T) (Hinton et al.
+  # 2015) and hidden_weight * MSE of the outputs of the modules matching
+  # hidden_modules. teacher: None or '' (off), 'start' (the dense weights the
+  # fine-tuning starts from, before it prunes them; for a `sparsejax prune`
+  # workdir, the weights it was pruned from) or a run / checkpoint / .npz /
+  # .safetensors of the same model. None keeps the Distill class's default
+  # (temperature 2.0, kd_weight 1.0, task_weight 1.0, hidden_weight 0.0,
+  # hidden_modules the Transformer blocks '^(block|layer)_\d+$'). All None by
+  # default, so workdirs recorded before this block existed still resume.
+  c.distill = ml_collections.ConfigDict(dict(
+      teacher=None, temperature=None, kd_weight=None, task_weight=None, hidden_weight=None,
+      hidden_modules=None))
   return c
 
 
@@ -326,7 +340,28 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
       mesh=MeshSettings(shape=shape, rules=tuple(rules)),
       lottery=_lottery(merged['lottery']),
       finetune=_finetune(merged['finetune']),
+      distill=_distill(merged['distill']),
   )
+
+
+def _distill(d: Mapping) -> DistillSettings:
+  """The teacher and the keys set (values are checked by the Distill class);
+  a key set while distillation is off is an error naming it."""
+  teacher = d['teacher']
+  if teacher is None:
+    teacher = ''
+  if not isinstance(teacher, str):
+    raise ConfigError(f"config key 'distill.teacher' must be '', 'start' or a path to "
+                      f'weights, got {teacher!r}')
+  options = {k: v for k, v in d.items() if k != 'teacher' and v is not None}
+  if not teacher and options:
+    key = sorted(options)[0]
+    raise ConfigError(f"config key 'distill.{key}' is set but distillation is off: set "
+                      "'distill.teacher' ('start' or a path to the teacher's weights)")
+  if options.get('hidden_modules') is not None and not options.get('hidden_weight'):
+    raise ConfigError("config key 'distill.hidden_modules' is set but the hidden-state term "
+                      "is off: set 'distill.hidden_weight' > 0")
+  return DistillSettings(teacher=teacher, options=options)
 
 
 def _finetune(f: Mapping) -> FinetuneSettings:

@@ -23,7 +23,7 @@ from sparsejax.data import augment as augment_lib
 from sparsejax.config import ConfigError
 from sparsejax.core import allocation as alloc_lib, imports, registry, schedules, select
 from sparsejax.core import tree as tree_lib
-from sparsejax.train import loop, task as task_lib
+from sparsejax.train import distill as distill_lib, loop, task as task_lib
 
 
 def _wrap(what: str, fn, *args, **kwargs):
@@ -172,7 +172,7 @@ def build_task(config, *, dataset=None, schedule=None) -> task_lib.Task:
   spec = optim.in_steps(s.optimizer, max(per_epoch // accumulate, 1))
   tx, lr_fn = _wrap('optimizer', optim.build_optimizer, spec, horizon)
   t = s.train
-  return _wrap('run settings', task_lib.Task,
+  return _wrap('run settings', task_lib.Task, distill=build_distill(s.distill),
                dataset=dataset, optimizer=tx, model=model, output_loss=build_loss(*s.loss),
                augment=augment_lib.make_augment(s.data.crop_padding, s.data.flip),
                schedule=schedule, rule=prunable_rule(s.pruning), steps=steps,
@@ -183,6 +183,69 @@ def build_task(config, *, dataset=None, schedule=None) -> task_lib.Task:
                eval_splits=t.eval_splits, eval_at_start=t.eval_at_start,
                early_stopping=t.early_stopping, mesh_shape=s.mesh.shape,
                mesh_rules=s.mesh.rules, prefetch=s.data.prefetch, on_device=s.data.on_device)
+
+
+def build_distill(d: config_lib.DistillSettings) -> distill_lib.Distill | None:
+  """The distillation term (its class's defaults, overridden by the keys the
+  config set), without its teacher's weights: `with_teacher` loads those
+  where a program trains. None when `distill.teacher` is ''."""
+  if not d.teacher:
+    return None
+  try:
+    return distill_lib.Distill(**d.options)
+  except distill_lib.DistillError as e:
+    raise ConfigError(f"config key 'distill.{e.key}': {e}") from None
+
+
+def with_teacher(config, task: task_lib.Task, abstract, init_from: str | None = None,
+                 ) -> task_lib.Task:
+  """`task` with its Distill's teacher weights, per `distill.teacher`: a path
+  is loaded (checked against `abstract`, a TrainState of the model);
+  'start' is left to the program (the weights it starts from, before it
+  prunes them), except when `init_from` is a `sparsejax prune` workdir (the
+  weights it was pruned from are loaded) or is pruned already ('fixed' takes
+  its mask from its zeros), which is an error. `init_from` None: the run
+  starts from a fresh initialisation, where 'start' is an error."""
+  import json
+  import pathlib
+  if task.distill is None:
+    return task
+  source = config_lib.to_settings(config).distill.teacher
+  key = "config key 'distill.teacher'"
+  if source == 'start':
+    if init_from is None:
+      raise ConfigError(f"{key}='start' distills from the weights the run starts from, but "
+                        'a train run starts from a fresh initialisation: fine-tune trained '
+                        "weights (finetune.init_from) or give the teacher's weights as a path")
+    prune_json = pathlib.Path(init_from).expanduser() / 'prune.json'
+    if prune_json.is_file():     # a `sparsejax prune` workdir: its dense source
+      source = str(json.loads(prune_json.read_text())['report']['from'])
+      key = f"{key}='start' (the weights {init_from} was pruned from)"
+    elif task.schedule.needs_start:
+      raise ConfigError(f"{key}='start': pruning.schedule {type(task.schedule).__name__!r} "
+                        f'takes its mask from the zeros of {init_from}, whose weights are '
+                        'therefore pruned already and no dense teacher; give the dense '
+                        "weights as distill.teacher=PATH (a `sparsejax prune` workdir "
+                        'records them)')
+    else:
+      return task
+  path = pathlib.Path(source).expanduser()
+  if source == 'minilm':
+    raise ConfigError(f"{key}: 'minilm' has no trained task head; give the weights of a "
+                      'fine-tuned model')
+  if not path.exists():
+    raise ConfigError(f'{key}: {source} does not exist')
+  if not path.is_dir() and path.suffix not in ('.npz', '.safetensors'):
+    raise ConfigError(f'{key}: {source} is neither a sparsejax run or checkpoint nor a .npz '
+                      '/ .safetensors file')
+  from sparsejax.train import checkpoint as ckpt_lib, weights as weights_lib
+  try:
+    params, model_state = weights_lib.load_weights(path, abstract.params,
+                                                   abstract.model_state)
+  except ckpt_lib.CheckpointError as e:
+    raise ConfigError(f'{key}: {e}') from None
+  return task.replace(distill=task.distill.replace(
+      teacher=params, teacher_model_state=model_state or None))
 
 
 def record(config) -> dict:
@@ -197,6 +260,10 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
   task = build_task(config)
   if changes:
     task = _wrap('run settings', task.replace, **changes)
+  if task.distill is not None and not (start is not None and
+                                       config_lib.to_settings(config).distill.teacher == 'start'):
+    run = _wrap_setup(loop.build, task.replace(schedule=schedules.Dense(), distill=None))
+    task = with_teacher(config, task, run.abstract)
   result = _wrap_setup(loop.train, task, workdir, start=start, snapshots=snapshots,
                        record=record(config), progress=progress, mesh=mesh)
   return {**result.summary, 'settings_hash': config_lib.settings_hash(config)}
@@ -237,6 +304,9 @@ def build_lottery(config):
   """(task, Lottery) of a config: the dense task and the lottery's settings."""
   from sparsejax.programs import lottery as lottery_lib
   s = config_lib.to_settings(config)
+  if s.distill.teacher:
+    raise ConfigError("config key 'distill.teacher': the lottery does not distill; "
+                      'distillation is for train and finetune (method masked)')
   if s.pruning.schedule != 'dense' or s.pruning.sparsity:
     raise ConfigError("the lottery makes its own masks: leave pruning.schedule 'dense' and "
                       "sparsity 0; its per-layer rates come from pruning.scales, "
@@ -283,6 +353,9 @@ def run_finetune(config, workdir, *, progress: bool = False) -> dict:
     raise ConfigError("config key 'finetune.init_from' must name trained weights")
   if f.method != 'masked':
     from sparsejax.programs import peft
+    if s.distill.teacher:
+      raise ConfigError(f"config key 'distill.teacher': finetune.method {f.method!r} does "
+                        "not distill; distillation is for finetune.method 'masked'")
     if s.pruning.schedule != 'dense' or s.pruning.sparsity:
       raise ConfigError(f"finetune.method {f.method!r} trains a part of the model and "
                         "keeps no masks: leave pruning.schedule 'dense' and sparsity 0")
@@ -290,7 +363,8 @@ def run_finetune(config, workdir, *, progress: bool = False) -> dict:
     return _wrap_setup(peft.run_peft, task, f, workdir, progress=progress,
                        record=record(config))
   task = build_task(config)
-  run = _wrap_setup(loop.build, task.replace(schedule=schedules.Dense()))
+  run = _wrap_setup(loop.build, task.replace(schedule=schedules.Dense(), distill=None))
+  task = with_teacher(config, task, run.abstract, init_from=f.init_from)
   params, model_state = weights_lib.load_weights(f.init_from, run.abstract.params,
                                                  run.abstract.model_state)
   return _wrap_setup(finetune_lib.prune_then_finetune, task, params, workdir,
@@ -343,8 +417,8 @@ def run_prune(config, workdir, *, method: str, sparsity: float | None = None, nm
   if not init_from:
     raise ConfigError("post-training pruning needs trained weights: give --from or set "
                       "'finetune.init_from'")
-  task = build_task(config)
-  run = _wrap_setup(loop.build, task.replace(schedule=schedules.Dense()))
+  task = build_task(config)   # (a distill block is for the fine-tuning that follows)
+  run = _wrap_setup(loop.build, task.replace(schedule=schedules.Dense(), distill=None))
   if not isinstance(task.model, nn.Module):
     raise ConfigError(f'post-training pruning takes a Flax Linen model; {s.model.name!r} '
                       'is not one')

@@ -71,6 +71,12 @@ class LotterySettings:
   replicates: int
 
 
+@dataclasses.dataclass(frozen=True)
+class DistillSettings:
+  teacher: str                 # '' (off), 'start' (the dense start weights) or a weights path
+  options: Mapping[str, Any]   # only the keys the config set: fields of train.distill.Distill
+
+
 REWINDS = ('init', 'step', 'lr', 'none')
 CONTROLS = ('reinit', 'random_prune', 'oneshot')
 
@@ -87,3 +93,4 @@ class Settings:
   mesh: MeshSettings
   lottery: LotterySettings
   finetune: FinetuneSettings
+  distill: DistillSettings

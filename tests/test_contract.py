@@ -49,6 +49,7 @@ def _schedules():
       'at_init_random': sj.at_init('random', SPARSITY, seed=3),
       'set': sj.make_schedule('set', sparsity=SPARSITY, every=10, end=45),
       'rigl': sj.make_schedule('rigl', sparsity=SPARSITY, every=10, end=45),
+      'movement': sj.make_schedule('movement', sparsity=SPARSITY, start=0, end=40, every=10),
       'imp': sj.make_schedule('imp', every=12, rounds=3, prune_fraction=0.4, rewind_step=2,
                               allocation=sj.Allocation(scales={'head': 0.5})),
   }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from sparsejax.core import at_init, dynamic, imp, schedules
+from sparsejax.core import at_init, dynamic, imp, movement, schedules
 from sparsejax.core.imports import import_object
 
 SCHEDULES = {
@@ -20,6 +20,7 @@ SCHEDULES = {
     'set': dynamic.SET,
     'rigl': dynamic.RigL,
     'imp': imp.IMP,
+    'movement': movement.Movement,
 }
 
 

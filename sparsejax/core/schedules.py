@@ -7,6 +7,9 @@ config swaps one for another:
   should_update(step) -> bool               traced, inside jit
   update(masks, params, grads, step, state) -> (masks, state)
                                             traced, run under lax.cond
+  accumulate(state, params, grads, step) -> state
+                                            traced, on every step (optional;
+                                            default: state unchanged)
   for_run(total_steps) -> Schedule          host side, before training: step
                                             fields given as fractions of the
                                             run become steps, and settings that
@@ -102,6 +105,15 @@ class Schedule:
   def update(self, masks, params, grads, step, state):
     del params, grads, step
     return masks, state
+
+  def accumulate(self, state, params, grads, step):
+    """Per-step work on the schedule state, run by `sparsify` on every step
+    (both update modes) before the mask update, with the gradients `update`
+    gets; for statistics gathered between updates (movement scores). Must
+    keep the state's structure, shapes and dtypes. The default returns
+    `state` unchanged, so the step gains no operations."""
+    del params, grads, step
+    return state
 
   def should_rewind(self, step) -> jax.Array:
     del step

@@ -4,6 +4,8 @@
 the masks, so they are checkpointed, sharded and donated with the rest of the
 optimizer state. Each update:
 
+0. runs the schedule's per-step hook `accumulate` (statistics such as
+   movement scores, gathered from the unmasked gradients on every step);
 1. on steps the schedule picks, computes new masks inside jit (`lax.cond`)
    and zeroes the inner optimizer's moments wherever the mask changed (grown
    or newly pruned weights), found with `optax.tree.map_params`, so it works
@@ -19,7 +21,8 @@ With `update='separate'`, steps 1 and 4 are left out of the plain update and
 run only when the caller passes `update_masks=True` (a Python bool, so it
 selects a second compiled program): a `lax.cond` is not free (XLA reserves
 both branches' scratch and threads every operand through it on every step),
-so the plain step of any schedule then costs what a fixed-mask step costs.
+so the plain step of any schedule then costs what a fixed-mask step costs
+(plus step 0, which runs on every step in both modes).
 
 No hook is needed: pruned weights are zero after every update.
 """
@@ -88,8 +91,9 @@ def sparsify(inner: optax.GradientTransformation, schedule,
     every step pays for the cond (3-5x the scratch memory of a dense step
     and a few percent of time, even on steps that do not update).
   - 'separate': `tx.update(grads, state, params)` never updates the masks
-    (no cond: it costs what a fixed-mask step costs); on the steps listed by
-    `schedule.update_steps(n)` (or where `schedule.updates_at(count)`) call
+    (no cond: it costs what a fixed-mask step costs, plus the schedule's
+    `accumulate`, which both modes run on every step); on the steps listed
+    by `schedule.update_steps(n)` (or where `schedule.updates_at(count)`) call
     `tx.update(grads, state, params, update_masks=True)` instead, which does
     what 'in_step' does (mask update, moment reset, IMP's rewind). The flag
     is a Python bool, so jit it as a static argument and two programs are
@@ -143,6 +147,9 @@ def sparsify(inner: optax.GradientTransformation, schedule,
     step = state.count
     masks, sched_state, inner_state = state.masks, state.schedule_state, state.inner_state
     updating = may_update(update_masks)
+    # Per-step statistics (movement scores): every step, in both modes, so the
+    # plain step of 'separate' runs them too; the default hook adds no ops.
+    sched_state = schedule.accumulate(sched_state, params, updates, step)
 
     def change_masks(operand):
       masks, sched_state, inner_state = operand

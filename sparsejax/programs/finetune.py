@@ -7,7 +7,10 @@ at step 0 and fine-tunes with the mask fixed: the recovery of Han et al. 2015
 and the ShrinkBench protocol (Blalock et al. 2020). With any other schedule
 ('gradual', 'rigl', ...) it starts from the weights and prunes as it trains.
 The recipe (optimizer, learning rate, weight decay, early stopping) is the
-task's. `fine_tune` is the same idea as a plain Python loop.
+task's. With `task.distill` (teacher-guided retraining, `train.distill`) the
+loss adds a distillation term whose teacher, unless given, is `params` as
+loaded: the dense weights before pruning. `fine_tune` is the same idea as a
+plain Python loop.
 """
 
 from __future__ import annotations
@@ -36,7 +39,13 @@ def prune_once(params: PyTree, schedule: schedules.Schedule, rule, key=None):
 def prune_then_finetune(task: Task, params: PyTree, workdir, *, model_state: PyTree = None,
                         progress: bool = False, record: dict | None = None) -> dict:
   """Prunes (OneShot) or starts pruning (other schedules) trained `params`,
-  fine-tunes, and returns the result row (with 'after_pruning' metrics)."""
+  fine-tunes, and returns the result row (with 'after_pruning' metrics).
+  A `task.distill` without a teacher distills from `params` (and
+  `model_state`), the weights before pruning."""
+  if task.distill is not None and task.distill.teacher is None and isinstance(
+      task.schedule, schedules.OneShot):   # the start will be the pruned weights
+    task = task.replace(distill=task.distill.replace(
+        teacher=params, teacher_model_state=model_state or None))
   if isinstance(task.schedule, schedules.OneShot):
     key = jax.random.fold_in(jax.random.key(task.seed), 7)
     pruned, masks = prune_once(params, task.schedule, task.rule, key)

@@ -21,7 +21,7 @@ import optax
 from sparsejax.core import masks as masks_lib, schedules, transform
 from sparsejax.core import tree as tree_lib
 from sparsejax.data import base as data_base
-from sparsejax.train import checkpoint as ckpt_lib, feed as feed_lib
+from sparsejax.train import checkpoint as ckpt_lib, distill as distill_lib, feed as feed_lib
 from sparsejax.train import metrics as metrics_lib
 from sparsejax.train import sharding as sharding_lib, step as step_lib
 from sparsejax.train.evaluation import density_stats, eval_row, evaluate_splits
@@ -54,6 +54,8 @@ class Run:
   abstract: Any                    # TrainState of ShapeDtypeStructs
   state_sh: Any                    # TrainState of shardings
   start: Start | None = None
+  teacher: Any = None              # {'params', 'model_state'} of a task that distills
+  teacher_sh: Any = None           # their shardings (those of the params and model state)
 
 
 @dataclasses.dataclass
@@ -125,8 +127,64 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
   except ValueError as e:
     raise SetupError(f'mesh rules: {e}') from None
   state_sh = sharding_lib.state_shardings(mesh, abstract, abstract.params, param_sh)
-  return Run(task, schedule, schedule.warnings(task.updates), mesh, tx, init_state, abstract,
-             state_sh, start)
+  warnings = schedule.warnings(task.updates)
+  teacher, teacher_sh = None, None
+  if task.distill is not None:
+    teacher = _teacher(task, start, abstract)
+    teacher_sh = {'params': state_sh.params, 'model_state': state_sh.model_state}
+    zeros = _zero_fraction(teacher['params'], task.rule)
+    if zeros > 0:
+      warnings = [*warnings, f'the distillation teacher has {100 * zeros:.2f}% of its '
+                  'prunable weights at exactly zero: is it pruned already?']
+  return Run(task, schedule, warnings, mesh, tx, init_state, abstract, state_sh, start,
+             teacher, teacher_sh)
+
+
+def _zero_fraction(params, rule) -> float:
+  """The fraction of the prunable weights that are exactly zero."""
+  leaves = [np.asarray(x) for p, x in tree_lib.leaves_with_paths(jax.device_get(params))
+            if rule(p, x)]
+  total = sum(x.size for x in leaves)
+  return sum(int(np.count_nonzero(x == 0)) for x in leaves) / total if total else 0.0
+
+
+def _teacher(task: Task, start: Start | None, abstract) -> dict:
+  """The distillation teacher's {'params', 'model_state'} (host or device
+  arrays): the Distill's own, or the weights the run starts from."""
+  d = task.distill
+  try:
+    distill_lib.check_model(d, task, abstract.params, abstract.model_state)
+  except distill_lib.DistillError as e:
+    raise SetupError(f'distill.{e.key}: {e}') from None
+  params, model_state = d.teacher, d.teacher_model_state
+  if params is None:
+    if start is None:
+      raise SetupError('distillation takes its teacher from the weights the run starts from '
+                       '(Distill(teacher=None)), but this run starts from a fresh '
+                       'initialisation: give the teacher params, or a Start')
+    if task.schedule.needs_start:
+      raise SetupError(f'distillation takes its teacher from the weights the run starts from, '
+                       f'but {type(task.schedule).__name__} takes its mask from their zeros: '
+                       'they are already pruned, so the teacher would be the pruned student. '
+                       'Give the dense teacher params')
+    params = start.params
+    if model_state is None:
+      model_state = start.model_state
+  if model_state is None:
+    model_state = task.initial_model_state()
+  try:
+    tree_lib.check_same_structure(params, abstract.params, 'the teacher params')
+    tree_lib.check_same_structure(model_state, abstract.model_state, 'the teacher model state')
+  except ValueError as e:
+    raise SetupError(str(e)) from None
+  return {'params': params, 'model_state': model_state}
+
+
+def place_teacher(run: Run):
+  """The run's teacher on the devices, in the params' dtypes and shardings."""
+  like = {'params': run.abstract.params, 'model_state': run.abstract.model_state}
+  cast = lambda t: jax.tree.map(lambda a, b: jnp.asarray(a, b.dtype), t, like)
+  return jax.jit(cast, out_shardings=run.teacher_sh)(run.teacher)
 
 
 def initial_state(run: Run):
@@ -159,10 +217,13 @@ def update_program_steps(run: Run) -> set[int]:
 def describe(run: Run) -> dict:
   """The resolved run, JSON-friendly: schedule (type and every field) and loop settings."""
   t = run.task
-  return {'schedule': run.schedule.describe(),
-          'loop': {k: getattr(t, k) for k in ('steps', 'batch_size', 'seed', 'accumulate')},
-          'model': type(t.model).__qualname__ if t.model is not None else None,
-          'dataset': t.dataset.name}
+  out = {'schedule': run.schedule.describe(),
+         'loop': {k: getattr(t, k) for k in ('steps', 'batch_size', 'seed', 'accumulate')},
+         'model': type(t.model).__qualname__ if t.model is not None else None,
+         'dataset': t.dataset.name}
+  if t.distill is not None:   # the teacher's checksum: a resume with another is refused
+    out['distill'] = {**t.distill.settings(), 'teacher': distill_lib.fingerprint(run.teacher)}
+  return out
 
 
 def banner(run: Run, workdir) -> str:
@@ -174,10 +235,14 @@ def banner(run: Run, workdir) -> str:
   sched = run.schedule.describe()
   fields = ', '.join(f'{k}={v}' for k, v in sched.items() if k != 'type' and k != 'masks')
   devices = jax.devices()
+  distill = ''
+  if run.task.distill is not None:
+    distill = 'distill from a teacher (' + ', '.join(
+        f'{k}={v}' for k, v in run.task.distill.settings().items()) + ')\n'
   return (f'sparsejax: {len(devices)} {devices[0].platform} device(s), mesh '
           f'{dict(run.mesh.shape)}; {n_params:,} params, {n_prunable:,} prunable in '
           f'{len(prunable)} leaves\nschedule {sched["type"].rsplit(".", 1)[-1]}({fields})\n'
-          f'{run.task.steps} steps, batch {run.task.batch_size}; workdir {workdir}')
+          f'{distill}{run.task.steps} steps, batch {run.task.batch_size}; workdir {workdir}')
 
 
 def train(task: Task, workdir, *, start: Start | None = None, snapshots: tuple[int, ...] = (),
@@ -251,7 +316,12 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
   # Two programs with the same shardings and donation: the plain step, and
   # the step with the mask update, compiled on its first use.
   train_fns = {flag: step_lib.compile_train_step(step_fn, run.mesh, run.state_sh, x_nd, y_nd,
-                                                 update_masks=flag) for flag in (False, True)}
+                                                 update_masks=flag, teacher_sh=run.teacher_sh)
+               for flag in (False, True)}
+  # The teacher is an input of the step, constant over the run and not
+  # checkpointed: a resumed run rebuilds it from its inputs (the record holds
+  # its checksum).
+  teacher = () if run.teacher is None else (place_teacher(run),)
   program_steps = {s for s in update_program_steps(run) if s >= start}
   density_fn = jax.jit(lambda s: masks_lib.overall_density(transform.get_masks(s)))
   update_steps = {s for s in mask_update_steps(run) if s >= start}
@@ -263,7 +333,7 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
       for step in range(start, t.steps if not stopper.should_stop else start):
         if step in update_steps:
           dynamics.before(state)
-        state, m = train_fns[step in program_steps](state, feed.next_batch(step))
+        state, m = train_fns[step in program_steps](state, feed.next_batch(step), *teacher)
         pending.append(m)
         n_window += 1
         done = step + 1

@@ -17,7 +17,9 @@ Bring your own pieces:
   for arrays in memory);
 - `optimizer`: any optax transformation (the loop wraps it in `sparsify`
   with the `schedule`, then in `optax.MultiSteps` if `accumulate` > 1, so the
-  schedule counts real updates).
+  schedule counts real updates);
+- `distill`: a `sparsejax.train.distill.Distill` adds a distillation term
+  from a teacher (the same model with other weights) to the model's loss.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import optax
 
 from sparsejax.core import schedules, tree as tree_lib
 from sparsejax.data import base as data_base
+from sparsejax.train import distill as distill_lib
 
 PyTree = Any
 
@@ -80,11 +83,18 @@ class Task:
   mesh_rules: tuple = ()                  # (leaf-path regex, partition spec)
   prefetch: int = 2
   on_device: str = 'auto'                 # keep the train split on the devices
+  distill: distill_lib.Distill | None = None   # a teacher's term in the training loss
 
   def __post_init__(self):
     if self.model is None and (self.init is None or self.loss is None):
       raise SetupError('a Task needs a model, or an init(key) -> params and a '
                        'loss(params, batch, rng)')
+    if self.distill is not None:
+      if not isinstance(self.distill, distill_lib.Distill):
+        raise SetupError(f'distill must be a sparsejax Distill, got {self.distill!r}')
+      if self.model is None or self.loss is not None:
+        raise SetupError('distillation compares the model outputs of student and teacher: '
+                         'it needs a model and its output_loss, not a whole-objective loss')
     if not isinstance(self.schedule, schedules.Schedule):
       raise SetupError(f'schedule must be a sparsejax Schedule, got {self.schedule!r}')
     for name in ('steps', 'batch_size', 'eval_batch_size', 'accumulate', 'log_every',
@@ -124,17 +134,34 @@ class Task:
 
   def apply(self, params, model_state, x, train: bool = False, key=None):
     """(outputs, new model state) of the model."""
+    out, model_state, _ = self.apply_capturing(params, model_state, x, train, key)
+    return out, model_state
+
+  def apply_capturing(self, params, model_state, x, train: bool = False, key=None,
+                      capture=None):
+    """(outputs, new model state, intermediates): with `capture` (a Flax
+    `capture_intermediates` filter; Linen models only) the outputs of the
+    modules it selects, else {}."""
     variables = {'params': params, **model_state}
     kwargs = self._train_kwarg(train)
     if key is not None and _takes(self.model.apply, 'rngs'):
       kwargs['rngs'] = {'dropout': key}
-    if train and model_state:
-      out, new_state = self.model.apply(variables, x, mutable=list(model_state), **kwargs)
-      return out, dict(new_state)
-    return self.model.apply(variables, x, **kwargs), model_state
+    mutable = list(model_state) if train and model_state else []
+    if capture is not None:
+      if not isinstance(self.model, nn.Module):
+        raise SetupError('capturing hidden states needs a Flax Linen model')
+      kwargs['capture_intermediates'] = capture
+      mutable.append('intermediates')
+    if not mutable:
+      return self.model.apply(variables, x, **kwargs), model_state, {}
+    out, new_state = self.model.apply(variables, x, mutable=mutable, **kwargs)
+    new_state = dict(new_state)
+    hidden = new_state.pop('intermediates', {})
+    return out, (new_state if train and model_state else model_state), hidden
 
-  def train_loss(self, params, model_state, batch, key):
-    """(mean loss, (metrics, new model state)) for one training batch."""
+  def train_loss(self, params, model_state, batch, key, teacher=None):
+    """(mean loss, (metrics, new model state)) for one training batch; with
+    `distill`, `teacher` ({'params', 'model_state'}) gives the teacher's term."""
     if self.loss is not None:
       if self.augment is not None and key is not None:
         batch = (self.augment(batch[0], jax.random.fold_in(key, 0x6175)), *batch[1:])
@@ -143,12 +170,18 @@ class Task:
     x, y = batch
     if self.augment is not None and key is not None:
       x = self.augment(x, jax.random.fold_in(key, 0x6175))
-    out, model_state = self.apply(params, model_state, x, True, key)
-    per = self.output_loss(out, y)
-    metrics = {}
+    if self.distill is not None:
+      if teacher is None:
+        raise SetupError('this task distills from a teacher, but the train step got none')
+      loss, metrics, model_state, out = self.distill.objective(self, params, model_state,
+                                                               x, y, key, teacher)
+    else:
+      out, model_state = self.apply(params, model_state, x, True, key)
+      loss, metrics = jnp.mean(self.output_loss(out, y)), {}
     if _is_classification(out, y):
-      metrics['accuracy'] = jnp.mean((jnp.argmax(out, -1) == y).astype(jnp.float32))
-    return jnp.mean(per), (metrics, model_state)
+      metrics = {'accuracy': jnp.mean((jnp.argmax(out, -1) == y).astype(jnp.float32)),
+                 **metrics}
+    return loss, (metrics, model_state)
 
   def eval_loss(self, params, model_state, batch):
     """Mean loss of a batch (x, y) with the model in inference mode (no dropout,
