@@ -9,6 +9,8 @@
                     (--sparsity S | --nm N:M) [--calibration N] [--from WEIGHTS]
   sparsejax sweep   --config FILE --workdir DIR [--jobs N] [--index I] [--collect]
   sparsejax export  DIR [--format csr|nm|ell] [--out DIR]
+  sparsejax export  DIR --peft-delta [--out DIR] [--base WEIGHTS]
+  sparsejax merge   DELTA --out FILE.npz [--base WEIGHTS]
   sparsejax report  DIR [DIR ...] [--out DIR] [--metric test_accuracy]
   sparsejax reproduce NAME --workdir DIR [--jobs N] [--collect]
 
@@ -82,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
   ex.add_argument('path', help="a run's workdir")
   ex.add_argument('--format', default='csr', choices=('csr', 'nm', 'ell'))
   ex.add_argument('--out', default=None)
+  ex.add_argument('--peft-delta', action='store_true',
+                  help='of a PEFT run, write only what was trained (row deltas and indices, '
+                  'LoRA factors, the head) and a reference (path, sha256) to its base weights')
+  ex.add_argument('--base', default=None,
+                  help='with --peft-delta: the base weights (default: finetune.init_from)')
+  mg = sub.add_parser('merge', help='apply a PEFT delta (export --peft-delta) to its base '
+                      'weights and write the full model as .npz')
+  mg.add_argument('delta', help='a folder written by export --peft-delta')
+  mg.add_argument('--out', required=True, help='the .npz to write')
+  mg.add_argument('--base', default=None,
+                  help="the base weights (default: the path in the delta's manifest)")
   rep = sub.add_parser('report', help='tables and plots of lottery or sweep results')
   rep.add_argument('dirs', nargs='+', help='run directories holding results.jsonl')
   rep.add_argument('--out', default=None, help='where to write (default: the first dir)')
@@ -168,6 +181,25 @@ def _sweep(args) -> int:
     print()
     print(report.report(pathlib.Path(args.workdir).absolute(), metric=args.metric))
   return 1 if any(r.get('status') == 'failed' for r in rows) and args.index is None else 0
+
+
+def _peft_delta(args) -> int:
+  from sparsejax.programs import peft_checkpoint
+  rep = peft_checkpoint.save_delta(args.path, args.out, base=args.base)
+  print(f"{rep['delta']}: {rep['method']} delta, {rep['delta_bytes']:,} bytes on disk; full "
+        f"model {rep['full_array_bytes']:,} bytes of arrays ({100 * rep['ratio']:.2f}%)")
+  if 'merged_npz_bytes' in rep:
+    print(f"merged.npz of the run: {rep['merged_npz_bytes']:,} bytes; max |delta merged - "
+          f"merged.npz| {rep['max_abs_diff_vs_merged_npz']:.2e}")
+  return 0
+
+
+def _merge(args) -> int:
+  from sparsejax.programs import peft_checkpoint
+  rep = peft_checkpoint.write_merged(args.delta, args.out, base=args.base)
+  print(f"{rep['merged']}: full model, {rep['merged_bytes']:,} bytes; delta {rep['delta']}: "
+        f"{rep['delta_bytes']:,} bytes ({100 * rep['delta_bytes'] / rep['merged_bytes']:.2f}%)")
+  return 0
 
 
 def results_table(summary: dict) -> str:
@@ -296,6 +328,10 @@ def main(argv=None) -> int:
       return _prune(args, overrides)
     if args.command == 'sweep':
       return _sweep(args)
+    if args.command == 'export' and args.peft_delta:
+      return _peft_delta(args)
+    if args.command == 'merge':
+      return _merge(args)
     if args.command == 'export':
       from sparsejax import experiment
       from sparsejax.programs import export

@@ -67,7 +67,12 @@ def default_config() -> ml_collections.ConfigDict:
       schedule='dense', include=None, exclude=None, min_ndim=2))
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, epochs=0, log_every=10, eval_every=500, checkpoint_every=500,
-      keep_checkpoints=3, eval_splits=('test',), eval_at_start=False, early_stopping=0))
+      keep_checkpoints=3, eval_splits=('test',), eval_at_start=False, early_stopping=0,
+      optimizer_state=None))
+  # train.optimizer_state: None or 'dense' (the inner optimizer's state is
+  # params-shaped), or 'compact' (state for the kept weights only, with their
+  # indices: sparsejax.core.compact; fixed-mask runs only, e.g. fine-tuning
+  # and lottery levels). None by default, so older workdirs still resume.
   # epochs > 0 sets the run's length in passes over the train split instead of
   # steps (steps per epoch = examples // batch_size: full batches only).
   c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1), rules=()))
@@ -336,7 +341,9 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
           keep_checkpoints=_positive('train.keep_checkpoints', t['keep_checkpoints']),
           eval_splits=tuple(t['eval_splits']), eval_at_start=bool(t['eval_at_start']),
           early_stopping=_positive('train.early_stopping', t['early_stopping'],
-                                   allow_zero=True)),
+                                   allow_zero=True),
+          optimizer_state=_choice('train.optimizer_state', t['optimizer_state'] or 'dense',
+                                  ('dense', 'compact'))),
       mesh=MeshSettings(shape=shape, rules=tuple(rules)),
       lottery=_lottery(merged['lottery']),
       finetune=_finetune(merged['finetune']),

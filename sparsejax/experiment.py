@@ -181,7 +181,8 @@ def build_task(config, *, dataset=None, schedule=None) -> task_lib.Task:
                log_every=t.log_every, eval_every=t.eval_every,
                checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
                eval_splits=t.eval_splits, eval_at_start=t.eval_at_start,
-               early_stopping=t.early_stopping, mesh_shape=s.mesh.shape,
+               early_stopping=t.early_stopping, optimizer_state=t.optimizer_state,
+               mesh_shape=s.mesh.shape,
                mesh_rules=s.mesh.rules, prefetch=s.data.prefetch, on_device=s.data.on_device)
 
 

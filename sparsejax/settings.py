@@ -51,6 +51,7 @@ class TrainSettings:
   eval_splits: tuple[str, ...]
   eval_at_start: bool      # evaluate before the first step (e.g. right after pruning)
   early_stopping: int      # stop after this many evals without a lower validation loss; 0 = off
+  optimizer_state: str = 'dense'   # 'compact': state for the kept weights only (fixed masks)
 
 
 @dataclasses.dataclass(frozen=True)

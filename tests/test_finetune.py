@@ -132,11 +132,23 @@ def test_row_budget_larger_than_layer(pretrained, tmp_path):
     experiment.run_finetune(c, tmp_path)
 
 
-def test_baselines_budgets_and_memory(pretrained, tmp_path):
-  rows = {}
-  for method in ('row', 'lora', 'unstructured', 'full'):
-    c = cfg(**{'finetune.init_from': str(pretrained), 'finetune.method': method, **PEFT})
-    rows[method] = experiment.run_finetune(c, tmp_path / method)['peft']
+@pytest.fixture(scope='module')
+def peft_run(pretrained, tmp_path_factory):
+  """method -> (workdir, result row) of a PEFT run from `pretrained`, each
+  method run once per module (shared by the baselines and the delta tests)."""
+  done = {}
+
+  def run(method):
+    if method not in done:
+      workdir = tmp_path_factory.mktemp(method)
+      c = cfg(**{'finetune.init_from': str(pretrained), 'finetune.method': method, **PEFT})
+      done[method] = workdir, experiment.run_finetune(c, workdir)
+    return done[method]
+  return run
+
+
+def test_baselines_budgets_and_memory(pretrained, peft_run):
+  rows = {m: peft_run(m)[1]['peft'] for m in ('row', 'lora', 'unstructured', 'full')}
   head = 32 * 10 + 10
   assert rows['lora']['trainable_params'] == 2 * (40 + 32) + 2 * (32 + 32) + head
   # Unstructured trains as many individual weights as the row method's deltas.
@@ -153,9 +165,10 @@ def test_baselines_budgets_and_memory(pretrained, tmp_path):
   assert rows['lora']['bytes_total'] < rows['unstructured']['bytes_total']
   # The weights chosen by the dense phase changed; every other target weight
   # is bit-identical to the pretrained one.
-  method = json.loads((tmp_path / 'unstructured' / 'peft.json').read_text())
+  workdir = peft_run('unstructured')[0]
+  method = json.loads((workdir / 'peft.json').read_text())
   assert sum(len(e) for e in method['entries']) == deltas
-  merged = dict(np.load(tmp_path / 'unstructured' / 'merged.npz'))
+  merged = dict(np.load(workdir / 'merged.npz'))
   before = dict(tree_lib.leaves_with_paths(final(pretrained)['params']))
   for path, entries in zip(method['targets'], method['entries']):
     w0, w1 = before[path].reshape(-1), merged[f'params/{path}'].reshape(-1)
@@ -192,3 +205,110 @@ def test_unstructured_by_gradient_trains_only_chosen_weights(pretrained, tmp_pat
     w0, w1 = before[path].reshape(-1), merged[f'params/{path}'].reshape(-1)
     others = np.setdiff1d(np.arange(w0.size), entries)
     np.testing.assert_array_equal(w1[others], w0[others])
+
+
+# --- PEFT deltas: only what was trained, merged back onto the base ----------------
+
+def test_row_delta_holds_only_trained_parts_and_merges_bitwise(pretrained, peft_run, tmp_path):
+  from sparsejax.programs import peft_checkpoint as pc
+  workdir, row = peft_run('row')
+  rep = pc.save_delta(workdir, tmp_path / 'delta')
+  assert rep['max_abs_diff_vs_merged_npz'] == 0.0
+  manifest = json.loads((tmp_path / 'delta' / 'delta.json').read_text())
+  assert manifest['base']['sha256'] == pc.sha256_of(inspection.resolve(pretrained))
+  method = json.loads((workdir / 'peft.json').read_text())
+  with np.load(tmp_path / 'delta' / 'delta.npz') as f:
+    stored = {k: f[k] for k in f.files}
+  assert sorted(stored) == sorted(
+      [f'head/{p}' for p in method['head']] + [f'rows/{p}' for p in method['targets']]
+      + [f'rows_index/{p}' for p in method['targets']])
+  for p, idx in zip(method['targets'], method['rows']):
+    assert stored[f'rows_index/{p}'].dtype == np.int32
+    np.testing.assert_array_equal(stored[f'rows_index/{p}'], idx)
+  floats = sum(v.size for k, v in stored.items() if not k.startswith('rows_index/'))
+  assert floats == row['peft']['trainable_params']
+  out = pc.write_merged(tmp_path / 'delta', tmp_path / 'full.npz')
+  merged, want = dict(np.load(out['merged'])), dict(np.load(workdir / 'merged.npz'))
+  assert sorted(merged) == sorted(want)
+  for k in want:
+    np.testing.assert_array_equal(merged[k], want[k])    # bitwise
+  assert out['delta_bytes'] < 0.5 * out['merged_bytes']
+
+
+def test_lora_delta_merges_to_the_lora_models_outputs(peft_run, tmp_path):
+  from sparsejax.programs import peft_checkpoint as pc
+  workdir, _ = peft_run('lora')
+  pc.save_delta(workdir, tmp_path / 'delta')
+  with np.load(tmp_path / 'delta' / 'delta.npz') as f:
+    assert {k.split('/')[0] for k in f.files} == {'head', 'lora_a', 'lora_b'}
+    assert f['lora_a/hidden_0/kernel'].shape == (40, 2)
+  params, _ = pc.merge(tmp_path / 'delta')
+  state = final(workdir)
+  task = experiment.build_task(cfg(**{'finetune.method': 'lora', **PEFT}))
+  method = pc.method_from_json(json.loads((workdir / 'peft.json').read_text()))
+  x = task.dataset.test.get(np.arange(128))[0]
+  lora_out = jax.jit(lambda v, x: peft.Reparametrized(task.model, method).apply(v, x))(
+      {'params': state['params'], 'frozen': state['model_state']['frozen']}, x)
+  merged_out = jax.jit(task.model.apply)({'params': params}, x)
+  np.testing.assert_allclose(merged_out, lora_out, atol=1e-5, rtol=0)
+  assert pc.sizes(tmp_path / 'delta')['ratio'] < 0.6
+
+
+def test_delta_refuses_another_base_naming_both_hashes(pretrained, peft_run, tmp_path):
+  from sparsejax.programs import peft_checkpoint as pc
+  from sparsejax.train import weights as weights_lib
+  pc.save_delta(peft_run('row')[0], tmp_path / 'delta')
+  want = pc.sha256_of(inspection.resolve(pretrained))
+  params = final(pretrained)['params']
+  params['hidden_0']['kernel'][0, 0] += 1.0
+  other = weights_lib.write_npz(tmp_path / 'other.npz', params)
+  got = pc.sha256_of(other)
+  with pytest.raises(pc.DeltaError, match=f'{other}.*{got}.*{want}'):
+    pc.merge(tmp_path / 'delta', other)
+
+
+def test_delta_and_merge_on_the_command_line(pretrained, peft_run, tmp_path, capsys):
+  from sparsejax import cli
+  workdir, _ = peft_run('row')
+  assert cli.main(['export', str(workdir), '--peft-delta', '--out', str(tmp_path / 'd')]) == 0
+  out = capsys.readouterr().out
+  assert 'row delta' in out and 'bytes on disk' in out and '0.00e+00' in out
+  assert cli.main(['merge', str(tmp_path / 'd'), '--out', str(tmp_path / 'full.npz')]) == 0
+  out = capsys.readouterr().out
+  assert f"{(tmp_path / 'full.npz').stat().st_size:,} bytes" in out
+  merged, want = dict(np.load(tmp_path / 'full.npz')), dict(np.load(workdir / 'merged.npz'))
+  assert all(np.array_equal(merged[k], want[k]) for k in want)
+  assert cli.main(['merge', str(tmp_path / 'd'), '--out', str(tmp_path / 'x.npz'),
+                   '--base', str(tmp_path / 'full.npz')]) == 2
+  assert 'refusing to merge' in capsys.readouterr().err
+  assert not (tmp_path / 'x.npz').exists()
+
+
+@pytest.mark.parametrize('kind', ['row', 'lora', 'unstructured'])
+def test_delta_of_a_bert_safetensors_base(tmp_path, kind):
+  """A base in HuggingFace BERT layout (as MiniLM's): mapped onto the model's
+  leaves, the delta a small part of it, merged as the Method merges."""
+  save_file = pytest.importorskip('safetensors.numpy').save_file
+  from sparsejax.models import bert, safetensors_io as sio
+  from sparsejax.programs import peft_checkpoint as pc
+  model = bert.BertEncoder(vocab_size=500, hidden=64, num_layers=2, num_heads=2,
+                           intermediate=128, max_len=16, num_classes=3)
+  params = jax.device_get(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params'])
+  flat = dict(tree_lib.leaves_with_paths(params))
+  save_file({key: np.ascontiguousarray(fn(flat[path]) if fn else flat[path])
+             for key, path, fn in sio.bert_mapping(2)}, str(tmp_path / 'base.safetensors'))
+  targets = tuple(peft.target_paths(params, r'attention/(query|value)/kernel'))
+  head = ('output/bias', 'output/kernel')
+  method = peft.Method(kind, targets, head, rows=((1, 5),) * len(targets) if kind == 'row'
+                       else (), entries=((3, 70, 900),) * len(targets)
+                       if kind == 'unstructured' else (), rank=2, scale=0.5)
+  trainable = method.init_trainable(params, jax.random.key(1))
+  trainable = jax.tree.map(lambda x: np.asarray(x) + np.asarray(jax.random.normal(
+      jax.random.key(2), x.shape)), jax.device_get(trainable))
+  rep = pc.write_delta(tmp_path / 'delta', method, trainable, params,
+                       pc.base_reference(str(tmp_path / 'base.safetensors')))
+  assert rep['ratio'] < 0.05
+  merged, _ = pc.merge(tmp_path / 'delta')
+  want = method.merged_params(params, trainable)
+  for (p, a), (_, b) in zip(tree_lib.leaves_with_paths(merged), tree_lib.leaves_with_paths(want)):
+    np.testing.assert_array_equal(a, b, err_msg=p)

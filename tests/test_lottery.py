@@ -155,3 +155,40 @@ def test_per_level_sparsity_targets():
     experiment.build_lottery(small(**{'lottery.sparsities': (0.5, 0.9, 0.95)}))
   with pytest.raises(Exception, match='increase strictly'):
     lottery_lib.Lottery(levels=2, sparsities=(0.5, 0.4))
+
+
+def test_levels_and_controls_share_compiled_programs(tmp_path, monkeypatch):
+  """The levels and controls of a lottery reuse one set of compiled programs
+  (13.6): the step is traced once for the dense level and once for all the
+  fixed-mask runs, and every weight comes out as with a fresh compile per
+  run. The jitted pruning between levels equals the op-by-op one."""
+  from sparsejax.core import imp
+  from sparsejax.train import loop, step as step_lib
+  traced = []
+  make = step_lib.make_train_step
+  monkeypatch.setattr(step_lib, 'make_train_step',
+                      lambda *a, **k: traced.append(1) or make(*a, **k))
+  cfg = small(**{'lottery.levels': 2, 'lottery.controls': ('random_prune',)})
+
+  def run(where):
+    loop._PROGRAMS.clear()
+    traced.clear()
+    experiment.run_lottery(cfg, tmp_path / where, log=lambda s: None)
+    root = experiment.lottery_dir(cfg, tmp_path / where) / 'replicate_0'
+    return len(traced), {d: results_lib.final_weights(root / d)
+                         for d in ('level_0/ticket', 'level_1/ticket', 'level_1/random_prune',
+                                   'level_2/ticket', 'level_2/random_prune')}
+
+  n_shared, shared = run('shared')
+  monkeypatch.setattr(loop, '_KEEP_PROGRAMS', 0)
+  n_fresh, fresh = run('fresh')
+  assert (n_shared, n_fresh) == (2, 5)
+  for d in shared:
+    for x, y in zip(jax.tree.leaves(shared[d]), jax.tree.leaves(fresh[d])):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=d)
+  params0, _, masks0 = shared['level_0/ticket']
+  _, lottery_spec = experiment.build_lottery(cfg)
+  eager = imp.prune_remaining(params0, masks0, lottery_spec.fraction(1),
+                              allocation=lottery_spec.allocation)
+  for x, y in zip(jax.tree.leaves(eager), jax.tree.leaves(shared['level_1/ticket'][2])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -139,6 +139,13 @@ class Schedule:
     flags = jax.jit(jax.vmap(self.needs_update))(jnp.arange(total, dtype=jnp.int32))
     return [int(i) for i in np.flatnonzero(np.asarray(flags))]
 
+  def program_key(self):
+    """Hashable, and equal for two schedules whose train steps trace to the
+    same program, so the loop may reuse compiled programs across runs (IMP
+    levels and their controls); None (the default) when that is not known,
+    and every run compiles its own."""
+    return None
+
   def rewind_target(self, masks, state):
     raise TypeError(f'{type(self).__name__} does not rewind (rewinds is False)')
 
@@ -220,6 +227,20 @@ class Schedule:
                                   eligible=masks)
 
 
+def fields_key(obj, skip=()) -> tuple:
+  """A `program_key` from a dataclass's type and fields (but `skip`): hashable
+  values as themselves, others by identity (a conservative key: the caller
+  keeps the object alive while it uses the key)."""
+  def ident(v):
+    try:
+      hash(v)
+      return v
+    except TypeError:
+      return ('id', id(v))
+  return (type(obj), *((f.name, ident(getattr(obj, f.name)))
+                       for f in dataclasses.fields(obj) if f.name not in skip))
+
+
 def same_units_ordered(start, end) -> bool:
   """start < end when both count steps (ints) or both are fractions of the run
   (floats); True when they mix, as the order is only known once `for_run`
@@ -248,6 +269,12 @@ def _describe(v):
 class Dense(Schedule):
   """No pruning: the masks stay all-True (the dense baseline)."""
   changes_mask: ClassVar[bool] = False
+
+  def program_key(self):
+    return fields_key(self)
+
+  def update_steps(self, total):
+    return []
 
   def __post_init__(self):
     super().__post_init__()
@@ -343,6 +370,14 @@ class FixedMask(Schedule):
   @property
   def needs_start(self):
     return self.masks is None
+
+  def program_key(self):
+    # The mask is read only by `init`: the step sees it in the state.
+    shapes = None if self.masks is None else tuple(sorted(shapes_of(self.masks).items()))
+    return fields_key(self, skip=('masks',)) + (shapes,)
+
+  def update_steps(self, total):
+    return []
 
   def init(self, params, rule=tree_lib.DEFAULT_RULE):
     if self.masks is None:

@@ -25,6 +25,7 @@ Every training run is an ordinary `loop.train` workdir under
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -108,6 +109,7 @@ def run_lottery(task: Task, root, lottery: Lottery = Lottery(), *, progress: boo
     rep_task = task.replace(seed=seed)
     rep = root / f'replicate_{r}'
     ids = {'replicate': r, 'seed': seed}
+    init_variables = jax.jit(rep_task.init_variables)
 
     def train(level, arm, start=None, masks=None):
       workdir = rep / f'level_{level}' / arm
@@ -140,8 +142,7 @@ def run_lottery(task: Task, root, lottery: Lottery = Lottery(), *, progress: boo
       rewind_params, rewind_state = init_params, init_state
     final = dense_final
     for level in range(1, lottery.levels + 1):
-      masks = jax.device_get(imp.prune_remaining(final, prev_masks, lottery.fraction(level),
-                                                 allocation=lottery.allocation))
+      masks = jax.device_get(_pruner(lottery, level)(final, prev_masks))
       if lottery.rewind in ('init', 'step'):
         start = loop.Start(_masked(rewind_params, masks), rewind_state)
       else:
@@ -152,17 +153,37 @@ def run_lottery(task: Task, root, lottery: Lottery = Lottery(), *, progress: boo
         for arm in lottery.controls:
           if arm == 'reinit':
             fresh_key = jax.random.fold_in(jax.random.key(seed), 2_000_000 + level)
-            fresh = jax.device_get(jax.jit(rep_task.init_variables)(fresh_key)['params'])
+            fresh = jax.device_get(init_variables(fresh_key)['params'])
             train(level, arm, loop.Start(_masked(fresh, masks), rewind_state), masks)
           elif arm == 'random_prune':
-            scores = criteria.random(rewind_params, None, key)
-            m = jax.device_get(imp.same_counts(scores, masks))
+            m = jax.device_get(_random_like(rewind_params, masks, key))
             train(level, arm, loop.Start(_masked(rewind_params, m), rewind_state), m)
           elif arm == 'oneshot':
-            m = jax.device_get(imp.same_counts(criteria.magnitude(dense_final), masks))
+            m = jax.device_get(_magnitude_like(dense_final, masks))
             train(level, arm, loop.Start(_masked(rewind_params, m), rewind_state), m)
   results_lib.write_rows(root / 'results.jsonl', rows)
   return rows
+
+
+# The pruning between levels as compiled programs (run op by op it costs
+# more than a short level's training on a small model).
+_random_like = jax.jit(
+    lambda params, masks, key: imp.same_counts(criteria.random(params, None, key), masks))
+_magnitude_like = jax.jit(
+    lambda params, masks: imp.same_counts(criteria.magnitude(params), masks))
+_PRUNERS: dict = {}
+
+
+def _pruner(lottery: Lottery, level: int):
+  """jit(prune_remaining) at level `level`'s fraction, one program per
+  (lottery, fraction): with a constant prune_fraction every level shares it."""
+  key = (id(lottery), lottery.fraction(level))
+  if key not in _PRUNERS:
+    if len(_PRUNERS) > 64:
+      _PRUNERS.clear()
+    _PRUNERS[key] = (lottery, jax.jit(functools.partial(
+        imp.prune_remaining, fraction=key[1], allocation=lottery.allocation)))
+  return _PRUNERS[key][1]
 
 
 def _masked(params, masks):

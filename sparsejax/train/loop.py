@@ -7,6 +7,7 @@ is the `Schedule` interface.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import pathlib
 import sys
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sparsejax.core import masks as masks_lib, schedules, transform
+from sparsejax.core import compact as compact_lib, masks as masks_lib, schedules, transform
 from sparsejax.core import tree as tree_lib
 from sparsejax.data import base as data_base
 from sparsejax.train import checkpoint as ckpt_lib, distill as distill_lib, feed as feed_lib
@@ -95,7 +96,10 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
         input_shape=(1, *task.dataset.input_shape))
   # The mask update runs as its own program, only on update steps (see _loop),
   # so every other step costs what a fixed-mask step costs.
-  tx = transform.sparsify(task.optimizer, schedule, task.rule, update='separate')
+  inner = task.optimizer
+  if task.optimizer_state == 'compact':
+    inner = compact_lib.compact_masked(inner, _fixed_masks(task, schedule, start))
+  tx = transform.sparsify(inner, schedule, task.rule, update='separate')
   if task.accumulate > 1:   # outermost, so the schedule counts real updates
     steps = optax.MultiSteps(tx, every_k_schedule=task.accumulate)
     tx = optax.GradientTransformationExtraArgs(steps.init, steps.update)   # keeps value=
@@ -138,6 +142,20 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
                   'prunable weights at exactly zero: is it pruned already?']
   return Run(task, schedule, warnings, mesh, tx, init_state, abstract, state_sh, start,
              teacher, teacher_sh)
+
+
+def _fixed_masks(task: Task, schedule, start: Start | None):
+  """The run's masks on the host, for compact optimizer state: known before
+  training only when the schedule never changes them."""
+  if schedule.changes_mask or schedule.rewinds:
+    raise SetupError(f"optimizer_state='compact' stores state for a fixed set of kept "
+                     f'weights, but the {type(schedule).__name__} schedule changes the mask: '
+                     "use a fixed mask (fine-tuning, lottery levels) or optimizer_state='dense'")
+  if start is not None:
+    params = start.params
+  else:
+    params = jax.jit(task.init_variables)(jax.random.key(task.seed))['params']
+  return jax.device_get(jax.jit(lambda p: schedule.init(p, task.rule)[0])(params))
 
 
 def _zero_fraction(params, rule) -> float:
@@ -221,6 +239,8 @@ def describe(run: Run) -> dict:
          'loop': {k: getattr(t, k) for k in ('steps', 'batch_size', 'seed', 'accumulate')},
          'model': type(t.model).__qualname__ if t.model is not None else None,
          'dataset': t.dataset.name}
+  if t.optimizer_state != 'dense':   # (absent when dense: older records still match)
+    out['optimizer_state'] = t.optimizer_state
   if t.distill is not None:   # the teacher's checksum: a resume with another is refused
     out['distill'] = {**t.distill.settings(), 'teacher': distill_lib.fingerprint(run.teacher)}
   return out
@@ -286,6 +306,55 @@ def _restore_or_init(run: Run, ckpts, snapshots):
   return state
 
 
+# Compiled programs of recent runs, by `program_key`: the levels and controls
+# of a lottery (same shapes, masks in the state) share one set.
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+_KEEP_PROGRAMS = 4
+# Task fields that the compiled programs never read (loop settings, the seed,
+# which reaches the step only through the state's rng).
+_LOOP_ONLY = ('schedule', 'seed', 'steps', 'learning_rate', 'log_every', 'eval_every',
+              'checkpoint_every', 'keep_checkpoints', 'eval_splits', 'eval_at_start',
+              'early_stopping', 'prefetch')
+
+
+def program_key(run: Run):
+  """Hashable: equal for runs that compile to the same train, eval and
+  density programs; None when the schedule cannot say (no reuse)."""
+  sched = run.schedule.program_key()
+  if sched is None:
+    return None
+  leaves = tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(run.abstract))
+  return (sched, schedules.fields_key(run.task, skip=_LOOP_ONLY), run.mesh,
+          jax.tree.structure(run.abstract), leaves, tuple(jax.tree.leaves(run.state_sh)),
+          run.teacher_sh is None)
+
+
+def _programs(run: Run, x_nd: int, y_nd: int):
+  """(step_fn, {update_masks: jitted train step}, eval step, density) for the
+  run, reused from an earlier run with the same `program_key` (jit then finds
+  its compiled programs: no tracing, no compiling)."""
+  key = program_key(run)
+  if key is not None and key in _PROGRAMS:
+    _PROGRAMS.move_to_end(key)
+    return _PROGRAMS[key][1]
+  t = run.task
+  eval_fn = step_lib.compile_eval_step(step_lib.make_eval_step(t), run.mesh, run.state_sh,
+                                       x_nd, y_nd)
+  step_fn = step_lib.make_train_step(t, run.tx)
+  # Two programs with the same shardings and donation: the plain step, and
+  # the step with the mask update, compiled on its first use.
+  train_fns = {flag: step_lib.compile_train_step(step_fn, run.mesh, run.state_sh, x_nd, y_nd,
+                                                 update_masks=flag, teacher_sh=run.teacher_sh)
+               for flag in (False, True)}
+  density_fn = jax.jit(lambda s: masks_lib.overall_density(transform.get_masks(s)))
+  programs = (step_fn, train_fns, eval_fn, density_fn)
+  if key is not None:
+    _PROGRAMS[key] = (run, programs)   # the run keeps the key's objects alive
+    while len(_PROGRAMS) > _KEEP_PROGRAMS:
+      _PROGRAMS.popitem(last=False)
+  return programs
+
+
 def _make_feed(run: Run, start: int):
   t = run.task
   if feed_lib.wants_device(t.on_device, t.dataset.train):
@@ -297,8 +366,7 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
   t = run.task
   x_nd = 1 + len(t.dataset.input_shape)
   y_nd = x_nd if t.dataset.task == 'lm' else 1
-  eval_fn = step_lib.compile_eval_step(step_lib.make_eval_step(t), run.mesh, run.state_sh,
-                                       x_nd, y_nd)
+  step_fn, train_fns, eval_fn, density_fn = _programs(run, x_nd, y_nd)
   ckpts = ckpt_lib.Checkpoints(workdir / 'checkpoints', keep=t.keep_checkpoints)
   state = _restore_or_init(run, ckpts, snapshots)
   start = int(state.step)
@@ -312,18 +380,11 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
     last_eval = evaluate()
     writer.write('eval', 0, eval_row(last_eval, state.opt_state))
   feed = _make_feed(run, start)
-  step_fn = step_lib.make_train_step(t, run.tx)
-  # Two programs with the same shardings and donation: the plain step, and
-  # the step with the mask update, compiled on its first use.
-  train_fns = {flag: step_lib.compile_train_step(step_fn, run.mesh, run.state_sh, x_nd, y_nd,
-                                                 update_masks=flag, teacher_sh=run.teacher_sh)
-               for flag in (False, True)}
   # The teacher is an input of the step, constant over the run and not
   # checkpointed: a resumed run rebuilds it from its inputs (the record holds
   # its checksum).
   teacher = () if run.teacher is None else (place_teacher(run),)
   program_steps = {s for s in update_program_steps(run) if s >= start}
-  density_fn = jax.jit(lambda s: masks_lib.overall_density(transform.get_masks(s)))
   update_steps = {s for s in mask_update_steps(run) if s >= start}
   dynamics = _MaskDynamics(run, state) if update_steps else None
   pending, t_window, n_window = [], time.perf_counter(), 0

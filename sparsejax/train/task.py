@@ -79,6 +79,7 @@ class Task:
   eval_splits: tuple[str, ...] = ('test',)
   eval_at_start: bool = False
   early_stopping: int = 0                 # evals without a lower validation loss; 0 = off
+  optimizer_state: str = 'dense'          # 'compact': for the kept weights only (fixed masks)
   mesh_shape: tuple[int, int] = (-1, 1)   # (data, model)
   mesh_rules: tuple = ()                  # (leaf-path regex, partition spec)
   prefetch: int = 2
@@ -102,6 +103,9 @@ class Task:
       v = getattr(self, name)
       if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise SetupError(f'{name} must be a positive integer, got {v!r}')
+    if self.optimizer_state not in ('dense', 'compact'):
+      raise SetupError(f"optimizer_state must be 'dense' or 'compact', got "
+                       f'{self.optimizer_state!r}')
     if self.early_stopping and 'validation' not in self.eval_splits:
       raise SetupError("early_stopping needs 'validation' in eval_splits")
     for split in self.eval_splits:
