@@ -68,11 +68,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, epochs=0, log_every=10, eval_every=500, checkpoint_every=500,
       keep_checkpoints=3, eval_splits=('test',), eval_at_start=False, early_stopping=0,
-      optimizer_state=None))
+      optimizer_state=None, compute_dtype=None, param_dtype=None))
   # train.optimizer_state: None or 'dense' (the inner optimizer's state is
   # params-shaped), or 'compact' (state for the kept weights only, with their
   # indices: sparsejax.core.compact; fixed-mask runs only, e.g. fine-tuning
   # and lottery levels). None by default, so older workdirs still resume.
+  # train.compute_dtype / train.param_dtype: None (float32), 'bfloat16' or
+  # 'float16': mixed precision as a policy around the model (sparsejax.train.task).
   # epochs > 0 sets the run's length in passes over the train split instead of
   # steps (steps per epoch = examples // batch_size: full batches only).
   c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1), rules=()))
@@ -286,6 +288,9 @@ def _positive(name, value, allow_zero=False):
   return value
 
 
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
 def _choice(name, value, choices):
   if value not in choices:
     raise ConfigError(f'config key {name!r} must be one of {list(choices)}, got {value!r}')
@@ -343,7 +348,9 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
           early_stopping=_positive('train.early_stopping', t['early_stopping'],
                                    allow_zero=True),
           optimizer_state=_choice('train.optimizer_state', t['optimizer_state'] or 'dense',
-                                  ('dense', 'compact'))),
+                                  ('dense', 'compact')),
+          compute_dtype=_choice('train.compute_dtype', t['compute_dtype'] or 'float32', DTYPES),
+          param_dtype=_choice('train.param_dtype', t['param_dtype'] or 'float32', DTYPES)),
       mesh=MeshSettings(shape=shape, rules=tuple(rules)),
       lottery=_lottery(merged['lottery']),
       finetune=_finetune(merged['finetune']),

@@ -52,6 +52,8 @@ class TrainSettings:
   eval_at_start: bool      # evaluate before the first step (e.g. right after pruning)
   early_stopping: int      # stop after this many evals without a lower validation loss; 0 = off
   optimizer_state: str = 'dense'   # 'compact': state for the kept weights only (fixed masks)
+  compute_dtype: str = 'float32'   # the model's forward/backward ('bfloat16': mixed precision)
+  param_dtype: str = 'float32'     # how params and optimizer moments are stored
 
 
 @dataclasses.dataclass(frozen=True)

@@ -239,8 +239,10 @@ def describe(run: Run) -> dict:
          'loop': {k: getattr(t, k) for k in ('steps', 'batch_size', 'seed', 'accumulate')},
          'model': type(t.model).__qualname__ if t.model is not None else None,
          'dataset': t.dataset.name}
-  if t.optimizer_state != 'dense':   # (absent when dense: older records still match)
-    out['optimizer_state'] = t.optimizer_state
+  for key, default in (('optimizer_state', 'dense'), ('compute_dtype', 'float32'),
+                       ('param_dtype', 'float32')):
+    if getattr(t, key) != default:   # absent at the default: older records still match
+      out[key] = getattr(t, key)
   if t.distill is not None:   # the teacher's checksum: a resume with another is refused
     out['distill'] = {**t.distill.settings(), 'teacher': distill_lib.fingerprint(run.teacher)}
   return out

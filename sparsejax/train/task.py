@@ -19,7 +19,13 @@ Bring your own pieces:
   with the `schedule`, then in `optax.MultiSteps` if `accumulate` > 1, so the
   schedule counts real updates);
 - `distill`: a `sparsejax.train.distill.Distill` adds a distillation term
-  from a teacher (the same model with other weights) to the model's loss.
+  from a teacher (the same model with other weights) to the model's loss;
+- `compute_dtype` / `param_dtype`: mixed precision as a policy around the
+  model (as in jmp, Micikevicius et al. 2018): params are stored in
+  `param_dtype`, cast to `compute_dtype` with the float inputs for the
+  forward and backward pass, and the outputs cast to float32 before the
+  loss. Pruned weights stay exactly zero in every dtype (`sparsify` makes
+  the update of a pruned weight -w, and w + (-w) is 0 exactly).
 """
 
 from __future__ import annotations
@@ -85,6 +91,8 @@ class Task:
   prefetch: int = 2
   on_device: str = 'auto'                 # keep the train split on the devices
   distill: distill_lib.Distill | None = None   # a teacher's term in the training loss
+  compute_dtype: str = 'float32'          # the model's forward/backward ('bfloat16': mixed)
+  param_dtype: str = 'float32'            # how params (and so optimizer moments) are stored
 
   def __post_init__(self):
     if self.model is None and (self.init is None or self.loss is None):
@@ -103,6 +111,12 @@ class Task:
       v = getattr(self, name)
       if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise SetupError(f'{name} must be a positive integer, got {v!r}')
+    for name in ('compute_dtype', 'param_dtype'):
+      if getattr(self, name) not in DTYPES:
+        raise SetupError(f'{name} must be one of {list(DTYPES)}, got {getattr(self, name)!r}')
+    if self.model is None and (self.compute_dtype, self.param_dtype) != ('float32', 'float32'):
+      raise SetupError('compute_dtype and param_dtype act around a model; with your own '
+                       'init and loss, cast inside them instead')
     if self.optimizer_state not in ('dense', 'compact'):
       raise SetupError(f"optimizer_state must be 'dense' or 'compact', got "
                        f'{self.optimizer_state!r}')
@@ -129,7 +143,10 @@ class Task:
     if self.model is None:
       return {'params': self.init(key)}
     x = jnp.zeros((1, *self.dataset.input_shape), self.dataset.input_dtype)
-    return dict(self.model.init({'params': key}, x, **self._train_kwarg(False)))
+    variables = dict(self.model.init({'params': key}, x, **self._train_kwarg(False)))
+    if self.param_dtype != 'float32':
+      variables['params'] = cast_floats(variables['params'], self.param_dtype)
+    return variables
 
   def _train_kwarg(self, train: bool) -> dict:
     """{'train': train} for models whose call takes it (every built-in model does)."""
@@ -146,6 +163,16 @@ class Task:
     """(outputs, new model state, intermediates): with `capture` (a Flax
     `capture_intermediates` filter; Linen models only) the outputs of the
     modules it selects, else {}."""
+    mixed = self.compute_dtype != 'float32' or self.param_dtype != 'float32'
+    if mixed:   # the policy: compute in compute_dtype, outputs back in float32
+      params, x = cast_floats(params, self.compute_dtype), cast_floats(x, self.compute_dtype)
+    out, new_state, hidden = self._apply(params, model_state, x, train, key, capture)
+    if mixed:   # model state (BatchNorm statistics) keeps its own dtypes
+      out = cast_floats(out, 'float32')
+      new_state = jax.tree.map(lambda n, o: n.astype(o.dtype), new_state, model_state)
+    return out, new_state, hidden
+
+  def _apply(self, params, model_state, x, train, key, capture):
     variables = {'params': params, **model_state}
     kwargs = self._train_kwarg(train)
     if key is not None and _takes(self.model.apply, 'rngs'):
@@ -217,6 +244,18 @@ class Task:
       per['accuracy'] = (jnp.argmax(out, -1) == y).astype(jnp.float32)
     wb = jnp.broadcast_to(w.reshape(w.shape + (1,) * (y.ndim - 1)), y.shape)
     return {**{k: jnp.sum(v * wb) for k, v in per.items()}, 'count': jnp.sum(wb)}
+
+
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+def cast_floats(tree, dtype):
+  """`tree` with its floating-point leaves in `dtype` (integers, bools and
+  keys unchanged)."""
+  dtype = jnp.dtype(dtype)
+  return jax.tree.map(
+      lambda a: a.astype(dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a,
+      tree)
 
 
 def _split(result):
