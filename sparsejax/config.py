@@ -77,7 +77,9 @@ def default_config() -> ml_collections.ConfigDict:
   # 'float16': mixed precision as a policy around the model (sparsejax.train.task).
   # epochs > 0 sets the run's length in passes over the train split instead of
   # steps (steps per epoch = examples // batch_size: full batches only).
-  c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1), rules=()))
+  # mesh.fsdp: True also splits every param, its masks and moments over 'data'
+  # (None: off, so older workdirs still resume).
+  c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1), rules=(), fsdp=None))
   # The `lottery` program (IMP as levels): per level prune `prune_fraction` of
   # what remains (rates per layer from pruning.allocation/scales/overrides),
   # or reach the per-level targets in `sparsities` (one per level).
@@ -351,7 +353,8 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
                                   ('dense', 'compact')),
           compute_dtype=_choice('train.compute_dtype', t['compute_dtype'] or 'float32', DTYPES),
           param_dtype=_choice('train.param_dtype', t['param_dtype'] or 'float32', DTYPES)),
-      mesh=MeshSettings(shape=shape, rules=tuple(rules)),
+      mesh=MeshSettings(shape=shape, rules=tuple(rules),
+                        fsdp=_bool('mesh.fsdp', mesh['fsdp'] or False)),
       lottery=_lottery(merged['lottery']),
       finetune=_finetune(merged['finetune']),
       distill=_distill(merged['distill']),

@@ -184,7 +184,7 @@ def build_task(config, *, dataset=None, schedule=None) -> task_lib.Task:
                early_stopping=t.early_stopping, optimizer_state=t.optimizer_state,
                compute_dtype=t.compute_dtype, param_dtype=t.param_dtype,
                mesh_shape=s.mesh.shape,
-               mesh_rules=s.mesh.rules, prefetch=s.data.prefetch, on_device=s.data.on_device)
+               mesh_rules=s.mesh.rules, mesh_fsdp=s.mesh.fsdp, prefetch=s.data.prefetch, on_device=s.data.on_device)
 
 
 def build_distill(d: config_lib.DistillSettings) -> distill_lib.Distill | None:

@@ -60,6 +60,7 @@ class TrainSettings:
 class MeshSettings:
   shape: tuple[int, int]                              # (data, model); -1 = the rest
   rules: tuple[tuple[str, tuple[str | None, ...]], ...]   # (leaf-path regex, partition spec)
+  fsdp: bool = False       # also split params and their state over 'data'
 
 
 @dataclasses.dataclass(frozen=True)

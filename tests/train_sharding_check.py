@@ -3,9 +3,10 @@
 Needs 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8, set
 before JAX starts). The same config (MNIST-1D MLP, RigL 90%) trains for 60
 steps on one device and on a 2x4 ('data', 'model') mesh with the hidden
-kernels split over 'model'; loss curves, params, masks and optimizer state
-must agree within float tolerance, and the sharded state must keep the
-shardings the rules ask for.
+kernels split over 'model' and, with mesh.fsdp, every param also split over
+'data' (FSDP); loss curves, params, masks and optimizer state must agree
+within float tolerance, and the sharded state must keep the shardings the
+rules ask for. It prints the all-gathers in the compiled mask-update program.
 """
 
 import pathlib
@@ -23,12 +24,12 @@ from sparsejax.train import metrics as metrics_lib, sharding as sharding_lib
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def config(rules):
+def config(rules, fsdp=False):
   c = config_lib.load_config(ROOT / 'configs' / 'mnist1d_rigl.py')
   return config_lib.apply_overrides(c, {
       'train.steps': 60, 'train.log_every': 10, 'train.eval_every': 30,
       'train.checkpoint_every': 30, 'model.options.hidden': 64, 'pruning.every': 10,
-      'pruning.end': 50, 'mesh.rules': rules})
+      'pruning.end': 50, 'mesh.rules': rules, 'mesh.fsdp': fsdp})
 
 
 def main():
@@ -38,7 +39,8 @@ def main():
     one = sharding_lib.make_mesh((1, 1), jax.devices()[:1])
     mesh = sharding_lib.make_mesh((2, 4))
     s1 = experiment.train_and_evaluate(config(()), f'{tmp}/one', progress=False, mesh=one)
-    s8 = experiment.train_and_evaluate(config(rules), f'{tmp}/mesh', progress=False, mesh=mesh)
+    s8 = experiment.train_and_evaluate(config(rules, True), f'{tmp}/mesh', progress=False,
+                                       mesh=mesh)
     rows1 = [r for r in metrics_lib.read_rows(f'{tmp}/one/metrics.jsonl') if r['kind'] == 'train']
     rows8 = [r for r in metrics_lib.read_rows(f'{tmp}/mesh/metrics.jsonl') if r['kind'] == 'train']
     l1, l8 = np.array([r['loss'] for r in rows1]), np.array([r['loss'] for r in rows8])
@@ -56,7 +58,7 @@ def main():
                                    err_msg=jax.tree_util.keystr(path))
     assert s1['active'] == s8['active']
     # The sharded run's state really was sharded as the rules say.
-    run = loop.build(experiment.build_task(config(rules)), mesh)
+    run = loop.build(experiment.build_task(config(rules, True)), mesh)
     # A batch that does not split over the mesh's data axis: a setup error naming it.
     try:
       loop.build(experiment.build_task(config(rules)).replace(batch_size=7), mesh)
@@ -65,7 +67,11 @@ def main():
     else:
       raise AssertionError('batch 7 on a data axis of 2 was accepted')
     kernel_sh = run.state_sh.params['hidden_1']['kernel']
-    assert kernel_sh.spec == jax.sharding.PartitionSpec(None, 'model'), kernel_sh
+    P = jax.sharding.PartitionSpec
+    assert kernel_sh.spec == P('data', 'model'), kernel_sh          # rule + FSDP
+    assert run.state_sh.params['hidden_1']['bias'].spec == P('data'), run.state_sh.params
+    assert run.state_sh.params['output']['kernel'].spec == P('data', None)
+    gathers = _all_gathers(run)
     masks_sh = [s for p, s in jax.tree_util.tree_flatten_with_path(run.state_sh.opt_state)[0]
                 if "['hidden_1']['kernel']" in jax.tree_util.keystr(p)]
     assert masks_sh and all(s.spec == kernel_sh.spec for s in masks_sh), masks_sh
@@ -73,7 +79,24 @@ def main():
           f'{np.max(np.abs(l1 - l8)):.2e}, test acc {s1["eval"]["test"]["accuracy"]:.3f} vs '
           f'{s8["eval"]["test"]["accuracy"]:.3f}, {len(masks_sh)} params-shaped state leaves '
           'of hidden_1 follow its sharding')
+    print(f'all-gathers in the compiled RigL mask-update step under FSDP: {gathers}')
   return 0
+
+
+def _all_gathers(run):
+  """The result shapes of the all-gathers in the compiled train step with
+  the mask update (RigL's drop and grow over FSDP-sharded leaves)."""
+  import re
+  from sparsejax.train import step as step_lib
+  x_nd = 1 + len(run.task.dataset.input_shape)
+  fn = step_lib.compile_train_step(step_lib.make_train_step(run.task, run.tx), run.mesh,
+                                   run.state_sh, x_nd, 1, update_masks=True)
+  state = jax.eval_shape(lambda: loop.initial_state(run))
+  b = run.task.batch_size
+  batch = (jax.ShapeDtypeStruct((b, *run.task.dataset.input_shape), run.task.dataset.input_dtype),
+           jax.ShapeDtypeStruct((b,), np.int32))
+  hlo = fn.lower(state, batch).compile().as_text()
+  return sorted(set(re.findall(r'= (\S+\[[\d,]*\])[^=]*? all-gather\(', hlo)))
 
 
 if __name__ == '__main__':

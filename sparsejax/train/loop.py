@@ -127,7 +127,8 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
     except ValueError as e:
       raise ckpt_lib.CheckpointError(str(e)) from None
   try:
-    param_sh = sharding_lib.param_shardings(mesh, abstract.params, task.mesh_rules)
+    param_sh = sharding_lib.param_shardings(mesh, abstract.params, task.mesh_rules,
+                                            fsdp=task.mesh_fsdp)
   except ValueError as e:
     raise SetupError(f'mesh rules: {e}') from None
   state_sh = sharding_lib.state_shardings(mesh, abstract, abstract.params, param_sh)
@@ -240,7 +241,7 @@ def describe(run: Run) -> dict:
          'model': type(t.model).__qualname__ if t.model is not None else None,
          'dataset': t.dataset.name}
   for key, default in (('optimizer_state', 'dense'), ('compute_dtype', 'float32'),
-                       ('param_dtype', 'float32')):
+                       ('param_dtype', 'float32'), ('mesh_fsdp', False)):
     if getattr(t, key) != default:   # absent at the default: older records still match
       out[key] = getattr(t, key)
   if t.distill is not None:   # the teacher's checksum: a resume with another is refused

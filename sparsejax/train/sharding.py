@@ -2,7 +2,9 @@
 
 One mesh with a 'data' and a 'model' axis. Batches split over 'data'. Params
 follow rules over leaf paths (first matching regex wins; replicated when none
-matches). Every other state leaf that has a param's shape and ends with that
+matches); with `fsdp`, each param is also split over 'data' along its
+largest dimension that divides (ZeRO-3 / FSDP: Rajbhandari et al. 2020),
+and jit gathers it where a computation needs it whole. Every other state leaf that has a param's shape and ends with that
 param's path (masks, Adam moments, saved rewind weights) takes that param's
 sharding; everything else (counters, scalars, RNG) is replicated. The same
 code runs on one device and on many, on CPU, GPU or TPU.
@@ -44,16 +46,35 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def param_shardings(mesh: Mesh, params: PyTree, rules=()) -> PyTree:
-  """NamedSharding per param leaf from (regex, spec) rules over leaf paths."""
+def param_shardings(mesh: Mesh, params: PyTree, rules=(), fsdp: bool = False) -> PyTree:
+  """NamedSharding per param leaf from (regex, spec) rules over leaf paths;
+  with `fsdp`, also split over 'data' (see the module doc)."""
   compiled = [(re.compile(pattern), tuple(spec)) for pattern, spec in rules]
 
   def one(path, leaf):
-    for pattern, spec in compiled:
+    spec = P()
+    for pattern, rule in compiled:
       if pattern.search(path):
-        return NamedSharding(mesh, _checked_spec(mesh, path, leaf.shape, spec))
-    return replicated(mesh)
+        spec = _checked_spec(mesh, path, leaf.shape, rule)
+        break
+    if fsdp:
+      spec = _fsdp_spec(mesh, tuple(leaf.shape), spec)
+    return NamedSharding(mesh, spec)
   return tree_lib.map_with_path(one, params)
+
+
+def _fsdp_spec(mesh: Mesh, shape: tuple[int, ...], spec: P) -> P:
+  """`spec` with 'data' on the largest free dimension that 'data' divides
+  (unchanged when none does, or 'data' is used already)."""
+  n = mesh.shape['data']
+  axes = list(spec) + [None] * (len(shape) - len(spec))
+  if n == 1 or 'data' in axes:
+    return spec
+  free = [i for i, (d, a) in enumerate(zip(shape, axes)) if a is None and d % n == 0]
+  if not free:
+    return spec
+  axes[max(free, key=lambda i: (shape[i], -i))] = 'data'
+  return P(*axes)
 
 
 def _checked_spec(mesh, path, shape, spec) -> P:

@@ -88,6 +88,7 @@ class Task:
   optimizer_state: str = 'dense'          # 'compact': for the kept weights only (fixed masks)
   mesh_shape: tuple[int, int] = (-1, 1)   # (data, model)
   mesh_rules: tuple = ()                  # (leaf-path regex, partition spec)
+  mesh_fsdp: bool = False                 # also split params (and moments) over 'data'
   prefetch: int = 2
   on_device: str = 'auto'                 # keep the train split on the devices
   distill: distill_lib.Distill | None = None   # a teacher's term in the training loss
