@@ -18,6 +18,7 @@ from sparsejax.core.registry import SCHEDULES, make_schedule
 from sparsejax.core.at_init import AtInit, at_init
 from sparsejax.core.schedules import Dense, FixedMask, Gradual, OneShot, Schedule
 from sparsejax.core.select import NM, Block, Structured, Unstructured, make_pattern, topk_mask
+from sparsejax.core.ste import STE
 from sparsejax.core.transform import SparsityState, get_masks, masked_params, sparsify
 from sparsejax.core.tree import PrunableRule
 

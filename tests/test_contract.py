@@ -49,6 +49,11 @@ def _schedules():
       'at_init_random': sj.at_init('random', SPARSITY, seed=3),
       'set': sj.make_schedule('set', sparsity=SPARSITY, every=10, end=45),
       'rigl': sj.make_schedule('rigl', sparsity=SPARSITY, every=10, end=45),
+      'rigl_nm': sj.make_schedule('rigl', pattern=sj.NM(2, 4), every=10, end=45),
+      'set_block': sj.make_schedule('set', sparsity=0.7, pattern=sj.Block((4, 4)), every=10,
+                                    end=45),
+      'ste': sj.make_schedule('ste', sparsity=SPARSITY),
+      'ste_sr_nm': sj.make_schedule('ste', pattern=sj.NM(2, 4), sr_decay=2e-4, every=3),
       'movement': sj.make_schedule('movement', sparsity=SPARSITY, start=0, end=40, every=10),
       'imp': sj.make_schedule('imp', every=12, rounds=3, prune_fraction=0.4, rewind_step=2,
                               allocation=sj.Allocation(scales={'head': 0.5})),
@@ -87,6 +92,9 @@ def expected_counts(schedule, masks, params):
     return {p: n * schedule.pattern.n // schedule.pattern.m for p, n in totals.items()}
   shapes = {p: tuple(m.shape) for p, m in zip(totals, jax.tree.leaves(masks))}
   per_leaf = schedule.allocation.layer_sparsities(shapes, schedule.sparsity)
+  if isinstance(schedule.pattern, sj.Block):
+    size = int(np.prod(schedule.pattern.block))
+    return {p: int(select.keep_count(totals[p] // size, s)) * size for p, s in per_leaf.items()}
   if isinstance(schedule.pattern, sj.Structured):
     return {p: int(select.keep_count(shapes[p][-1], s)) * totals[p] // shapes[p][-1]
             for p, s in per_leaf.items()}

@@ -90,8 +90,8 @@ def test_fixed_and_dense_traps():
     sj.make_schedule('fixed', sparsity=0.9)
   with pytest.raises(schedules.ScheduleError, match='dense does not prune'):
     sj.make_schedule('dense', sparsity=0.5)
-  with pytest.raises(ValueError, match='unstructured pattern only'):
-    sj.make_schedule('rigl', sparsity=0.5, pattern='nm')
+  with pytest.raises(ValueError, match='not global'):
+    sj.make_schedule('rigl', sparsity=0.5, allocation='global')
 
 
 # --- the same traps through a config and the loop: errors before any work -----------------
@@ -109,8 +109,8 @@ def tiny_config(**over):
     ({'pruning.schedule': 'rigl', 'sparsity': 0.9, 'pruning.every': 20},
      'never change its mask'),
     ({'pruning.schedule': 'fixed'}, 'would train a dense network'),
-    ({'pruning.schedule': 'rigl', 'sparsity': 0.9, 'pruning.pattern': 'nm', 'pruning.end': 15,
-      'pruning.every': 5}, 'unstructured pattern only'),
+    ({'pruning.schedule': 'rigl', 'sparsity': 0.9, 'pruning.allocation': 'global',
+      'pruning.end': 15, 'pruning.every': 5}, 'not global'),
     ({'optimizer.options': {'momentum': 0.9}}, "'momentum'.*adam"),
     ({'train.steps': 21, 'optimizer.accumulate': 2}, 'not a multiple'),
 ])

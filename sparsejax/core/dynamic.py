@@ -8,11 +8,19 @@ differ in growth: SET grows at random, RigL where the dense gradient |g| is
 largest. Growth may pick a weight that was just dropped (it then keeps its
 value); newly grown weights start at exactly 0 and the `sparsify`
 transformation resets their optimizer moments.
+
+Patterns: with N:M (e.g. 2:4, Zhou et al. 2021), the leaf drops its
+round(d_t * k) smallest active |w| as above, and each group of M then regrows
+as many as it lost, from its own inactive weights, so every group keeps
+exactly N (a per-group drop count would turn d_t into a step function of N).
+Block and row/channel patterns drop and grow whole units, a unit scored by
+the pattern's reduction (sum by default) of its members' |w| or |g|.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import ClassVar
 
 import jax
@@ -35,6 +43,40 @@ def drop_grow(mask, drop_scores, grow_scores, drop_fraction):
   return survivors | grown
 
 
+def drop_grow_nm(pattern: select.NM, mask, drop_scores, grow_scores, drop_fraction):
+  """drop_grow for N:M: drops as `drop_grow` over the leaf, then each group
+  regrows what it lost from its own inactive entries (it keeps n of m)."""
+  k = jnp.sum(mask, dtype=jnp.int32)
+  n_drop = jnp.round(jnp.asarray(drop_fraction, jnp.float32) * k).astype(jnp.int32)
+  survivors = select.topk_mask(drop_scores, k - n_drop, where=mask)
+  lost = pattern.group_counts(mask) - pattern.group_counts(survivors)
+  return survivors | pattern.select(grow_scores, ~survivors, counts=lost)
+
+
+def drop_grow_units(pattern, mask, drop_scores, grow_scores, drop_fraction):
+  """drop_grow over the units of a block or row/channel pattern: a unit is
+  active, dropped or grown whole (`mask` must be unit-aligned)."""
+  drop_keys = pattern.unit_keys(drop_scores, mask)
+  k = jnp.sum(drop_keys != select.EXCLUDED, dtype=jnp.int32)
+  n_drop = jnp.round(jnp.asarray(drop_fraction, jnp.float32) * k).astype(jnp.int32)
+  survivors = select.topk_mask_from_keys(drop_keys, k - n_drop)
+  grow_keys = pattern.unit_keys(grow_scores, pattern.expand(~survivors, mask.shape))
+  grown = select.topk_mask_from_keys(grow_keys, n_drop)
+  return pattern.expand(survivors | grown, mask.shape)
+
+
+def pattern_drop_grow(pattern):
+  """The drop-and-grow function for `pattern` (mask, drop, grow, fraction) -> mask."""
+  if isinstance(pattern, select.Unstructured):
+    return drop_grow
+  if isinstance(pattern, select.NM):
+    return functools.partial(drop_grow_nm, pattern)
+  if hasattr(pattern, 'unit_keys') and hasattr(pattern, 'expand'):
+    return functools.partial(drop_grow_units, pattern)
+  raise ValueError(f'dynamic sparse training needs unstructured, N:M or a unit pattern '
+                   f'(with unit_keys and expand), not {getattr(pattern, "name", pattern)!r}')
+
+
 @dataclasses.dataclass(frozen=True)
 class RigL(Schedule):
   """RigL: random sparse init (ERK by default), grow by dense gradient magnitude."""
@@ -52,8 +94,7 @@ class RigL(Schedule):
     if self.allocation.is_global:
       raise ValueError(f'{type(self).__name__} keeps per-layer counts; use uniform, er '
                        'or erk allocation, not global')
-    if not isinstance(self.pattern, select.Unstructured):
-      raise ValueError(f'{type(self).__name__} supports the unstructured pattern only')
+    pattern_drop_grow(self.pattern)
     if self.decay not in ('cosine', 'constant'):
       raise ValueError(f"decay must be 'cosine' or 'constant', got {self.decay!r}")
     if self.grow not in ('gradient', 'random'):
@@ -109,8 +150,9 @@ class RigL(Schedule):
       grow = dict(tree_lib.leaves_with_paths(criteria_lib.gradient(params, grads)))
     else:
       grow = dict(tree_lib.leaves_with_paths(criteria_lib.random(params, None, self.key(step))))
+    drop_grow_fn = pattern_drop_grow(self.pattern)
     new = tree_lib.map_with_path(
-        lambda path, m: drop_grow(m, jnp.abs(drop[path]), grow[path], d), masks)
+        lambda path, m: drop_grow_fn(m, jnp.abs(drop[path]), grow[path], d), masks)
     return new, state
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from sparsejax.core import at_init, dynamic, imp, movement, schedules
+from sparsejax.core import at_init, dynamic, imp, movement, schedules, ste
 from sparsejax.core.imports import import_object
 
 SCHEDULES = {
@@ -21,6 +21,7 @@ SCHEDULES = {
     'rigl': dynamic.RigL,
     'imp': imp.IMP,
     'movement': movement.Movement,
+    'ste': ste.STE,
 }
 
 

@@ -75,6 +75,9 @@ class Schedule:
   # False for schedules whose mask never changes after `init` (the loop then
   # records no mask dynamics).
   changes_mask: ClassVar[bool] = True
+  # True for schedules that train dense shadow weights held in their state
+  # (STE, SR-STE): `sparsify` then takes the path of `ste.py`.
+  straight_through: ClassVar[bool] = False
 
   @property
   def needs_start(self) -> bool:

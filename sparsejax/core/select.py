@@ -267,18 +267,29 @@ class NM:
       raise ValueError(f'N:M pattern {self.n}:{self.m}: M={self.m} does not divide axis '
                        f'{self.axis} (size {shape[ax]}) of leaf {path!r} {tuple(shape)}')
 
-  def select(self, scores, where=None):
-    """Mask keeping the top n of each group of m (ties: lower index)."""
-    keys = ordered_keys(scores, where)
-    ax = self.axis % keys.ndim
-    moved = jnp.moveaxis(keys, ax, -1)
-    g = moved.reshape(moved.shape[:-1] + (moved.shape[-1] // self.m, self.m))
+  def _grouped(self, x):
+    """x with the pattern axis last, split into (..., groups, m)."""
+    moved = jnp.moveaxis(x, self.axis % x.ndim, -1)
+    return moved.reshape(moved.shape[:-1] + (moved.shape[-1] // self.m, self.m))
+
+  def group_counts(self, mask):
+    """True entries per group of m, shaped (..., groups) with the axis last."""
+    return jnp.sum(self._grouped(mask), axis=-1, dtype=jnp.int32)
+
+  def select(self, scores, where=None, counts=None):
+    """Mask keeping the top n of each group of m (ties: lower index).
+
+    `counts` (int, shaped like `group_counts`) keeps a different number per
+    group instead of n; entries where `where` is False come last.
+    """
+    g = self._grouped(ordered_keys(scores, where))
     a, b = g[..., :, None], g[..., None, :]       # a: entry i, b: entry j
     j_before_i = jnp.arange(self.m)[None, :] < jnp.arange(self.m)[:, None]
     j_before_i = j_before_i.reshape((1,) * (g.ndim - 1) + (self.m, self.m))
     rank = jnp.sum((b > a) | ((b == a) & j_before_i), axis=-1)
-    keep = (rank < self.n).reshape(moved.shape)
-    return jnp.moveaxis(keep, -1, ax)
+    keep = rank < (self.n if counts is None else counts[..., None])
+    moved = keep.reshape(keep.shape[:-2] + (keep.shape[-2] * self.m,))
+    return jnp.moveaxis(moved, -1, self.axis % moved.ndim)
 
 
 PATTERNS = {'unstructured': Unstructured, 'nm': NM, 'structured': Structured,

@@ -17,6 +17,11 @@ optimizer state. Each update:
 4. for schedules that rewind (IMP), replaces the update on a round's step by
    a jump back to the saved params and starts the inner state afresh.
 
+Straight-through schedules (STE, SR-STE: `schedule.straight_through`) train
+dense shadow weights kept in their state instead of steps 1-3: the inner
+optimizer updates the shadow with the unmasked gradients, the mask is
+recomputed from it, and params become shadow * mask (see `ste.py`).
+
 With `update='separate'`, steps 1 and 4 are left out of the plain update and
 run only when the caller passes `update_masks=True` (a Python bool, so it
 selects a second compiled program): a `lax.cond` is not free (XLA reserves
@@ -38,6 +43,7 @@ import optax
 from jax import lax
 
 from sparsejax.core import masks as masks_lib
+from sparsejax.core import ste as ste_lib
 from sparsejax.core import tree as tree_lib
 
 PyTree = Any
@@ -150,6 +156,12 @@ def sparsify(inner: optax.GradientTransformation, schedule,
     # Per-step statistics (movement scores): every step, in both modes, so the
     # plain step of 'separate' runs them too; the default hook adds no ops.
     sched_state = schedule.accumulate(sched_state, params, updates, step)
+    if schedule.straight_through:
+      new_updates, masks, sched_state, inner_state = ste_lib.straight_through_update(
+          schedule, inner, updates, masks, sched_state, inner_state, params, step, updating,
+          extra_args)
+      return new_updates, SparsityState(optax.safe_increment(step), masks, sched_state,
+                                        inner_state)
 
     def change_masks(operand):
       masks, sched_state, inner_state = operand

@@ -72,12 +72,16 @@ class Block(nn.Module):
     return x + drop(h)
 
 
-def _blocks(x, *, num_layers, num_heads, mlp_dim, causal, dropout, train):
-  """Positions are added by the caller; returns the final-LayerNormed states."""
+def _blocks(x, *, num_layers, num_heads, mlp_dim, causal, dropout, train, remat=False):
+  """Positions are added by the caller; returns the final-LayerNormed states.
+  With `remat`, each block's activations are recomputed in the backward pass
+  instead of stored (`nn.remat`, gradient checkpointing: Chen et al. 2016);
+  the params and their paths are unchanged."""
   if dropout > 0.0:
     x = nn.Dropout(dropout, deterministic=not train)(x)
+  block = nn.remat(Block, static_argnums=(2,)) if remat else Block   # self, x, train
   for i in range(num_layers):
-    x = Block(num_heads, mlp_dim, causal, dropout, name=f'block_{i}')(x, train=train)
+    x = block(num_heads, mlp_dim, causal, dropout, name=f'block_{i}')(x, train)
   return nn.LayerNorm(name='norm')(x)
 
 
@@ -108,6 +112,7 @@ class TransformerEncoder(nn.Module):
   mlp_dim: int = 128
   dropout: float = 0.0
   num_classes: int = 10
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -124,7 +129,8 @@ class TransformerEncoder(nn.Module):
                    name='embed')(x)
     x = _add_positions(x, self.max_len)
     x = _blocks(x, num_layers=self.num_layers, num_heads=self.num_heads,
-                mlp_dim=self.mlp_dim, causal=False, dropout=self.dropout, train=train)
+                mlp_dim=self.mlp_dim, causal=False, dropout=self.dropout, train=train,
+                remat=self.remat)
     return nn.Dense(self.num_classes, name='output')(jnp.mean(x, axis=1))
 
 
@@ -142,6 +148,7 @@ class TransformerDecoder(nn.Module):
   num_layers: int = 2
   mlp_dim: int = 128
   dropout: float = 0.0
+  remat: bool = False
 
   @nn.compact
   def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
@@ -151,5 +158,6 @@ class TransformerDecoder(nn.Module):
                  name='embed')(tokens)
     x = _add_positions(x, self.max_len)
     x = _blocks(x, num_layers=self.num_layers, num_heads=self.num_heads,
-                mlp_dim=self.mlp_dim, causal=True, dropout=self.dropout, train=train)
+                mlp_dim=self.mlp_dim, causal=True, dropout=self.dropout, train=train,
+                remat=self.remat)
     return nn.Dense(self.vocab_size, name='output')(x)
