@@ -68,11 +68,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, epochs=0, log_every=10, eval_every=500, checkpoint_every=500,
       keep_checkpoints=3, eval_splits=('test',), eval_at_start=False, early_stopping=0,
-      optimizer_state=None, compute_dtype=None, param_dtype=None))
+      optimizer_state=None, compute_dtype=None, param_dtype=None, pack_masks=None))
   # train.optimizer_state: None or 'dense' (the inner optimizer's state is
   # params-shaped), or 'compact' (state for the kept weights only, with their
   # indices: sparsejax.core.compact; fixed-mask runs only, e.g. fine-tuning
   # and lottery levels). None by default, so older workdirs still resume.
+  # train.pack_masks: True stores the masks as bits (1/8 byte per weight).
   # train.compute_dtype / train.param_dtype: None (float32), 'bfloat16' or
   # 'float16': mixed precision as a policy around the model (sparsejax.train.task).
   # epochs > 0 sets the run's length in passes over the train split instead of
@@ -352,7 +353,8 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
           optimizer_state=_choice('train.optimizer_state', t['optimizer_state'] or 'dense',
                                   ('dense', 'compact')),
           compute_dtype=_choice('train.compute_dtype', t['compute_dtype'] or 'float32', DTYPES),
-          param_dtype=_choice('train.param_dtype', t['param_dtype'] or 'float32', DTYPES)),
+          param_dtype=_choice('train.param_dtype', t['param_dtype'] or 'float32', DTYPES),
+          pack_masks=_bool('train.pack_masks', t['pack_masks'] or False)),
       mesh=MeshSettings(shape=shape, rules=tuple(rules),
                         fsdp=_bool('mesh.fsdp', mesh['fsdp'] or False)),
       lottery=_lottery(merged['lottery']),

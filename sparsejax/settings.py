@@ -54,6 +54,7 @@ class TrainSettings:
   optimizer_state: str = 'dense'   # 'compact': state for the kept weights only (fixed masks)
   compute_dtype: str = 'float32'   # the model's forward/backward ('bfloat16': mixed precision)
   param_dtype: str = 'float32'     # how params and optimizer moments are stored
+  pack_masks: bool = False         # masks as bits in the optimizer state
 
 
 @dataclasses.dataclass(frozen=True)

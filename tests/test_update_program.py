@@ -177,9 +177,9 @@ def test_loop_runs_the_update_program_on_update_micro_steps(tmp_path, monkeypatc
   separate = loop.train(task, tmp_path / 'separate', progress=False)
   real = transform.sparsify
 
-  def in_step(inner, schedule, rule, update):   # the old single program, flag dropped
+  def in_step(inner, schedule, rule, update, pack_masks=False):   # the old single program
     assert update == 'separate'
-    tx = real(inner, schedule, rule)
+    tx = real(inner, schedule, rule, pack_masks=pack_masks)
     return optax.GradientTransformationExtraArgs(
         tx.init, lambda u, s, params=None, update_masks=None, **kw: tx.update(u, s, params, **kw))
   monkeypatch.setattr(transform, 'sparsify', in_step)

@@ -56,11 +56,18 @@ def layer_table(state) -> list[dict]:
   param_items = tree_lib.leaves_with_paths(params)
   masks = {p: np.asarray(m) for p, m in tree_lib.leaves_with_paths(opt_state)
            if getattr(m, 'dtype', None) == np.bool_}
+  packed = {p[:-len('/bits')]: np.asarray(m) for p, m in tree_lib.leaves_with_paths(opt_state)
+            if p.endswith('/bits') and getattr(m, 'dtype', None) == np.uint8}  # pack_masks
   rows = []
   for path, p in param_items:
     p = np.asarray(p)
     mask = next((m for mp, m in masks.items()
                  if m.shape == p.shape and (mp == path or mp.endswith('/' + path))), None)
+    if mask is None:
+      mask = next((np.unpackbits(m, count=p.size).reshape(p.shape).astype(bool)
+                   for mp, m in packed.items()
+                   if m.size == -(-p.size // 8) and (mp == path or mp.endswith('/' + path))),
+                  None)
     source = 'mask'
     if mask is None:
       mask, source = p != 0, 'nonzeros'

@@ -99,7 +99,8 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
   inner = task.optimizer
   if task.optimizer_state == 'compact':
     inner = compact_lib.compact_masked(inner, _fixed_masks(task, schedule, start))
-  tx = transform.sparsify(inner, schedule, task.rule, update='separate')
+  tx = transform.sparsify(inner, schedule, task.rule, update='separate',
+                          pack_masks=task.pack_masks)
   if task.accumulate > 1:   # outermost, so the schedule counts real updates
     steps = optax.MultiSteps(tx, every_k_schedule=task.accumulate)
     tx = optax.GradientTransformationExtraArgs(steps.init, steps.update)   # keeps value=
@@ -241,7 +242,8 @@ def describe(run: Run) -> dict:
          'model': type(t.model).__qualname__ if t.model is not None else None,
          'dataset': t.dataset.name}
   for key, default in (('optimizer_state', 'dense'), ('compute_dtype', 'float32'),
-                       ('param_dtype', 'float32'), ('mesh_fsdp', False)):
+                       ('param_dtype', 'float32'), ('mesh_fsdp', False),
+                       ('pack_masks', False)):
     if getattr(t, key) != default:   # absent at the default: older records still match
       out[key] = getattr(t, key)
   if t.distill is not None:   # the teacher's checksum: a resume with another is refused

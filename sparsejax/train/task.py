@@ -86,6 +86,7 @@ class Task:
   eval_at_start: bool = False
   early_stopping: int = 0                 # evals without a lower validation loss; 0 = off
   optimizer_state: str = 'dense'          # 'compact': for the kept weights only (fixed masks)
+  pack_masks: bool = False                # masks stored as bits in the optimizer state
   mesh_shape: tuple[int, int] = (-1, 1)   # (data, model)
   mesh_rules: tuple = ()                  # (leaf-path regex, partition spec)
   mesh_fsdp: bool = False                 # also split params (and moments) over 'data'

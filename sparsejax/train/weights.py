@@ -68,7 +68,19 @@ def write_npz(path, params: PyTree, model_state: PyTree = None) -> pathlib.Path:
 def final_weights(workdir) -> tuple[Any, Any, Any]:
   """(params, model_state, masks) of a run's latest checkpoint, as numpy."""
   state = ckpt_lib.restore_raw(inspection.resolve(workdir))
-  return state['params'], state.get('model_state') or {}, _find_masks(state['opt_state'])
+  masks = _unpacked(_find_masks(state['opt_state']), state['params'])
+  return state['params'], state.get('model_state') or {}, masks
+
+
+def _unpacked(masks, params):
+  """Raw masks with bit-packed leaves ({'bits': uint8}, from
+  `sparsify(..., pack_masks=True)`) unpacked to bool in their param's shape."""
+  if isinstance(masks, dict) and set(masks) == {'bits'} and hasattr(params, 'shape'):
+    n = int(np.prod(params.shape))
+    return np.unpackbits(np.asarray(masks['bits']), count=n).reshape(params.shape).astype(bool)
+  if isinstance(masks, dict) and isinstance(params, dict):
+    return {k: _unpacked(v, params.get(k)) for k, v in masks.items()}
+  return masks
 
 
 def _find_masks(opt_state):
