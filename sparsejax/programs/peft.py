@@ -3,10 +3,13 @@ unstructured sparse fine-tuning and full fine-tuning, at matched budgets.
 
 Row-based sparse fine-tuning (Li & Bhaskara 2025, arXiv 2502.11439): score
 every output neuron (a row of the PyTorch-layout weight, a column of a Flax
-kernel) of each target matrix with a structural-pruning importance (L2 norm,
-first-order Taylor |w*g| summed over the row, activation-aware |W|*||X||,
-or random as the control), keep the top r, and train only a delta of shape
-(r, d_in) per matrix, added at those rows to the frozen weights. The delta
+kernel; for a conv kernel an output channel) of each target with a
+structural-pruning importance (L2 norm, first-order Taylor |w*g| summed over
+the row, the group Taylor importance (sum of w*g over the row and its
+bias)^2 per batch of Molchanov et al. 2019 ('structural'), activation-aware
+|W|*||X||, or random as the control), keep the top r, and train only a delta
+of shape (r, d_in) (a conv: (r, kh, kw, c_in)) per kernel, added at those
+rows to the frozen weights. The delta
 starts at zero, so step 0 is the pretrained model; gradients and optimizer
 state exist only for the deltas; at the end they merge into plain weights.
 
@@ -50,9 +53,9 @@ PyTree = Any
 
 from sparsejax.programs.peft_methods import (FINETUNE_METHODS, NOTHING_PRUNABLE,  # noqa: F401
                                              ROW_SCORES, FinetuneSettings, Method,
-                                             Reparametrized, choose_rows, memory_bytes,
-                                             row_scores, target_paths, trainable_count,
-                                             tree_bytes)
+                                             Reparametrized, add_rows, choose_rows, fan_in,
+                                             memory_bytes, row_scores, structural_importance,
+                                             target_paths, trainable_count, tree_bytes)
 
 
 # --- the program --------------------------------------------------------------------------

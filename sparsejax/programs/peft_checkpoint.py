@@ -6,9 +6,10 @@ changes a small part of the weights. `save_delta(workdir, out)` writes that
 part alone, as a folder:
 
 - `delta.npz`: per method, what was trained. 'row' (Li & Bhaskara 2025): per
-  target matrix the (r, d_in) deltas of its trained rows (output neurons,
-  columns of the Flax kernel) under 'rows/<leaf>' and their int32 indices
-  under 'rows_index/<leaf>'. 'lora' (Hu et al. 2021): the factors under
+  target kernel the (r, d_in) deltas of its trained rows (output neurons,
+  columns of the Flax kernel; for a conv kernel (r, kh, kw, c_in), output
+  channels) under 'rows/<leaf>' and their int32 indices under
+  'rows_index/<leaf>'. 'lora' (Hu et al. 2021): the factors under
   'lora_a/<leaf>' (d_in, r) and 'lora_b/<leaf>' (r, d_out). 'unstructured':
   the K deltas ('sparse/<leaf>') and int32 flat indices ('sparse_index/').
   'full': every weight ('all/<leaf>'; no smaller than the model). Always: the

@@ -1,7 +1,13 @@
 """What the parameter-efficient methods are: their settings, the trainable
 trees and how they merge into full params (row deltas, LoRA factors, K
 individual weights, everything), the model that trains them, and row scores
-(Li & Bhaskara 2025; Hu et al. 2022; Ansell et al. 2022). `peft` runs them."""
+(Li & Bhaskara 2025; Hu et al. 2022; Ansell et al. 2022). `peft` runs them.
+
+A "row" is one output neuron: a column of a Dense kernel (d_in, d_out), or
+one output channel of a Conv kernel (kh, kw, c_in, c_out), i.e. the
+kh*kw*c_in weights that feed it; its delta has the kernel's shape without the
+last axis, so the row method trains (r, d_in) or (r, kh, kw, c_in) per target.
+"""
 
 from __future__ import annotations
 
@@ -27,19 +33,20 @@ class FinetuneSettings:
   method: str            # 'masked', 'row', 'lora', 'unstructured', 'full'
   targets: str           # regex: the weight matrices the PEFT methods adapt
   head: str              # regex: params trained in full by every method (a new head)
-  rows: int              # row method: rows (output neurons) per target matrix
+  rows: int              # row method: rows (output neurons / channels) per target kernel
   rank: int              # lora: rank per target matrix
   alpha: float           # lora: scale alpha / rank; 0 means alpha = rank
   budget: str            # row method: 'per_layer' (rows each) or 'global' (rows x layers)
-  row_score: str         # 'l2', 'taylor', 'random', 'activation'
-  score_batches: int     # batches for the taylor / activation scores and gradient selection
+  row_score: str         # 'l2', 'taylor', 'structural', 'activation', 'random'
+  score_batches: int     # batches for the taylor / structural / activation scores and
+                         # gradient selection
   select: str            # unstructured: 'delta' (LT-SFT) or 'gradient'
   dense_steps: int       # unstructured 'delta': steps of the dense phase
   trainable: int         # unstructured: trainable weights; 0 = the row method's count
 
 
 FINETUNE_METHODS = ('masked', 'row', 'lora', 'unstructured', 'full')
-ROW_SCORES = ('l2', 'taylor', 'random', 'activation')
+ROW_SCORES = ('l2', 'taylor', 'random', 'activation', 'structural')
 NOTHING_PRUNABLE = tree_lib.PrunableRule(include='(?!)')   # PEFT runs keep no masks
 
 
@@ -51,7 +58,7 @@ class Method:
   kind: str                                   # 'row', 'lora', 'unstructured', 'full'
   targets: tuple[str, ...] = ()               # adapted kernel paths
   head: tuple[str, ...] = ()                  # paths trained in full
-  rows: tuple[tuple[int, ...], ...] = ()      # row method: column indices per target
+  rows: tuple[tuple[int, ...], ...] = ()      # row method: output indices (last axis)
   entries: tuple[tuple[int, ...], ...] = ()   # unstructured: flat indices per target
   rank: int = 0
   scale: float = 1.0                          # lora: alpha / rank
@@ -62,14 +69,14 @@ class Method:
     if self.kind == 'full':
       return {'all': params}
     if self.kind == 'row':
-      out['rows'] = {p: jnp.zeros((len(idx), flat[p].shape[0]), flat[p].dtype)
+      out['rows'] = {p: jnp.zeros((len(idx), *flat[p].shape[:-1]), flat[p].dtype)
                      for p, idx in zip(self.targets, self.rows)}
     elif self.kind == 'lora':
       keys = jax.random.split(key, max(len(self.targets), 1))
-      out['lora'] = {p: {'a': jax.random.normal(k, (flat[p].shape[0], self.rank), flat[p].dtype)
-                              / np.sqrt(flat[p].shape[0]),
-                         'b': jnp.zeros((self.rank, flat[p].shape[1]), flat[p].dtype)}
-                     for p, k in zip(self.targets, keys)}
+      out['lora'] = {p: {'a': jax.random.normal(k, (fan_in(flat[p]), self.rank), flat[p].dtype)
+                              / np.sqrt(fan_in(flat[p])),
+                         'b': jnp.zeros((self.rank, flat[p].shape[-1]), flat[p].dtype)}
+                     for p, k in zip(self.targets, keys)}   # a conv kernel: as (kh*kw*c_in, c_out)
     elif self.kind == 'unstructured':
       out['sparse'] = {p: jnp.zeros((len(idx),), flat[p].dtype)   # a global choice can
                        for p, idx in zip(self.targets, self.entries) if idx}   # skip a matrix
@@ -85,10 +92,10 @@ class Method:
       if path in trainable['head']:
         return trainable['head'][path]
       if self.kind == 'row' and path in rows:
-        return jnp.asarray(w).at[:, np.asarray(rows[path])].add(trainable['rows'][path].T)
+        return add_rows(w, rows[path], trainable['rows'][path])
       if self.kind == 'lora' and path in trainable['lora']:
         ab = trainable['lora'][path]
-        return w + self.scale * (ab['a'] @ ab['b'])
+        return w + self.scale * (ab['a'] @ ab['b']).reshape(w.shape)
       if self.kind == 'unstructured' and path in trainable['sparse']:
         flat_w = jnp.asarray(w).reshape(-1)
         return flat_w.at[np.asarray(entries[path])].add(trainable['sparse'][path]).reshape(
@@ -99,6 +106,18 @@ class Method:
   def merged_params(self, frozen, trainable):
     """The fine-tuned model as ordinary weights (numpy)."""
     return jax.device_get(self.merge(frozen, trainable))
+
+
+def add_rows(w, idx, delta):
+  """w with `delta` (r, *w.shape[:-1]) added at output indices `idx` of its
+  last axis: Dense columns or Conv output channels (for a 2-D kernel the same
+  as w.at[:, idx].add(delta.T))."""
+  return jnp.asarray(w).at[..., np.asarray(idx)].add(jnp.moveaxis(delta, 0, -1))
+
+
+def fan_in(w) -> int:
+  """Weights per row (output neuron): d_in, or kh*kw*c_in for a conv kernel."""
+  return int(np.prod(w.shape[:-1]))
 
 
 class Reparametrized:
@@ -132,37 +151,72 @@ class Reparametrized:
 # --- choosing what to train -------------------------------------------------------------
 
 def target_paths(params: PyTree, pattern: str) -> list[str]:
-  """2-D kernels whose path matches `pattern`; an error when none does."""
+  """Dense (2-D) and Conv (4-D, kh kw c_in c_out) kernels whose path matches
+  `pattern`; an error when none does."""
   out = [p for p, x in tree_lib.leaves_with_paths(params)
-         if re.search(pattern, p) and len(x.shape) == 2]
+         if re.search(pattern, p) and len(x.shape) in (2, 4)]
   if not out:
-    raise SetupError(f'finetune.targets: {pattern!r} matches no 2-D weight; paths look '
-                     f'like {[p for p, _ in tree_lib.leaves_with_paths(params)][:6]}')
+    raise SetupError(f'finetune.targets: {pattern!r} matches no 2-D (Dense) or 4-D (Conv) '
+                     f'kernel; paths look like '
+                     f'{[p for p, _ in tree_lib.leaves_with_paths(params)][:6]}')
   return out
 
 
+def bias_path(flat: dict, path: str) -> str | None:
+  """The bias beside kernel `path` (one entry per output neuron), if any."""
+  b = path.rsplit('/', 1)[0] + '/bias' if '/' in path else 'bias'
+  ok = b in flat and tuple(flat[b].shape) == tuple(flat[path].shape[-1:])
+  return b if ok else None
+
+
+def structural_importance(w, g, b=None, gb=None) -> np.ndarray:
+  """One batch's group first-order Taylor importance of every output neuron,
+  (sum over its weights of w * dL/dw, plus b * dL/db)^2: the squared
+  first-order change in loss from removing the neuron (Molchanov et al.
+  2019, "Importance Estimation for Neural Network Pruning": the group
+  Taylor-FO criterion, the group being the neuron's kernel weights and bias,
+  which equals their gate criterion (dL/dgate)^2 for a gate on the neuron's
+  pre-activation; summed over batches by the caller. LLM-Pruner's vector-wise
+  importance, Ma et al. 2023, is its absolute value). Unlike 'taylor', signs
+  inside a neuron cancel. Li & Bhaskara 2025 name "the structural pruning
+  method" as their score; its exact formula is not confirmed here."""
+  w, g = np.asarray(w, np.float64), np.asarray(g, np.float64)
+  s = np.sum((w * g).reshape(-1, w.shape[-1]), axis=0)
+  if b is not None:
+    s = s + np.asarray(b, np.float64) * np.asarray(gb, np.float64)
+  return s * s
+
+
 def row_scores(kind: str, params, targets, grads=None, input_norms=None, key=None) -> dict:
-  """Importance of each output neuron (kernel column) of each target."""
+  """Importance of each output neuron (last axis: kernel column or conv
+  output channel) of each target. 'taylor' and 'structural' read one batch's
+  `grads`; `input_norms` are per input feature (Dense) or channel (Conv)."""
   flat = dict(tree_lib.leaves_with_paths(params))
   g = dict(tree_lib.leaves_with_paths(grads)) if grads is not None else {}
   out = {}
   for i, p in enumerate(targets):
     w = np.asarray(flat[p], np.float32)
+    rows = lambda a: a.reshape(-1, w.shape[-1])    # (weights per row, rows)
     if kind == 'l2':
-      out[p] = np.sqrt(np.sum(w * w, axis=0))
+      out[p] = np.sqrt(np.sum(rows(w * w), axis=0))
     elif kind == 'taylor':
-      out[p] = np.sum(np.abs(w * np.asarray(g[p], np.float32)), axis=0)
+      out[p] = np.sum(rows(np.abs(w * np.asarray(g[p], np.float32))), axis=0)
+    elif kind == 'structural':
+      b = bias_path(flat, p)
+      out[p] = structural_importance(w, g[p], *((flat[b], g[b]) if b else ()))
     elif kind == 'activation':
-      out[p] = np.sum(np.abs(w) * np.asarray(input_norms[p], np.float32)[:, None], axis=0)
+      norms = np.asarray(input_norms[p], np.float32).reshape((1,) * (w.ndim - 2) + (-1, 1))
+      out[p] = np.sum(rows(np.abs(w) * norms), axis=0)
     elif kind == 'random':
-      out[p] = np.asarray(jax.random.uniform(jax.random.fold_in(key, i), (w.shape[1],)))
+      out[p] = np.asarray(jax.random.uniform(jax.random.fold_in(key, i), (w.shape[-1],)))
     else:
-      raise SetupError(f'unknown row score {kind!r}; choose from {list(ROW_SCORES)}')
+      raise SetupError(f'finetune.row_score: unknown row score {kind!r}; choose from '
+                       f'{list(ROW_SCORES)}')
   return out
 
 
 def choose_rows(scores: dict, rows: int, budget: str) -> dict[str, tuple[int, ...]]:
-  """Top rows per matrix, or a global budget of rows x matrices (ties: lowest
+  """Top rows per kernel, or a global budget of rows x kernels (ties: lowest
   index); an error naming the layer when it has fewer rows than asked."""
   if budget == 'per_layer':
     out = {}

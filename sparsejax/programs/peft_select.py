@@ -72,30 +72,48 @@ def _score_batches(run, n: int):
     yield tuple(jnp.asarray(a) for a in train.get(idx))
 
 
-def summed_over_batches(run, params, model_state, n: int, targets, fn) -> dict:
-  """{target: sum over n batches of fn(path, gradient)}, the gradient of the
-  task's loss at the pretrained weights, the model in inference mode (no
-  dropout, BatchNorm's running statistics); one batch's gradients in memory
-  at a time."""
+def _gradients(run, params, model_state, n: int):
+  """The gradient (a params tree of numpy arrays) of the task's loss at the
+  pretrained weights on each of the first n batches, the model in inference
+  mode (no dropout, BatchNorm's running statistics); one at a time."""
   task = run.task
-
   grad = jax.jit(jax.grad(lambda p, batch: task.eval_loss(p, model_state or {}, batch)))
-  total = {}
   for b in _score_batches(run, n):
-    g = dict(tree_lib.leaves_with_paths(jax.device_get(grad(params, b))))
+    yield jax.device_get(grad(params, b))
+
+
+def summed_over_batches(run, params, model_state, n: int, targets, fn) -> dict:
+  """{target: sum over n batches of fn(path, gradient)} (see `_gradients`)."""
+  total = {}
+  for grads in _gradients(run, params, model_state, n):
+    g = dict(tree_lib.leaves_with_paths(grads))
     for p in targets:
       part = fn(p, np.asarray(g[p]))
       total[p] = part if p not in total else total[p] + part
   return total
 
 
+def structural_scores(run, params, model_state, targets, n: int) -> dict:
+  """Sum over n batches of each batch's group Taylor importance of every row
+  (`peft_methods.structural_importance`, Molchanov et al. 2019): the score
+  computed per batch, so a neuron's effect on the loss may change sign
+  between batches without cancelling."""
+  total: dict = {}
+  for grads in _gradients(run, params, model_state, n):
+    for p, s in peft.row_scores('structural', params, targets, grads=grads).items():
+      total[p] = s if p not in total else total[p] + s
+  return total
+
+
 def input_norms(run, params, model_state, targets, n: int) -> dict:
   """||X_i||_2 of every input feature of each target Dense, over n batches
-  (the activation-aware score of Wanda, Sun et al. 2024)."""
+  (the activation-aware score of Wanda, Sun et al. 2024); for a target Conv,
+  of every input channel over all positions (not the exact norm of each
+  kh x kw patch entry, which padding and stride make differ slightly)."""
   sums = {p: 0.0 for p in targets}
 
   def record(next_fun, args, kwargs, context):
-    if isinstance(context.module, nn.Dense) and context.method_name == '__call__':
+    if isinstance(context.module, (nn.Dense, nn.Conv)) and context.method_name == '__call__':
       path = '/'.join(context.module.path) + '/kernel'
       if path in sums:
         x = args[0].reshape(-1, args[0].shape[-1])
@@ -124,18 +142,20 @@ def build_method(f: peft.FinetuneSettings, workdir, run: loop.Run, params, model
   if f.method == 'row' or not f.trainable:
     norms = (input_norms(run, params, model_state, targets, f.score_batches)
              if f.row_score == 'activation' else None)
-    taylor = None
     if f.row_score == 'taylor':   # sum over batches of |w * g|, row by row
-      taylor = summed_over_batches(run, params, model_state, f.score_batches, targets,
-                                   lambda p, g: np.abs(np.asarray(flat[p]) * g))
-    scores = (_column_sums(taylor) if taylor is not None else
-              peft.row_scores(f.row_score, params, targets, input_norms=norms,
-                              key=jax.random.fold_in(jax.random.key(seed), 3)))
+      scores = _row_sums(summed_over_batches(run, params, model_state, f.score_batches,
+                                             targets,
+                                             lambda p, g: np.abs(np.asarray(flat[p]) * g)))
+    elif f.row_score == 'structural':
+      scores = structural_scores(run, params, model_state, targets, f.score_batches)
+    else:
+      scores = peft.row_scores(f.row_score, params, targets, input_norms=norms,
+                               key=jax.random.fold_in(jax.random.key(seed), 3))
     rows = peft.choose_rows(scores, f.rows, f.budget)
     row_method = peft.Method('row', targets, head, rows=tuple(rows[p] for p in targets))
     if f.method == 'row':
       return row_method
-  k = f.trainable or sum(len(r) * flat[p].shape[0] for p, r in zip(targets, row_method.rows))
+  k = f.trainable or sum(len(r) * peft.fan_in(flat[p]) for p, r in zip(targets, row_method.rows))
   if f.select == 'gradient':
     scores = summed_over_batches(run, params, model_state, f.score_batches, targets,
                                  lambda p, g: np.abs(g))
@@ -148,8 +168,9 @@ def build_method(f: peft.FinetuneSettings, workdir, run: loop.Run, params, model
   return peft.Method('unstructured', targets, head, entries=entries)
 
 
-def _column_sums(per_weight: dict) -> dict:
-  return {p: np.sum(v, axis=0) for p, v in per_weight.items()}
+def _row_sums(per_weight: dict) -> dict:
+  """Per-weight scores summed over each row's weights (all axes but the last)."""
+  return {p: np.sum(v.reshape(-1, v.shape[-1]), axis=0) for p, v in per_weight.items()}
 
 
 def _dense_phase_change(task, f: peft.FinetuneSettings, workdir, params, model_state,
