@@ -162,10 +162,30 @@ def _prune(args, overrides) -> int:
         f' accuracy {e["accuracy"]:.4f}' if 'accuracy' in e else '')
         for split, e in evals.items()))
   where = pathlib.Path(args.workdir).absolute()
-  print(f'\nwritten to {where}; recover with the mask fixed:\n  sparsejax finetune --config '
-        f'{args.config} --workdir DIR --config.finetune.init_from={where} '
-        '--config.finetune.method=masked --config.pruning.schedule=fixed')
+  print(f'\nwritten to {where}; recover with the mask fixed:\n  '
+        + recovery_command(args.config, config, overrides, where))
   return 0
+
+
+def recovery_command(config_path, config, overrides, pruned) -> str:
+  """The `sparsejax finetune` line that retrains the `sparsejax prune`
+  workdir `pruned` with its mask fixed: the prune's config file and
+  overrides (the same model), with the pruning block turned into a fixed
+  mask: the config's schedule settings that 'fixed' does not take unset and
+  a nonzero `sparsity` set to 0 (the mask comes from the pruned zeros)."""
+  import shlex
+  from sparsejax import config as config_lib
+  from sparsejax.core import registry
+  fixed = registry.schedule_fields('fixed')
+  keys = {**overrides, 'finetune.init_from': str(pruned), 'finetune.method': 'masked',
+          'pruning.schedule': 'fixed'}
+  for key, value in config.pruning.items():
+    if key not in config_lib.PRUNING_KEYS and key not in fixed and value is not None:
+      keys[f'pruning.{key}'] = 'None'
+  if config.get('sparsity'):
+    keys['sparsity'] = '0'
+  return ' '.join(['sparsejax finetune --config', shlex.quote(str(config_path)),
+                   '--workdir DIR'] + [shlex.quote(f'--config.{k}={v}') for k, v in keys.items()])
 
 
 def _sweep(args) -> int:

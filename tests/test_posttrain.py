@@ -242,3 +242,28 @@ def test_cli_writes_a_checkpoint_that_fixed_mask_fine_tuning_loads(tmp_path, cap
   record = json.loads((out / 'prune.json').read_text())
   assert set(record['report']['eval']) == {'dense', 'pruned'}
   assert pathlib.Path(record['report']['from']) == tmp_path / 'trained.npz'
+
+
+@pytest.mark.parametrize('config_file', ['configs/transformer_lm_text.py',
+                                         'experiments/lm_prune_text/config.py:prune'])
+def test_printed_recovery_command_is_a_valid_fixed_mask_config(config_file):
+  # The line `sparsejax prune` prints to retrain with the mask fixed used to
+  # keep the config's own schedule settings (gradual's start/end/every) and
+  # sparsity, which 'fixed' refuses: the repo's LM config failed with it.
+  import shlex
+  from sparsejax import config as config_lib
+  root = pathlib.Path(__file__).resolve().parents[1]
+  path = str(root / config_file)
+  overrides = {'model.options.num_layers': '3'}
+  config = config_lib.apply_overrides(config_lib.load_config(path), overrides)
+  line = cli.recovery_command(path, config, overrides, '/tmp/pruned dir')
+  argv = shlex.split(line)
+  assert argv[:4] == ['sparsejax', 'finetune', '--config', path]
+  _, got = config_lib.split_overrides(argv)
+  assert got['model.options.num_layers'] == '3' and got['finetune.init_from'] == '/tmp/pruned dir'
+  fine = config_lib.apply_overrides(config_lib.load_config(path), got)
+  config_lib.check_keys(fine)
+  s = config_lib.to_settings(fine)
+  schedule = experiment.build_schedule(s.pruning, s.seed)
+  assert isinstance(schedule, schedules.FixedMask) and schedule.needs_start
+  assert s.model.options['num_layers'] == 3
