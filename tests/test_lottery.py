@@ -146,10 +146,14 @@ def test_per_level_sparsity_targets():
                                               'lottery.levels': 98}))
   assert spec.fraction(1) == pytest.approx(1 / 99)
   assert spec.fraction(98) == pytest.approx(0.5)      # 97/99 -> 98/99 halves what remains
-  params = {'w': np.random.default_rng(0).normal(size=(99, 100))}
-  masks = {'w': np.ones((99, 100), bool)}
-  for level in range(1, 99):
-    masks = imp.prune_remaining(params, masks, spec.fraction(level))
+  rng = np.random.default_rng(0)
+  params = {'w': rng.normal(size=(99, 100))}
+  order = np.argsort(-np.abs(params['w']).ravel())
+  for level in (1, 2, 49, 97, 98):   # each from the mask the level before it reached
+    before = targets[level - 2] if level > 1 else 0.0
+    keep = np.zeros(9900, bool)
+    keep[order[:round(9900 * (1 - before))]] = True
+    masks = imp.prune_remaining(params, {'w': keep.reshape(99, 100)}, spec.fraction(level))
     assert int(np.sum(masks['w'])) == round(9900 * (1 - targets[level - 1]))
   with pytest.raises(config_lib.ConfigError, match='one target per level'):
     experiment.build_lottery(small(**{'lottery.sparsities': (0.5, 0.9, 0.95)}))

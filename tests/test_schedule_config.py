@@ -126,10 +126,10 @@ def test_cli_error_is_one_line_and_leaves_no_workdir(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'sparsejax.cli', 'train', '--config',
        str(ROOT / 'configs' / 'mnist1d_rigl.py'), '--workdir', str(workdir),
-       '--config.pruning.pattern=nm'], capture_output=True, text=True)
+       '--config.pruning.allocation=global'], capture_output=True, text=True)
   assert proc.returncode == 2, proc.stderr
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
-  assert len(lines) == 1 and lines[0].startswith('sparsejax: ') and 'unstructured' in lines[0]
+  assert len(lines) == 1 and lines[0].startswith('sparsejax: ') and 'not global' in lines[0]
   assert not workdir.exists()
 
 
