@@ -167,7 +167,7 @@ def test_levels_and_controls_share_compiled_programs(tmp_path, monkeypatch):
   fixed-mask runs, and every weight comes out as with a fresh compile per
   run. The jitted pruning between levels equals the op-by-op one."""
   from sparsejax.core import imp
-  from sparsejax.train import loop, step as step_lib
+  from sparsejax.train import compiled, step as step_lib
   traced = []
   make = step_lib.make_train_step
   monkeypatch.setattr(step_lib, 'make_train_step',
@@ -175,7 +175,7 @@ def test_levels_and_controls_share_compiled_programs(tmp_path, monkeypatch):
   cfg = small(**{'lottery.levels': 1, 'lottery.controls': ('random_prune',)})
 
   def run(where):
-    loop._PROGRAMS.clear()
+    compiled._PROGRAMS.clear()
     traced.clear()
     experiment.run_lottery(cfg, tmp_path / where, log=lambda s: None)
     root = experiment.lottery_dir(cfg, tmp_path / where) / 'replicate_0'
@@ -183,7 +183,7 @@ def test_levels_and_controls_share_compiled_programs(tmp_path, monkeypatch):
                          for d in ('level_0/ticket', 'level_1/ticket', 'level_1/random_prune')}
 
   n_shared, shared = run('shared')
-  monkeypatch.setattr(loop, '_KEEP_PROGRAMS', 0)
+  monkeypatch.setattr(compiled, '_KEEP_PROGRAMS', 0)
   n_fresh, fresh = run('fresh')
   assert (n_shared, n_fresh) == (2, 3)
   for d in shared:

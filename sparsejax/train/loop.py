@@ -7,7 +7,6 @@ is the `Schedule` interface.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import pathlib
 import sys
@@ -22,9 +21,11 @@ import optax
 from sparsejax.core import compact as compact_lib, masks as masks_lib, schedules, transform
 from sparsejax.core import tree as tree_lib
 from sparsejax.data import base as data_base
-from sparsejax.train import checkpoint as ckpt_lib, distill as distill_lib, feed as feed_lib
+from sparsejax.train import checkpoint as ckpt_lib, compiled, distill as distill_lib
+from sparsejax.train import feed as feed_lib
 from sparsejax.train import metrics as metrics_lib
 from sparsejax.train import sharding as sharding_lib, step as step_lib
+from sparsejax.train import teacher as teacher_lib
 from sparsejax.train.evaluation import density_stats, eval_row, evaluate_splits
 from sparsejax.train.periodic import (EarlyStopping, Interrupted, NonFiniteError,  # noqa: F401
                                       catch_signals, check_record, lagged_rows)
@@ -136,9 +137,9 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
   warnings = schedule.warnings(task.updates)
   teacher, teacher_sh = None, None
   if task.distill is not None:
-    teacher = _teacher(task, start, abstract)
+    teacher = teacher_lib.resolve(task, start, abstract)
     teacher_sh = {'params': state_sh.params, 'model_state': state_sh.model_state}
-    zeros = _zero_fraction(teacher['params'], task.rule)
+    zeros = teacher_lib.zero_fraction(teacher['params'], task.rule)
     if zeros > 0:
       warnings = [*warnings, f'the distillation teacher has {100 * zeros:.2f}% of its '
                   'prunable weights at exactly zero: is it pruned already?']
@@ -158,53 +159,6 @@ def _fixed_masks(task: Task, schedule, start: Start | None):
   else:
     params = jax.jit(task.init_variables)(jax.random.key(task.seed))['params']
   return jax.device_get(jax.jit(lambda p: schedule.init(p, task.rule)[0])(params))
-
-
-def _zero_fraction(params, rule) -> float:
-  """The fraction of the prunable weights that are exactly zero."""
-  leaves = [np.asarray(x) for p, x in tree_lib.leaves_with_paths(jax.device_get(params))
-            if rule(p, x)]
-  total = sum(x.size for x in leaves)
-  return sum(int(np.count_nonzero(x == 0)) for x in leaves) / total if total else 0.0
-
-
-def _teacher(task: Task, start: Start | None, abstract) -> dict:
-  """The distillation teacher's {'params', 'model_state'} (host or device
-  arrays): the Distill's own, or the weights the run starts from."""
-  d = task.distill
-  try:
-    distill_lib.check_model(d, task, abstract.params, abstract.model_state)
-  except distill_lib.DistillError as e:
-    raise SetupError(f'distill.{e.key}: {e}') from None
-  params, model_state = d.teacher, d.teacher_model_state
-  if params is None:
-    if start is None:
-      raise SetupError('distillation takes its teacher from the weights the run starts from '
-                       '(Distill(teacher=None)), but this run starts from a fresh '
-                       'initialisation: give the teacher params, or a Start')
-    if task.schedule.needs_start:
-      raise SetupError(f'distillation takes its teacher from the weights the run starts from, '
-                       f'but {type(task.schedule).__name__} takes its mask from their zeros: '
-                       'they are already pruned, so the teacher would be the pruned student. '
-                       'Give the dense teacher params')
-    params = start.params
-    if model_state is None:
-      model_state = start.model_state
-  if model_state is None:
-    model_state = task.initial_model_state()
-  try:
-    tree_lib.check_same_structure(params, abstract.params, 'the teacher params')
-    tree_lib.check_same_structure(model_state, abstract.model_state, 'the teacher model state')
-  except ValueError as e:
-    raise SetupError(str(e)) from None
-  return {'params': params, 'model_state': model_state}
-
-
-def place_teacher(run: Run):
-  """The run's teacher on the devices, in the params' dtypes and shardings."""
-  like = {'params': run.abstract.params, 'model_state': run.abstract.model_state}
-  cast = lambda t: jax.tree.map(lambda a, b: jnp.asarray(a, b.dtype), t, like)
-  return jax.jit(cast, out_shardings=run.teacher_sh)(run.teacher)
 
 
 def initial_state(run: Run):
@@ -311,55 +265,6 @@ def _restore_or_init(run: Run, ckpts, snapshots):
   return state
 
 
-# Compiled programs of recent runs, by `program_key`: the levels and controls
-# of a lottery (same shapes, masks in the state) share one set.
-_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
-_KEEP_PROGRAMS = 4
-# Task fields that the compiled programs never read (loop settings, the seed,
-# which reaches the step only through the state's rng).
-_LOOP_ONLY = ('schedule', 'seed', 'steps', 'learning_rate', 'log_every', 'eval_every',
-              'checkpoint_every', 'keep_checkpoints', 'eval_splits', 'eval_at_start',
-              'early_stopping', 'prefetch')
-
-
-def program_key(run: Run):
-  """Hashable: equal for runs that compile to the same train, eval and
-  density programs; None when the schedule cannot say (no reuse)."""
-  sched = run.schedule.program_key()
-  if sched is None:
-    return None
-  leaves = tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(run.abstract))
-  return (sched, schedules.fields_key(run.task, skip=_LOOP_ONLY), run.mesh,
-          jax.tree.structure(run.abstract), leaves, tuple(jax.tree.leaves(run.state_sh)),
-          run.teacher_sh is None)
-
-
-def _programs(run: Run, x_nd: int, y_nd: int):
-  """(step_fn, {update_masks: jitted train step}, eval step, density) for the
-  run, reused from an earlier run with the same `program_key` (jit then finds
-  its compiled programs: no tracing, no compiling)."""
-  key = program_key(run)
-  if key is not None and key in _PROGRAMS:
-    _PROGRAMS.move_to_end(key)
-    return _PROGRAMS[key][1]
-  t = run.task
-  eval_fn = step_lib.compile_eval_step(step_lib.make_eval_step(t), run.mesh, run.state_sh,
-                                       x_nd, y_nd)
-  step_fn = step_lib.make_train_step(t, run.tx)
-  # Two programs with the same shardings and donation: the plain step, and
-  # the step with the mask update, compiled on its first use.
-  train_fns = {flag: step_lib.compile_train_step(step_fn, run.mesh, run.state_sh, x_nd, y_nd,
-                                                 update_masks=flag, teacher_sh=run.teacher_sh)
-               for flag in (False, True)}
-  density_fn = jax.jit(lambda s: masks_lib.overall_density(transform.get_masks(s)))
-  programs = (step_fn, train_fns, eval_fn, density_fn)
-  if key is not None:
-    _PROGRAMS[key] = (run, programs)   # the run keeps the key's objects alive
-    while len(_PROGRAMS) > _KEEP_PROGRAMS:
-      _PROGRAMS.popitem(last=False)
-  return programs
-
-
 def _make_feed(run: Run, start: int):
   t = run.task
   if feed_lib.wants_device(t.on_device, t.dataset.train):
@@ -371,7 +276,7 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
   t = run.task
   x_nd = 1 + len(t.dataset.input_shape)
   y_nd = x_nd if t.dataset.task == 'lm' else 1
-  step_fn, train_fns, eval_fn, density_fn = _programs(run, x_nd, y_nd)
+  step_fn, train_fns, eval_fn, density_fn = compiled.programs(run, x_nd, y_nd)
   ckpts = ckpt_lib.Checkpoints(workdir / 'checkpoints', keep=t.keep_checkpoints)
   state = _restore_or_init(run, ckpts, snapshots)
   start = int(state.step)
@@ -388,7 +293,7 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
   # The teacher is an input of the step, constant over the run and not
   # checkpointed: a resumed run rebuilds it from its inputs (the record holds
   # its checksum).
-  teacher = () if run.teacher is None else (place_teacher(run),)
+  teacher = () if run.teacher is None else (teacher_lib.place(run),)
   program_steps = {s for s in update_program_steps(run) if s >= start}
   update_steps = {s for s in mask_update_steps(run) if s >= start}
   dynamics = _MaskDynamics(run, state) if update_steps else None
