@@ -30,6 +30,20 @@ def test_topk_matches_reference_with_ties(seed):
     np.testing.assert_array_equal(got, reference_topk(scores, k), err_msg=f'k={k}')
 
 
+@pytest.mark.parametrize('shape', [(5, 7, 9), (300,), (2, 3, 4, 5)])
+def test_ties_broken_by_flat_index_in_any_rank(shape):
+  # ties go through the second radix select on flat indices (no ravel or cumsum)
+  scores = np.random.default_rng(3).integers(0, 3, size=shape).astype(np.float32)
+  idx = np.asarray(select.flat_index(shape))
+  np.testing.assert_array_equal(idx, np.arange(idx.size).reshape(shape))
+  for k in [1, 17, idx.size // 2, idx.size - 1]:
+    np.testing.assert_array_equal(np.asarray(jax.jit(select.topk_mask, static_argnums=1)(
+        jnp.asarray(scores), k)), reference_topk(scores, k), err_msg=f'{shape} k={k}')
+  forced = np.asarray(select.force_argmax(select.ordered_keys(jnp.asarray(scores))))
+  assert (forced == select.FORCED).sum() == 1
+  assert (forced == select.FORCED).ravel().argmax() == scores.ravel().argmax()
+
+
 def test_topk_continuous_and_jit():
   x = jax.random.normal(jax.random.key(0), (300, 200))
   fn = jax.jit(select.topk_mask)

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from sparsejax import experiment
+from sparsejax.core.prune import prune as sj_prune
 from sparsejax import config as config_lib
 from sparsejax.train import checkpoint as ckpt_lib, inspection, loop
 from sparsejax.train import metrics as metrics_lib, sharding as sharding_lib
@@ -71,7 +72,12 @@ def main():
     assert kernel_sh.spec == P('data', 'model'), kernel_sh          # rule + FSDP
     assert run.state_sh.params['hidden_1']['bias'].spec == P('data'), run.state_sh.params
     assert run.state_sh.params['output']['kernel'].spec == P('data', None)
-    gathers = _all_gathers(run)
+    # The mask update adds no all-gather to the step: RigL's drop and grow
+    # select shard by shard (histograms and counts are all-reduced instead);
+    # the plain FSDP step's own gathers (params for the forward pass) stay.
+    plain, update = _all_gathers(run, False), _all_gathers(run, True)
+    extra = update - plain
+    assert not extra, f'the mask update all-gathers {sorted(extra.elements())}'
     masks_sh = [s for p, s in jax.tree_util.tree_flatten_with_path(run.state_sh.opt_state)[0]
                 if "['hidden_1']['kernel']" in jax.tree_util.keystr(p)]
     assert masks_sh and all(s.spec == kernel_sh.spec for s in masks_sh), masks_sh
@@ -79,24 +85,34 @@ def main():
           f'{np.max(np.abs(l1 - l8)):.2e}, test acc {s1["eval"]["test"]["accuracy"]:.3f} vs '
           f'{s8["eval"]["test"]["accuracy"]:.3f}, {len(masks_sh)} params-shaped state leaves '
           'of hidden_1 follow its sharding')
-    print(f'all-gathers in the compiled RigL mask-update step under FSDP: {gathers}')
+    print(f'all-gathers in the compiled RigL step under FSDP: {dict(plain)} without the mask '
+          f'update, the same with it')
+    # One-shot global magnitude pruning over the sharded params: one threshold
+    # for all leaves, found without gathering any of them.
+    hlo = jax.jit(lambda p: sj_prune(p, 0.9, allocation='global')[1],
+                  in_shardings=(run.state_sh.params,)).lower(
+                      jax.eval_shape(lambda: loop.initial_state(run)).params).compile().as_text()
+    assert 'all-gather' not in hlo, 'global pruning of sharded params all-gathers'
+    print('global magnitude pruning of the FSDP-sharded params: no all-gather')
   return 0
 
 
-def _all_gathers(run):
-  """The result shapes of the all-gathers in the compiled train step with
-  the mask update (RigL's drop and grow over FSDP-sharded leaves)."""
+def _all_gathers(run, update_masks):
+  """Counter of the result shapes of the all-gathers in the compiled train
+  step, with or without the mask update (RigL's drop and grow over
+  FSDP-sharded leaves)."""
+  import collections
   import re
   from sparsejax.train import step as step_lib
   x_nd = 1 + len(run.task.dataset.input_shape)
   fn = step_lib.compile_train_step(step_lib.make_train_step(run.task, run.tx), run.mesh,
-                                   run.state_sh, x_nd, 1, update_masks=True)
+                                   run.state_sh, x_nd, 1, update_masks=update_masks)
   state = jax.eval_shape(lambda: loop.initial_state(run))
   b = run.task.batch_size
   batch = (jax.ShapeDtypeStruct((b, *run.task.dataset.input_shape), run.task.dataset.input_dtype),
            jax.ShapeDtypeStruct((b,), np.int32))
   hlo = fn.lower(state, batch).compile().as_text()
-  return sorted(set(re.findall(r'= (\S+\[[\d,]*\])[^=]*? all-gather\(', hlo)))
+  return collections.Counter(re.findall(r'= (\S+\[[\d,]*\])[^=]*? all-gather\(', hlo))
 
 
 if __name__ == '__main__':

@@ -303,13 +303,13 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
     with catch_signals() as caught:
       for step in range(start, t.steps if not stopper.should_stop else start):
         if step in update_steps:
-          dynamics.before(state)
+          t_update = dynamics.before(state)
         state, m = train_fns[step in program_steps](state, feed.next_batch(step), *teacher)
         pending.append(m)
         n_window += 1
         done = step + 1
         if step in update_steps:
-          writer.write('mask_update', done, dynamics.after(state))
+          writer.write('mask_update', done, dynamics.after(state, t_update))
         log_now = done % t.log_every == 0 or done == t.steps
         eval_now = done % t.eval_every == 0 or done == t.steps
         save_now = done % t.checkpoint_every == 0 or done == t.steps
@@ -408,9 +408,18 @@ class _MaskDynamics:
     self._fn = jax.jit(masks_lib.mask_dynamics)
     self.previous = None
 
-  def before(self, state):
-    self.previous = jax.tree.map(jnp.copy, transform.get_masks(state.opt_state))
+  def before(self, state) -> float:
+    """Keeps the masks before the update; waits for the state to be ready
+    and returns the time, so that `after` can time the update's step."""
+    self.previous = jax.block_until_ready(
+        jax.tree.map(jnp.copy, transform.get_masks(state.opt_state)))
+    jax.block_until_ready(state.params)
+    return time.perf_counter()
 
-  def after(self, state) -> dict:
+  def after(self, state, t_before: float) -> dict:
+    """The row: counts, overlaps and step_seconds, the wall time of the
+    train step that ran the update (the update included)."""
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - t_before
     out = self._fn(self.previous, transform.get_masks(state.opt_state), self.initial)
-    return {k: v.item() for k, v in jax.device_get(out).items()}
+    return {**{k: v.item() for k, v in jax.device_get(out).items()}, 'step_seconds': seconds}

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import jax
 
-TIMING_KEYS = ('steps_per_sec', 'seconds')
+TIMING_KEYS = ('steps_per_sec', 'seconds', 'step_seconds')
 TB_PREFIX = {'mask_update': 'mask'}   # TensorBoard tag prefix by row kind (default: the kind)
 
 
