@@ -5,7 +5,8 @@ flax-examples / big_vision convention). It usually starts from
 `default_config()` and changes a few fields. Command-line overrides such as
 `--config.sparsity=0.95` or `--config.pruning.schedule=gradual` are applied
 here; `to_settings` then turns the ConfigDict into the frozen dataclasses of
-`sparsejax.settings` (re-exported here) that the rest of the code takes as
+`sparsejax.settings` (re-exported here; single blocks are translated in
+`sparsejax.config_blocks`) that the rest of the code takes as
 arguments. An unknown or misspelled key is an error naming it, both in a
 config file and on the command line. The free-form `options` dicts (model,
 data, pattern) are checked by what consumes them.
@@ -24,9 +25,12 @@ from typing import Any, Mapping
 import ml_collections
 
 from sparsejax import optim
+from sparsejax.config_blocks import (DTYPES, bool_value, choice, distill_settings,  # noqa: F401
+                                     finetune_settings, lottery_settings, optimizer_spec,
+                                     positive)
 from sparsejax.core import registry
 from sparsejax.settings import (CONTROLS, FINETUNE_METHODS, REWINDS, ROW_SCORES,  # noqa: F401
-                                DataSettings, DistillSettings, FinetuneSettings,
+                                ConfigError, DataSettings, DistillSettings, FinetuneSettings,
                                 LotterySettings, MeshSettings, ModelSettings, PruningSettings,
                                 Settings, TrainSettings)
 
@@ -108,10 +112,6 @@ def default_config() -> ml_collections.ConfigDict:
       teacher=None, temperature=None, kd_weight=None, task_weight=None, hidden_weight=None,
       hidden_modules=None))
   return c
-
-
-class ConfigError(ValueError):
-  """A config that cannot be used; the message names the key."""
 
 
 # --- loading and overriding --------------------------------------------------------------
@@ -278,28 +278,6 @@ def _plain(x):
   return x
 
 
-def _bool(key: str, value) -> bool:
-  if not isinstance(value, bool):
-    raise ConfigError(f'config key {key!r} must be True or False, got {value!r}')
-  return value
-
-
-def _positive(name, value, allow_zero=False):
-  if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
-    raise ConfigError(f'config key {name!r} must be a{" non-negative" if allow_zero else " positive"} '
-                      f'integer, got {value!r}')
-  return value
-
-
-DTYPES = ('float32', 'bfloat16', 'float16')
-
-
-def _choice(name, value, choices):
-  if value not in choices:
-    raise ConfigError(f'config key {name!r} must be one of {list(choices)}, got {value!r}')
-  return value
-
-
 def to_settings(config: ml_collections.ConfigDict) -> Settings:
   """The typed settings of a config; raises ConfigError naming a bad key."""
   merged = _merge(default_config().to_dict(), _plain(config))
@@ -324,101 +302,43 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
   return Settings(
       seed=int(merged['seed']),
       data=DataSettings(name=d['name'], options=dict(d['options']),
-                        batch_size=_positive('data.batch_size', d['batch_size']),
-                        eval_batch_size=_positive('data.eval_batch_size', d['eval_batch_size']),
-                        prefetch=_positive('data.prefetch', d['prefetch'], allow_zero=True),
-                        on_device=_choice('data.on_device', d['on_device'],
+                        batch_size=positive('data.batch_size', d['batch_size']),
+                        eval_batch_size=positive('data.eval_batch_size', d['eval_batch_size']),
+                        prefetch=positive('data.prefetch', d['prefetch'], allow_zero=True),
+                        on_device=choice('data.on_device', d['on_device'],
                                           ('auto', 'yes', 'no')),
-                        crop_padding=_positive('data.crop_padding', d['crop_padding'],
+                        crop_padding=positive('data.crop_padding', d['crop_padding'],
                                                allow_zero=True),
-                        flip=bool(d['flip']), shuffle=_bool('data.shuffle', d['shuffle'])),
+                        flip=bool(d['flip']), shuffle=bool_value('data.shuffle', d['shuffle'])),
       model=ModelSettings(name=m['name'], options=dict(m['options'])),
       loss=(str(merged['loss']['name'] or ''), dict(merged['loss']['options'])),
-      optimizer=_optimizer(o),
+      optimizer=optimizer_spec(o),
       pruning=PruningSettings(
           schedule=p['schedule'], sparsity=sparsity, include=p['include'],
           exclude=p['exclude'], min_ndim=int(p['min_ndim']),
           options={k: v for k, v in p.items()
                    if k not in ('schedule', 'include', 'exclude', 'min_ndim') and v is not None}),
       train=TrainSettings(
-          steps=_positive('train.steps', t['steps']),
-          epochs=_positive('train.epochs', t['epochs'], allow_zero=True),
-          log_every=_positive('train.log_every', t['log_every']),
-          eval_every=_positive('train.eval_every', t['eval_every']),
-          checkpoint_every=_positive('train.checkpoint_every', t['checkpoint_every']),
-          keep_checkpoints=_positive('train.keep_checkpoints', t['keep_checkpoints']),
+          steps=positive('train.steps', t['steps']),
+          epochs=positive('train.epochs', t['epochs'], allow_zero=True),
+          log_every=positive('train.log_every', t['log_every']),
+          eval_every=positive('train.eval_every', t['eval_every']),
+          checkpoint_every=positive('train.checkpoint_every', t['checkpoint_every']),
+          keep_checkpoints=positive('train.keep_checkpoints', t['keep_checkpoints']),
           eval_splits=tuple(t['eval_splits']), eval_at_start=bool(t['eval_at_start']),
-          early_stopping=_positive('train.early_stopping', t['early_stopping'],
+          early_stopping=positive('train.early_stopping', t['early_stopping'],
                                    allow_zero=True),
-          optimizer_state=_choice('train.optimizer_state', t['optimizer_state'] or 'dense',
+          optimizer_state=choice('train.optimizer_state', t['optimizer_state'] or 'dense',
                                   ('dense', 'compact')),
-          compute_dtype=_choice('train.compute_dtype', t['compute_dtype'] or 'float32', DTYPES),
-          param_dtype=_choice('train.param_dtype', t['param_dtype'] or 'float32', DTYPES),
-          pack_masks=_bool('train.pack_masks', t['pack_masks'] or False)),
+          compute_dtype=choice('train.compute_dtype', t['compute_dtype'] or 'float32', DTYPES),
+          param_dtype=choice('train.param_dtype', t['param_dtype'] or 'float32', DTYPES),
+          pack_masks=bool_value('train.pack_masks', t['pack_masks'] or False)),
       mesh=MeshSettings(shape=shape, rules=tuple(rules),
-                        fsdp=_bool('mesh.fsdp', mesh['fsdp'] or False)),
-      lottery=_lottery(merged['lottery']),
-      finetune=_finetune(merged['finetune']),
-      distill=_distill(merged['distill']),
+                        fsdp=bool_value('mesh.fsdp', mesh['fsdp'] or False)),
+      lottery=lottery_settings(merged['lottery']),
+      finetune=finetune_settings(merged['finetune']),
+      distill=distill_settings(merged['distill']),
   )
-
-
-def _distill(d: Mapping) -> DistillSettings:
-  """The teacher and the keys set (values are checked by the Distill class);
-  a key set while distillation is off is an error naming it."""
-  teacher = d['teacher']
-  if teacher is None:
-    teacher = ''
-  if not isinstance(teacher, str):
-    raise ConfigError(f"config key 'distill.teacher' must be '', 'start' or a path to "
-                      f'weights, got {teacher!r}')
-  options = {k: v for k, v in d.items() if k != 'teacher' and v is not None}
-  if not teacher and options:
-    key = sorted(options)[0]
-    raise ConfigError(f"config key 'distill.{key}' is set but distillation is off: set "
-                      "'distill.teacher' ('start' or a path to the teacher's weights)")
-  if options.get('hidden_modules') is not None and not options.get('hidden_weight'):
-    raise ConfigError("config key 'distill.hidden_modules' is set but the hidden-state term "
-                      "is off: set 'distill.hidden_weight' > 0")
-  return DistillSettings(teacher=teacher, options=options)
-
-
-def _finetune(f: Mapping) -> FinetuneSettings:
-  for key in ('rows', 'rank', 'score_batches', 'trainable', 'dense_steps'):
-    _positive(f'finetune.{key}', f[key], allow_zero=True)
-  return FinetuneSettings(
-      init_from=str(f['init_from'] or ''),
-      method=_choice('finetune.method', f['method'], FINETUNE_METHODS),
-      targets=str(f['targets'] or ''), head=str(f['head'] or ''), rows=f['rows'],
-      rank=f['rank'], alpha=float(f['alpha']),
-      budget=_choice('finetune.budget', f['budget'], ('per_layer', 'global')),
-      row_score=_choice('finetune.row_score', f['row_score'], ROW_SCORES),
-      score_batches=f['score_batches'],
-      select=_choice('finetune.select', f['select'], ('delta', 'gradient')),
-      dense_steps=f['dense_steps'], trainable=f['trainable'])
-
-
-def _lottery(lot: Mapping) -> LotterySettings:
-  controls = tuple(lot['controls'])
-  for c in controls:
-    if c not in CONTROLS:
-      raise ConfigError(f"config key 'lottery.controls': unknown control {c!r}; "
-                        f'choose from {list(CONTROLS)}')
-  frac = lot['prune_fraction']
-  if not isinstance(frac, (int, float)) or not 0 < frac < 1:
-    raise ConfigError(f"config key 'lottery.prune_fraction' must be in (0, 1), got {frac!r}")
-  sparsities = lot['sparsities']
-  if isinstance(sparsities, (str, Mapping)) or not all(
-      isinstance(v, (int, float)) and not isinstance(v, bool) for v in sparsities):
-    raise ConfigError("config key 'lottery.sparsities' must be a list of numbers, got "
-                      f'{sparsities!r}')
-  return LotterySettings(
-      levels=_positive('lottery.levels', lot['levels'], allow_zero=True),
-      prune_fraction=float(frac), sparsities=tuple(float(v) for v in sparsities),
-      rewind=_choice('lottery.rewind', lot['rewind'], REWINDS),
-      rewind_step=_positive('lottery.rewind_step', lot['rewind_step'], allow_zero=True),
-      controls=controls, control_levels=tuple(int(x) for x in lot['control_levels']),
-      replicates=_positive('lottery.replicates', lot['replicates']))
 
 
 def _merge(base: dict, over: Mapping) -> dict:
@@ -429,15 +349,6 @@ def _merge(base: dict, over: Mapping) -> dict:
     else:
       out[k] = v
   return out
-
-
-def _optimizer(o: Mapping) -> dict:
-  try:
-    spec = optim.resolve_spec(o)
-    optim.build_optimizer(optim.in_steps(spec, 1), 1)   # names and keywords checked now
-    return spec
-  except optim.OptimizerError as e:
-    raise ConfigError(str(e)) from None
 
 
 def settings_hash(config: ml_collections.ConfigDict, length: int = 10) -> str:

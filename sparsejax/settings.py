@@ -11,6 +11,10 @@ from typing import Any, Mapping
 from sparsejax.programs.peft_methods import FinetuneSettings, FINETUNE_METHODS, ROW_SCORES  # noqa: F401
 
 
+class ConfigError(ValueError):
+  """A config that cannot be used; the message names the key."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DataSettings:
   name: str

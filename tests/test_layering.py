@@ -14,7 +14,8 @@ LAYERS = [
     ('sparsejax.models', 2),
     ('sparsejax.train', 3),
     ('sparsejax.programs', 4),
-    ('sparsejax.optim', 5), ('sparsejax.settings', 5), ('sparsejax.config', 5),
+    ('sparsejax.optim', 5), ('sparsejax.settings', 5), ('sparsejax.config_blocks', 5),
+    ('sparsejax.config', 5),
     ('sparsejax.experiment', 6), ('sparsejax.sweep', 6), ('sparsejax.reproduce', 7),
     ('sparsejax.cli', 7),
     ('sparsejax', 0),          # the package's __init__ re-exports the core
