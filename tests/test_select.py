@@ -19,8 +19,10 @@ def reference_topk(scores, k):
   return keep.reshape(np.shape(scores))
 
 
-@pytest.mark.parametrize('seed', [0, 1, 2])
-def test_topk_matches_reference_with_ties(seed):
+@pytest.mark.parametrize('seed,wide', [(0, False), (1, False), (2, True)])
+def test_topk_matches_reference_with_ties(seed, wide, monkeypatch):
+  if wide:   # 16-bit digits (used from WIDE_FROM keys on) on a small array
+    monkeypatch.setattr(select, 'WIDE_FROM', 1)
   rng = np.random.default_rng(seed)
   scores = rng.integers(-3, 4, size=(37, 11)).astype(np.float32)  # many ties
   scores[rng.random(scores.shape) < 0.05] = np.nan
@@ -30,7 +32,7 @@ def test_topk_matches_reference_with_ties(seed):
     np.testing.assert_array_equal(got, reference_topk(scores, k), err_msg=f'k={k}')
 
 
-@pytest.mark.parametrize('shape', [(5, 7, 9), (300,), (2, 3, 4, 5)])
+@pytest.mark.parametrize('shape', [(5, 7, 9), (300,), (2, 3, 4, 5), (1024, 520)])
 def test_ties_broken_by_flat_index_in_any_rank(shape):
   # ties go through the second radix select on flat indices (no ravel or cumsum)
   scores = np.random.default_rng(3).integers(0, 3, size=shape).astype(np.float32)
