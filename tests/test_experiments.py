@@ -21,7 +21,7 @@ EXEMPT = ('lottery_lenet_mnist',)
 
 CHECKED = ('dst_lenet_mnist', 'dst_mnist1d', 'han_lenet_mnist', 'lm_prune_text',
            'pai_lenet_mnist', 'lottery_mnist1d', 'peft_minilm',
-           'peft_mnist_transfer', 'recovery_lenet_mnist', 'rigl_lenet_mnist',
+           'peft_mnist_transfer', 'prune_minilm', 'recovery_lenet_mnist', 'rigl_lenet_mnist',
            'snip_lenet_mnist', 'sweep_resume_demo')
 
 

@@ -207,6 +207,24 @@ def test_unstructured_by_gradient_trains_only_chosen_weights(pretrained, tmp_pat
     np.testing.assert_array_equal(w1[others], w0[others])
 
 
+def test_a_peft_run_directory_loads_as_its_merged_weights(pretrained, peft_run, tmp_path):
+  # `finetune.init_from` / `sparsejax prune --from` a finetune.method run: its
+  # checkpoints hold the method's trainable tree ('all/<leaf>' for 'full'),
+  # which load_weights used to refuse ("has no leaf ...; it has 'all/...'").
+  from sparsejax.train import weights as weights_lib
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                          final(pretrained)['params'])
+  for method in ('full', 'row'):
+    workdir = peft_run(method)[0]
+    params, _ = weights_lib.load_weights(workdir, abstract)
+    merged = dict(np.load(workdir / 'merged.npz'))
+    for path, leaf in tree_lib.leaves_with_paths(params):
+      np.testing.assert_array_equal(leaf, merged[f'params/{path}'])
+  (tmp_path / 'peft.json').write_text('{}')
+  with pytest.raises(ckpt_lib.CheckpointError, match='without its merged.npz'):
+    weights_lib.load_weights(tmp_path, abstract)
+
+
 # --- PEFT deltas: only what was trained, merged back onto the base ----------------
 
 def test_row_delta_holds_only_trained_parts_and_merges_bitwise(pretrained, peft_run, tmp_path):

@@ -23,6 +23,15 @@ def load_weights(path, abstract_params: PyTree, abstract_model_state: PyTree | N
   path = pathlib.Path(path).expanduser()
   if not path.exists():
     raise ckpt_lib.CheckpointError(f'finetune.init_from: {path} does not exist')
+  if path.is_dir() and (path / 'peft.json').is_file():
+    # A `finetune.method` run (row, LoRA, unstructured, full): its checkpoints
+    # hold the method's trainable tree (deltas, factors, 'all/<leaf>'), not
+    # the model's params; the fine-tuned model is the merged.npz it ends with.
+    if not (path / 'merged.npz').is_file():
+      raise ckpt_lib.CheckpointError(
+          f'{path} is a parameter-efficient fine-tuning run without its merged.npz (written '
+          'when the run ends); finish the run, or merge its delta (sparsejax merge)')
+    path = path / 'merged.npz'
   if path.is_dir():
     state = ckpt_lib.restore_raw(step_dir(path))
     params, model_state = state['params'], state.get('model_state') or {}
