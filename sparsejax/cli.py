@@ -144,13 +144,13 @@ def _finetune(args, overrides) -> int:
 
 
 def _prune(args, overrides) -> int:
-  from sparsejax import config as config_lib, experiment
+  from sparsejax import config as config_lib, prune_run
   config = config_lib.apply_overrides(config_lib.load_config(args.config), overrides)
   options = {k: v for k, v in (('percdamp', args.percdamp), ('blocksize', args.blocksize))
              if v is not None}
   if options and args.method != 'sparsegpt':
     raise config_lib.ConfigError(f'--{next(iter(options))} applies to sparsegpt only')
-  report = experiment.run_prune(config, args.workdir, method=args.method,
+  report = prune_run.run_prune(config, args.workdir, method=args.method,
                                 sparsity=args.sparsity, nm=args.nm,
                                 calibration=args.calibration, init_from=args.init_from,
                                 options=options)

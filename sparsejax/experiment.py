@@ -265,14 +265,14 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, mesh=None,
     task = _wrap('run settings', task.replace, **changes)
   if task.distill is not None and not (start is not None and
                                        config_lib.to_settings(config).distill.teacher == 'start'):
-    run = _wrap_setup(loop.build, task.replace(schedule=schedules.Dense(), distill=None))
+    run = wrap_setup(loop.build, task.replace(schedule=schedules.Dense(), distill=None))
     task = with_teacher(config, task, run.abstract)
-  result = _wrap_setup(loop.train, task, workdir, start=start, snapshots=snapshots,
+  result = wrap_setup(loop.train, task, workdir, start=start, snapshots=snapshots,
                        record=record(config), progress=progress, mesh=mesh)
   return {**result.summary, 'settings_hash': config_lib.settings_hash(config)}
 
 
-def _wrap_setup(fn, *args, **kwargs):
+def wrap_setup(fn, *args, **kwargs):
   """Runs a program; setup and schedule errors become ConfigErrors (one CLI line)."""
   try:
     return fn(*args, **kwargs)
@@ -337,11 +337,11 @@ def build_lottery(config):
 def run_lottery(config, workdir, *, progress: bool = False, log=print) -> list[dict]:
   from sparsejax.programs import lottery as lottery_lib
   task, spec = build_lottery(config)
-  _wrap_setup(loop.build, task)          # setup errors before any folder is made
+  wrap_setup(loop.build, task)          # setup errors before any folder is made
   root = lottery_dir(config, workdir)
   root.mkdir(parents=True, exist_ok=True)
   (root / 'lottery.json').write_text(config_lib.to_json(config) + '\n')
-  return _wrap_setup(lottery_lib.run_lottery, task, root, spec, progress=progress,
+  return wrap_setup(lottery_lib.run_lottery, task, root, spec, progress=progress,
                      record=record(config), log=log)
 
 
@@ -363,14 +363,14 @@ def run_finetune(config, workdir, *, progress: bool = False) -> dict:
       raise ConfigError(f"finetune.method {f.method!r} trains a part of the model and "
                         "keeps no masks: leave pruning.schedule 'dense' and sparsity 0")
     task = build_task(config)
-    return _wrap_setup(peft.run_peft, task, f, workdir, progress=progress,
+    return wrap_setup(peft.run_peft, task, f, workdir, progress=progress,
                        record=record(config))
   task = build_task(config)
-  run = _wrap_setup(loop.build, task.replace(schedule=schedules.Dense(), distill=None))
+  run = wrap_setup(loop.build, task.replace(schedule=schedules.Dense(), distill=None))
   task = with_teacher(config, task, run.abstract, init_from=f.init_from)
   params, model_state = weights_lib.load_weights(f.init_from, run.abstract.params,
                                                  run.abstract.model_state)
-  return _wrap_setup(finetune_lib.prune_then_finetune, task, params, workdir,
+  return wrap_setup(finetune_lib.prune_then_finetune, task, params, workdir,
                      model_state=model_state, progress=progress, record=record(config))
 
 
@@ -390,88 +390,3 @@ def verify_export(workdir, export_dir, batch: int = 128) -> float:
   params, model_state, _ = results_lib.final_weights(workdir)
   x = dataset.test.get(np.arange(min(batch, len(dataset.test))))[0]
   return export.verify(model.apply, params, model_state, x, export_dir, train=False)
-
-
-# --- post-training pruning ------------------------------------------------------------------
-
-def run_prune(config, workdir, *, method: str, sparsity: float | None = None, nm=None,
-              calibration: int = 128, init_from: str | None = None,
-              options: dict | None = None, evaluate: bool = True, log=print) -> dict:
-  """Post-training pruning (`sparsejax.posttrain`) of the config's model, loaded
-  from `init_from` (default `finetune.init_from`: a run, checkpoint, .npz /
-  .safetensors, or 'minilm'), with the first `calibration` training examples
-  as calibration data. Writes `workdir/state` (params and masks; what
-  `finetune.init_from=workdir` with `pruning.schedule='fixed'` loads, and
-  `load_pruned` reads) and `workdir/prune.json`; returns the report, with the
-  dense and pruned evaluation under 'eval'."""
-  import json
-  import pathlib
-  import time
-  import flax.linen as nn
-  import jax
-  import numpy as np
-  import orbax.checkpoint as ocp
-  from sparsejax import posttrain
-  from sparsejax.models.bert import PAD_ID
-  from sparsejax.data import base as data_base
-  from sparsejax.train import evaluation, weights as weights_lib
-  s = config_lib.to_settings(config)
-  init_from = init_from or s.finetune.init_from
-  if not init_from:
-    raise ConfigError("post-training pruning needs trained weights: give --from or set "
-                      "'finetune.init_from'")
-  task = build_task(config)   # (a distill block is for the fine-tuning that follows)
-  run = _wrap_setup(loop.build, task.replace(schedule=schedules.Dense(), distill=None))
-  if not isinstance(task.model, nn.Module):
-    raise ConfigError(f'post-training pruning takes a Flax Linen model; {s.model.name!r} '
-                      'is not one')
-  if init_from == 'minilm':
-    from sparsejax.models import safetensors_io
-    params, _, _ = safetensors_io.load_minilm(num_classes=task.dataset.num_classes,
-                                              seed=s.seed)
-    tree_lib.check_same_structure(params, run.abstract.params, 'the MiniLM weights')
-    model_state = {}
-  else:
-    params, model_state = weights_lib.load_weights(init_from, run.abstract.params,
-                                                   run.abstract.model_state)
-  train = task.dataset.train
-  if not 0 < calibration <= len(train):
-    raise ConfigError(f'calibration={calibration} examples: the train split has {len(train)}')
-  size = min(task.batch_size, calibration)
-  batches = [train.get(data_base.batch_indices(len(train), size, task.seed, i)[
-      :calibration - i * size])[0] for i in range(-(-calibration // size))]
-  valid = (lambda x: x != PAD_ID) if isinstance(task.model, models.BertEncoder) else None
-  start = time.perf_counter()
-  pruned, masks, report = posttrain.prune_model(
-      task.model, params, batches, method, sparsity=sparsity, nm=nm,
-      model_state=model_state or None, rule=task.rule, valid_tokens=valid, options=options,
-      log=log)
-  report['from'] = str(init_from)
-  report['wall_seconds'] = time.perf_counter() - start
-  if evaluate:
-    eval_fn = jax.jit(task.eval_sums)
-    report['eval'] = {
-        name: {split: evaluation.evaluate(task, run.mesh, p, model_state or {}, eval_fn, split)
-               for split in task.eval_splits}
-        for name, p in (('dense', params), ('pruned', pruned))}
-  workdir = pathlib.Path(workdir).absolute()
-  workdir.mkdir(parents=True, exist_ok=True)
-  tree = {'params': jax.device_get(pruned), 'masks': jax.device_get(masks)}
-  if model_state:
-    tree['model_state'] = jax.device_get(model_state)
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(workdir / 'state', tree, force=True)
-    ckptr.wait_until_finished()
-  (workdir / 'prune.json').write_text(json.dumps(
-      {'config': config_lib.plain(config), 'report': report}, indent=1,
-      default=lambda x: np.asarray(x).tolist()) + '\n')
-  return report
-
-
-def load_pruned(workdir) -> tuple[Any, Any]:
-  """(params, masks) that `run_prune` wrote, as numpy; `FixedMask(masks=masks)`
-  fine-tunes with exactly that mask."""
-  import pathlib
-  from sparsejax.train import checkpoint as ckpt_lib
-  tree = ckpt_lib.restore_raw(pathlib.Path(workdir) / 'state')
-  return tree['params'], tree['masks']

@@ -15,7 +15,7 @@ import optax
 import pytest
 
 import sparsejax as sj
-from sparsejax import config as config_lib, experiment
+from sparsejax import config as config_lib, experiment, prune_run
 from sparsejax.core import tree as tree_lib
 from sparsejax.data import ArraySource, Dataset
 from sparsejax.models.mlp import MLP
@@ -230,7 +230,7 @@ def tiny(tmp_path_factory):
   params = model.init(jax.random.key(0), jnp.zeros((1, 16)))['params']
   weights_lib.write_npz(root / 'trained.npz', params)
   config = config_lib.load_config(root / 'config.py')
-  experiment.run_prune(config, root / 'pruned', method='magnitude', nm='2:4',
+  prune_run.run_prune(config, root / 'pruned', method='magnitude', nm='2:4',
                        calibration=16, init_from=str(root / 'trained.npz'), evaluate=False,
                        log=lambda *a: None)
   return root, config, params
@@ -252,7 +252,7 @@ def test_prune_workdir_then_fixed_mask_distillation_from_config(tiny, tmp_path):
           if r['kind'] == 'train' and 'kd_loss' in r]
   assert len(rows) == 6 and all(r['hidden_loss'] >= 0 for r in rows)
   assert rows[0]['kd_loss'] > 0          # the pruned student differs from its teacher
-  _, masks = experiment.load_pruned(root / 'pruned')
+  _, masks = prune_run.load_pruned(root / 'pruned')
   final, _, _ = weights_lib.final_weights(tmp_path)
   flat = dict(tree_lib.leaves_with_paths(final))
   for path, m in tree_lib.leaves_with_paths(masks):

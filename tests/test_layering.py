@@ -16,7 +16,7 @@ LAYERS = [
     ('sparsejax.programs', 4),
     ('sparsejax.optim', 5), ('sparsejax.settings', 5), ('sparsejax.config_blocks', 5),
     ('sparsejax.config', 5),
-    ('sparsejax.experiment', 6), ('sparsejax.sweep', 6), ('sparsejax.reproduce', 7),
+    ('sparsejax.experiment', 6), ('sparsejax.prune_run', 6), ('sparsejax.sweep', 6), ('sparsejax.reproduce', 7),
     ('sparsejax.cli', 7),
     ('sparsejax', 0),          # the package's __init__ re-exports the core
 ]

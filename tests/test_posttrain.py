@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparsejax import cli, experiment
+from sparsejax import cli, experiment, prune_run
 from sparsejax.core import masks as masks_lib, schedules, tree as tree_lib
 from sparsejax.models.bert import BertEncoder
 from sparsejax.models.transformer import TransformerDecoder, TransformerEncoder
@@ -225,7 +225,7 @@ def test_cli_writes_a_checkpoint_that_fixed_mask_fine_tuning_loads(tmp_path, cap
                    'sparsegpt', '--nm', '2:4', '--calibration', '40',
                    '--from', str(tmp_path / 'trained.npz')]) == 0
   assert 'sparsegpt 2:4: 12 matrices pruned' in capsys.readouterr().out
-  pruned, masks = experiment.load_pruned(out)
+  pruned, masks = prune_run.load_pruned(out)
   # What `finetune.init_from=<out>` reads, checked against the model's structure.
   loaded, _ = weights_lib.load_weights(out, jax.eval_shape(lambda: params))
   for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(pruned)):

@@ -259,7 +259,7 @@ def distill_check(root: pathlib.Path) -> list[dict]:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from sparsejax import config as config_lib, experiment
+  from sparsejax import config as config_lib, experiment, prune_run
   from sparsejax.train import distill, weights as weights_lib
   s = config_lib.to_settings(config_lib.load_config(f'{CONFIG}:prune'))
   ds = experiment.build_dataset(s.data)
@@ -273,7 +273,7 @@ def distill_check(root: pathlib.Path) -> list[dict]:
   for method in METHODS:
     for target in TARGETS:
       name = slug(method, target)
-      models = {'pruned': experiment.load_pruned(root / f'prune_{name}')[0]}
+      models = {'pruned': prune_run.load_pruned(root / f'prune_{name}')[0]}
       for kind in KINDS:
         if (root / f'{kind}_{name}' / 'summary.json').exists():
           models[kind] = weights_lib.final_weights(root / f'{kind}_{name}')[0]
