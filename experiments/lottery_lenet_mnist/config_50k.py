@@ -4,8 +4,8 @@ level, evaluation every 100 iterations on the 5k validation and 10k test
 images, Adam 1.2e-3, batch 60, 20% of the remaining weights pruned per level
 (10% of the output layer's), rewind to the initial weights, random
 re-initialisation with the ticket's mask as the control. 15 levels (to 3.6%
-of the weights). One seed per command; the README's table pools
-`--config ...:0` and `...:1`.
+of the weights). One seed per command; the README records seed 0
+(`sparsejax reproduce lottery_lenet_mnist`).
 
   sparsejax lottery --config experiments/lottery_lenet_mnist/config_50k.py:0 --workdir runs/lt50k
 """
