@@ -19,7 +19,8 @@ _spec.loader.exec_module(check_numbers)
 EXEMPT = ()
 
 CHECKED = ('dst_lenet_mnist', 'dst_mnist1d', 'han_lenet_mnist', 'lm_prune_text',
-           'lottery_lenet_mnist', 'pai_lenet_mnist', 'lottery_mnist1d', 'peft_minilm',
+           'gpt2_small_fsdp', 'lottery_lenet_mnist', 'pai_lenet_mnist', 'lottery_mnist1d',
+           'peft_minilm',
            'peft_mnist_transfer', 'prune_minilm', 'recovery_lenet_mnist', 'rigl_lenet_mnist',
            'snip_lenet_mnist', 'sweep_resume_demo')
 
