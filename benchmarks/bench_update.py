@@ -340,6 +340,19 @@ def print_result(case: Case, res: Result):
       print(f'| {name} | {sec * 1e3:.3f} | {sec * 1e3 / (res.n_prunable / 1e6):.3f} |')
 
 
+def print_costs(case: Case):
+  """Section 4 alone: one mask update of each dynamic schedule."""
+  grads = jax.grad(case.loss)(case.params, case.x, case.y)
+  scheds = schedules(case.params, modes=('separate',))
+  n = sum(int(np.prod(m.shape)) for m in jax.tree.leaves(
+      scheds['rigl (separate)'][0].init(case.params)[0]))
+  print(f'\n{case.label} ({n:,} prunable weights)')
+  print('| one mask update (+ moment reset), jitted | ms | ms per million prunable |')
+  print('|---|---|---|')
+  for name, sec in update_costs(case.params, grads, scheds).items():
+    print(f'| {name} | {sec * 1e3:.3f} | {sec * 1e3 / (n / 1e6):.3f} |')
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -349,6 +362,8 @@ def main(argv=None):
   parser.add_argument('--modes', default=','.join(MODES), help='in_step, separate or both')
   parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
   parser.add_argument('--no-costs', action='store_true', help='skip the update timings (4.)')
+  parser.add_argument('--costs-only', action='store_true',
+                      help='only the update timings (4.), no train steps')
   args = parser.parse_args(argv)
   names, modes = args.models.split(','), tuple(args.modes.split(','))
   bad = [n for n in names if n not in CASES] + [m for m in modes if m not in MODES]
@@ -360,7 +375,10 @@ def main(argv=None):
   t0 = time.perf_counter()
   for name in names:
     case = CASES[name](dtype=args.dtype)
-    print_result(case, bench_model(case, args.rounds, modes, costs=not args.no_costs))
+    if args.costs_only:
+      print_costs(case)
+    else:
+      print_result(case, bench_model(case, args.rounds, modes, costs=not args.no_costs))
   print(f'\nload at end {os.getloadavg()[0]:.2f}; {time.perf_counter() - t0:.0f} s in all')
   return 0
 
