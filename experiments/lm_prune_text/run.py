@@ -28,21 +28,19 @@ entropy (nats) over every position of the test split's windows.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import pathlib
-import re
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE.parent))   # experiments/pipeline_tools.py
 
+from pipeline_tools import parse_time_v, run, slug, sparsejax_bin, write_csv  # noqa: E402
 from sparsejax.reproduce import Claim, claims_table  # noqa: E402
 
 CONFIG = HERE / 'config.py'
@@ -61,41 +59,6 @@ PAPER = {'dense': 5.12, ('magnitude', '50%'): 14.89, ('sparsegpt', '50%'): 6.51,
 KINDS = {'ft': 'finetune', 'kd': 'distill', 'kd1': 'distill_t1'}
 SGPT_SLACK = 1.02    # SparseGPT's perplexity at most 1.02 x Wanda's
 WELL_BELOW = 0.5     # a calibrated method's increase over dense at most half magnitude's
-
-
-def sparsejax_bin() -> str:
-  found = pathlib.Path(sys.executable).parent / 'sparsejax'
-  return str(found) if found.exists() else 'sparsejax'
-
-
-def slug(method: str, target: str) -> str:
-  return f"{method}_{target.replace('%', '').replace(':', 'of')}"
-
-
-def run(cmd: list[str], log: pathlib.Path, commands: list[str]) -> float:
-  """Runs `cmd` from the repository root, output to `log`; returns wall seconds."""
-  shown = ' '.join(shlex.quote(c) for c in cmd)
-  commands.append(shown)
-  print(f'$ {shown}', flush=True)
-  start = time.perf_counter()
-  with open(log, 'w') as f:
-    rc = subprocess.call(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
-  seconds = time.perf_counter() - start
-  if rc:
-    raise SystemExit(f'exit status {rc} after {seconds:.0f} s; see {log}')
-  print(f'  done in {seconds:.0f} s', flush=True)
-  return seconds
-
-
-def parse_time_v(path: pathlib.Path) -> dict:
-  """Peak RSS (MiB) and wall seconds from a `/usr/bin/time -v` report."""
-  text = path.read_text()
-  rss = int(re.search(r'Maximum resident set size \(kbytes\): (\d+)', text).group(1))
-  wall = re.search(r'Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)', text).group(1)
-  seconds = 0.0
-  for part in wall.split(':'):
-    seconds = 60 * seconds + float(part)
-  return {'peak_rss_mib': rss / 1024, 'command_wall_s': seconds}
 
 
 def unigram_test_loss() -> float:
@@ -348,14 +311,6 @@ def claims(base: dict, rows: list[dict]) -> list[Claim]:
               f"{r[f'{k}_ppl']:.2f}" if f'{k}_ppl' in r else 'not run' for k in KINDS),
           '-', None))
   return out
-
-
-def write_csv(path: pathlib.Path, rows: list[dict]) -> None:
-  columns = list(dict.fromkeys(k for r in rows for k in r))
-  with open(path, 'w', newline='') as f:
-    writer = csv.DictWriter(f, columns)
-    writer.writeheader()
-    writer.writerows(rows)
 
 
 def main(argv=None) -> int:

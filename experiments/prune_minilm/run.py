@@ -26,21 +26,20 @@ programs: fine-tune, then prune from the fine-tuned run). It calls the
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import pathlib
-import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE.parent))   # experiments/pipeline_tools.py
 
+from pipeline_tools import parse_time_v, run, slug, sparsejax_bin, write_csv  # noqa: E402
 from sparsejax.reproduce import Claim, claims_table  # noqa: E402
 
 CONFIG = HERE / 'config.py'
@@ -63,39 +62,6 @@ MAGNITUDE_MIN_LOSS = 5.0   # ... and magnitude must lose at least 4 test example
                            # "well above" to be measurable at all
 PEFT_FULL = 87.08      # experiments/peft_minilm: full fine-tuning, same settings, 3 seeds
 PEFT_SLACK = 2.5       # our dense mean within two test examples of it
-
-
-def sparsejax_bin() -> str:
-  found = pathlib.Path(sys.executable).parent / 'sparsejax'
-  return str(found) if found.exists() else 'sparsejax'
-
-
-def slug(method: str, target: str) -> str:
-  return f"{method}_{target.replace('%', '').replace(':', 'of')}"
-
-
-def run(cmd: list[str], log: pathlib.Path) -> float:
-  """Runs `cmd` from the repository root, output to `log`; returns wall seconds."""
-  print(f"$ {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
-  start = time.perf_counter()
-  with open(log, 'w') as f:
-    rc = subprocess.call(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
-  seconds = time.perf_counter() - start
-  if rc:
-    raise SystemExit(f'exit status {rc} after {seconds:.0f} s; see {log}')
-  print(f'  done in {seconds:.0f} s', flush=True)
-  return seconds
-
-
-def parse_time_v(path: pathlib.Path) -> dict:
-  """Peak RSS (MiB) and wall seconds from a `/usr/bin/time -v` report."""
-  text = path.read_text()
-  rss = int(re.search(r'Maximum resident set size \(kbytes\): (\d+)', text).group(1))
-  wall = re.search(r'Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)', text).group(1)
-  seconds = 0.0
-  for part in wall.split(':'):
-    seconds = 60 * seconds + float(part)
-  return {'peak_rss_mib': rss / 1024, 'command_wall_s': seconds}
 
 
 def commands_of(root: pathlib.Path, seed: int, retrain: bool
@@ -360,14 +326,6 @@ def input_norm_spread(root: pathlib.Path, seed: int = 0) -> list[dict]:
                  'top1_share_of_sq_norm': float(v.max() / v.sum()),
                  'coefficient_of_variation': float(norms.std() / norms.mean())})
   return rows
-
-
-def write_csv(path: pathlib.Path, rows: list[dict]) -> None:
-  columns = list(dict.fromkeys(k for r in rows for k in r))
-  with open(path, 'w', newline='') as f:
-    writer = csv.DictWriter(f, columns)
-    writer.writeheader()
-    writer.writerows(rows)
 
 
 def main(argv=None) -> int:
