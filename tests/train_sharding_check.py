@@ -111,7 +111,7 @@ def _check_lm(tmp, one):
   c = config_lib.apply_overrides(
       config_lib.load_config(f'{ROOT}/configs/gpt2_small_text.py:tiny'),
       {'train.steps': 20, 'train.log_every': 5, 'train.eval_every': 20,
-       'train.checkpoint_every': 20, 'pruning.every': 5})
+       'train.checkpoint_every': 20, 'pruning.every': 5, 'pruning.end': 15})
   s1 = experiment.train_and_evaluate(c, f'{tmp}/lm_one', progress=False, mesh=one)
   s8 = experiment.train_and_evaluate(c, f'{tmp}/lm_mesh', progress=False)
   loss = {k: np.array([r['loss'] for r in metrics_lib.read_rows(f'{tmp}/lm_{k}/metrics.jsonl')

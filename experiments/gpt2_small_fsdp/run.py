@@ -72,7 +72,8 @@ def main(argv=None):
   config = config_lib.load_config(f'{REPO}/configs/gpt2_small_text.py:{args.size}')
   config = config_lib.apply_overrides(config, {
       'train.steps': args.steps, 'train.eval_every': args.steps,
-      'train.checkpoint_every': min(100, args.steps), 'pruning.every': args.every})
+      'train.checkpoint_every': min(100, args.steps), 'pruning.every': args.every,
+      'pruning.end': int(0.75 * args.steps)})
   task = experiment.build_task(config)
   t0 = time.perf_counter()
   result = loop.train(task, args.workdir, record=experiment.record(config), progress=False)
