@@ -6,7 +6,9 @@ histogram passes) against 16-bit digits (2 passes), by leaf size.
 `select.WIDE_FROM` picks the width by the number of keys; this prints the
 median time of both widths on leaves from a LeNet kernel (784x300) to a
 4M-weight one, interleaved in one process (only the ratio in one run means
-anything), and checks that both give the same threshold.
+anything), and checks that both give the same threshold. `--sort` adds the
+threshold read off a full sort of the keys (`jnp.sort`, what a GPU may do
+faster than histograms) and `--big` a 4096x3072 leaf (12.6M weights).
 """
 
 from __future__ import annotations
@@ -43,17 +45,23 @@ def threshold_fn(k: int, wide: bool):
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   ap.add_argument('--rounds', type=int, default=15)
+  ap.add_argument('--sort', action='store_true', help='also time a sort-based threshold')
+  ap.add_argument('--big', action='store_true', help='also a 4096x3072 leaf')
   args = ap.parse_args(argv)
+  shapes = SHAPES + (((4096, 3072),) if args.big else ())
   print(f'{platform.machine()}, {jax.devices()[0].platform}, jax {jax.__version__}; '
         f'WIDE_FROM = {select.WIDE_FROM:,} keys')
-  print('| leaf | weights | 8-bit x4 ms | 16-bit x2 ms | 16-bit / 8-bit | used |')
-  print('|---|---|---|---|---|---|')
-  for shape in SHAPES:
+  sort_cols = ' sort ms | sort / used |' if args.sort else ''
+  print('| leaf | weights | 8-bit x4 ms | 16-bit x2 ms | 16-bit / 8-bit | used |' + sort_cols)
+  print('|---|---|---|---|---|---|' + ('---|---|' if args.sort else ''))
+  for shape in shapes:
     keys = select.ordered_keys(jax.random.normal(jax.random.key(0), shape))
     n = keys.size
     k = n // 10
     fns = {w: threshold_fn(k, w) for w in (False, True)}
-    assert int(fns[False](keys)) == int(fns[True](keys))
+    if args.sort:
+      fns['sort'] = jax.jit(lambda keys, k=k: jax.numpy.sort(keys.ravel())[keys.size - k])
+    assert len({int(fn(keys)) for fn in fns.values()}) == 1
     times = {w: [] for w in fns}
     for _ in range(args.rounds):
       for w, fn in fns.items():
@@ -62,8 +70,12 @@ def main(argv=None):
         times[w].append(1e3 * (time.perf_counter() - t))
     narrow, wide = statistics.median(times[False]), statistics.median(times[True])
     used = '16-bit' if n >= select.WIDE_FROM else '8-bit'
+    extra = ''
+    if args.sort:
+      by_sort = statistics.median(times['sort'])
+      extra = f' {by_sort:.2f} | {by_sort / (wide if used == "16-bit" else narrow):.2f} |'
     print(f'| {shape[0]}x{shape[1]} | {n:,} | {narrow:.2f} | {wide:.2f} | {wide / narrow:.2f} '
-          f'| {used} |')
+          f'| {used} |' + extra)
 
 
 if __name__ == '__main__':

@@ -7,10 +7,14 @@ kernels split over 'model' and, with mesh.fsdp, every param also split over
 'data' (FSDP); loss curves, params, masks and optimizer state must agree
 within float tolerance, and the sharded state must keep the shardings the
 rules ask for. The mask update must add no all-gather to the step (RigL
-selects shard by shard), nor may global pruning of the sharded params. Then
-a small version of the GPT-2-small run (causal LM, bf16, remat, packed
-masks, RigL, FSDP over 8 devices) against one device, with
-SPARSEJAX_LM_SHARDING_CHECK=1 (see main: off in the default suite).
+selects shard by shard), nor may global pruning of the sharded params. The
+same run with packed masks (train.pack_masks) must end as the unpacked one
+does, with the bits split like their params' leading dimension (1/N per
+device; on 8 devices, replicated where FSDP split another dimension) and no
+all-gather of a whole leaf in the mask update. Then a small version of the
+GPT-2-small run (causal LM, bf16, remat, packed masks, RigL, FSDP over 8
+devices) against one device, with SPARSEJAX_LM_SHARDING_CHECK=1 (see main:
+off in the default suite).
 """
 
 import os
@@ -22,6 +26,7 @@ import jax
 import numpy as np
 
 from sparsejax import experiment
+from sparsejax.core import tree as tree_lib
 from sparsejax.core.prune import prune as sj_prune
 from sparsejax import config as config_lib
 from sparsejax.train import checkpoint as ckpt_lib, inspection, loop
@@ -99,6 +104,7 @@ def main():
                       jax.eval_shape(lambda: loop.initial_state(run)).params).compile().as_text()
     assert 'all-gather' not in hlo, 'global pruning of sharded params all-gathers'
     print('global magnitude pruning of the FSDP-sharded params: no all-gather')
+    _check_packed(tmp, mesh, rules, l1, a)
     # Opt-in: under load (the 2-core CI with another test worker) XLA's CPU
     # in-process all-to-all among 8 fake devices once hung past its 40 s
     # rendezvous timeout and aborted the process; it passed 3 runs of 4.
@@ -136,9 +142,67 @@ def _check_lm(tmp, one):
         f'{100 * min(same.values()):.2f}% of each leaf, {s8["active"]} active on both')
 
 
+def _check_packed(tmp, mesh, rules, l1, a):
+  """Packed masks (train.pack_masks) under FSDP: the bits follow their param's
+  split of its leading dimension (sharding.packed_sharding), so each device
+  holds 1/N of them, and training gives what the unpacked 1-device run gives
+  (`l1` its losses, `a` its restored state)."""
+  c = config_lib.apply_overrides(config(rules, True), {'train.pack_masks': True})
+  result = loop.train(experiment.build_task(c).replace(eval_splits=()), f'{tmp}/packed',
+                      progress=False, mesh=mesh, log=lambda text: None)   # no eval: not compared
+  loss = np.array([r['loss'] for r in metrics_lib.read_rows(f'{tmp}/packed/metrics.jsonl')
+                   if r['kind'] == 'train'])
+  np.testing.assert_allclose(loss, l1, rtol=1e-4, atol=1e-5)
+  state = result.state
+  one, got = dict(tree_lib.leaves_with_paths(a)), dict(tree_lib.leaves_with_paths(state))
+  packed = _masks({'opt_state': state.opt_state, 'params': state.params})
+  assert sorted(packed) == ['hidden_0/kernel', 'hidden_1/kernel', 'output/kernel'], sorted(packed)
+  for path, (param, mask) in packed.items():
+    assert np.array_equal(mask, np.asarray(one.pop(f'opt_state/masks/{path}'))), (
+        f'packed mask {path} differs from the unsharded run')
+    assert np.all(param[~mask] == 0), f'{path}: a pruned weight is not exactly zero'
+  for path, x in one.items():   # params, moments, counters
+    np.testing.assert_allclose(np.asarray(got[path]), np.asarray(x), rtol=1e-4, atol=1e-5,
+                               err_msg=path)
+  # Every kernel has 'data' on its leading dimension here (the rules put 'model'
+  # on the other one): its bits are split over 'data', whole rows per device.
+  n = mesh.shape['data']
+  bits = {p: x for p, x in got.items() if p.endswith('/bits')}
+  assert len(bits) == 3, sorted(bits)
+  for path, x in bits.items():
+    assert x.addressable_shards[0].data.nbytes * n == x.nbytes, (path, x.sharding)
+  # The mask update all-gathers no whole leaf (replicated bits made it gather
+  # every leaf's new mask to pack it); it gathers each new mask over 'model'
+  # only (half a leaf here), to pack whole rows.
+  gathers = _all_gathers(loop.build(experiment.build_task(c), mesh), True)
+  whole = {f'u8[{x.size}]' for x in bits.values()} | {
+      'pred[{}]'.format(','.join(map(str, p.shape))) for p in jax.tree.leaves(state.params)}
+  assert not whole & set(gathers), f'the packed mask update all-gathers whole leaves: {gathers}'
+  held = sum(x.addressable_shards[0].data.nbytes for x in bits.values())
+  print(f'packed masks on the 2x4 mesh: {held} of {sum(x.nbytes for x in bits.values())} bytes '
+        f'per device, losses, masks and state as on one device; the mask update\'s all-gathers: '
+        f'{dict(gathers)}')
+  # FSDP over all 8 devices: 1/8 of the bits per device, except where FSDP
+  # split a kernel along another dimension than its leading one (hidden_0,
+  # (40, 64), is split along 64): those bits are replicated (the fallback).
+  run8 = loop.build(experiment.build_task(config_lib.apply_overrides(
+      c, {'mesh.rules': (), 'data.batch_size': 96})), sharding_lib.make_mesh((8, 1)))
+  P = jax.sharding.PartitionSpec
+  assert run8.state_sh.params['hidden_0']['kernel'].spec == P(None, 'data')
+  per = {}
+  for (path, x), (_, sh) in zip(tree_lib.leaves_with_paths(run8.abstract.opt_state),
+                                tree_lib.leaves_with_paths(run8.state_sh.opt_state)):
+    if path.endswith('/bits'):
+      x = jax.device_put(np.zeros(x.shape, x.dtype), sh)
+      per[path] = (x.addressable_shards[0].data.nbytes, x.nbytes)
+  assert per == {'masks/hidden_0/kernel/bits': (320, 320),
+                 'masks/hidden_1/kernel/bits': (512 // 8, 512),
+                 'masks/output/kernel/bits': (80 // 8, 80)}, per
+  print(f'packed masks under FSDP over 8 devices (bytes per device, in all): {per}')
+
+
 def _masks(raw) -> dict:
   """{param path: (param, bool mask)} from a restored state with packed masks."""
-  from sparsejax.core import tree as tree_lib
   bits = {p[:-len('/bits')]: np.asarray(m) for p, m in tree_lib.leaves_with_paths(raw['opt_state'])
           if p.endswith('/bits')}
   out = {}

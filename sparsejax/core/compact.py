@@ -40,8 +40,8 @@ Which inner optimizers give the same result as the dense-state path
 The indices live in the state (`CompactMaskedState.indices`), so they are
 checkpointed and donated with it and not baked into the compiled program as
 constants; count them when comparing memory. The compact vectors are not
-sharded like the params (they carry no layout of their own): on several
-devices they follow whatever sharding jit gives them.
+sharded like the params (they carry no layout of their own): the training
+loop replicates them on a mesh (sparsejax/train/sharding.py says why).
 """
 
 from __future__ import annotations

@@ -146,8 +146,22 @@ class Schedule:
     """Hashable, and equal for two schedules whose train steps trace to the
     same program, so the loop may reuse compiled programs across runs (IMP
     levels and their controls); None (the default) when that is not known,
-    and every run compiles its own."""
+    and every run compiles its own. What it leaves out must be read only by
+    `init`, and be returned by `init_data`: the loop shares the compiled
+    initialisation too, with that data as its argument."""
     return None
+
+  def init_data(self) -> PyTree:
+    """The arrays `init` reads that `program_key` leaves out (FixedMask's
+    masks), None when there are none: the loop passes them to the compiled
+    initialisation as an argument, not as constants of its program."""
+    return None
+
+  def with_init_data(self, data: PyTree) -> 'Schedule':
+    """This schedule with `data` (traced, as `init_data` gives it) in place of
+    its init data."""
+    del data
+    return self
 
   def rewind_target(self, masks, state):
     raise TypeError(f'{type(self).__name__} does not rewind (rewinds is False)')
@@ -381,6 +395,12 @@ class FixedMask(Schedule):
 
   def update_steps(self, total):
     return []
+
+  def init_data(self):
+    return self.masks
+
+  def with_init_data(self, data):
+    return self if data is None else dataclasses.replace(self, masks=data)
 
   def init(self, params, rule=tree_lib.DEFAULT_RULE):
     if self.masks is None:

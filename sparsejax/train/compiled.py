@@ -4,7 +4,8 @@ A lottery trains many runs of the same shapes whose masks live in the state
 (its levels and controls): they compile to the same train, eval and density
 programs. `programs(run, ...)` returns those of an earlier run with the same
 `program_key` (jit then finds its compiled executables: no tracing, no
-compiling), or builds them. `run` is a `loop.Run`.
+compiling), or builds them; `init_program(run)` does the same for the
+initialisation. `run` is a `loop.Run`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from sparsejax.train import step as step_lib
 # of a lottery (same shapes, masks in the state) share one set.
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _KEEP_PROGRAMS = 4
+# The compiled initialisations, by `program_key` (see `init_program`).
+_INITS: collections.OrderedDict = collections.OrderedDict()
 # Task fields that the compiled programs never read (loop settings, the seed,
 # which reaches the step only through the state's rng).
 _LOOP_ONLY = ('schedule', 'seed', 'steps', 'learning_rate', 'log_every', 'eval_every',
@@ -37,6 +40,24 @@ def program_key(run):
   return (sched, schedules.fields_key(run.task, skip=_LOOP_ONLY), run.mesh,
           jax.tree.structure(run.abstract), leaves, tuple(jax.tree.leaves(run.state_sh)),
           run.teacher_sh is None)
+
+
+def init_program(run):
+  """jit(run.init_program), the run's initialisation with the schedule's init
+  data (a fixed mask) as its first argument, shared by the runs with the same
+  `program_key` (the levels and controls of a lottery compile it once); None
+  when the run cannot share it (no key, or no `init_program`)."""
+  key = program_key(run)
+  if key is None or run.init_program is None:
+    return None
+  if key in _INITS:
+    _INITS.move_to_end(key)
+    return _INITS[key][1]
+  fn = jax.jit(run.init_program, out_shardings=run.state_sh)
+  _INITS[key] = (run, fn)   # the run keeps the key's objects alive
+  while len(_INITS) > _KEEP_PROGRAMS:
+    _INITS.popitem(last=False)
+  return fn
 
 
 def programs(run, x_nd: int, y_nd: int):

@@ -16,16 +16,16 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from sparsejax.core import compact as compact_lib, masks as masks_lib, schedules, transform
+from sparsejax.core import schedules, transform
 from sparsejax.core import tree as tree_lib
 from sparsejax.data import base as data_base
 from sparsejax.train import checkpoint as ckpt_lib, compiled, distill as distill_lib
-from sparsejax.train import feed as feed_lib
+from sparsejax.train import feed as feed_lib, initial as initial_lib
 from sparsejax.train import metrics as metrics_lib
 from sparsejax.train import sharding as sharding_lib, step as step_lib
 from sparsejax.train import teacher as teacher_lib
+from sparsejax.train.mask_dynamics import MaskDynamics
 from sparsejax.train.evaluation import density_stats, eval_row, evaluate_splits
 from sparsejax.train.periodic import (EarlyStopping, Interrupted, NonFiniteError,  # noqa: F401
                                       catch_signals, check_record, lagged_rows)
@@ -58,6 +58,9 @@ class Run:
   start: Start | None = None
   teacher: Any = None              # {'params', 'model_state'} of a task that distills
   teacher_sh: Any = None           # their shardings (those of the params and model state)
+  # (data, key, start_params, start_model_state) -> the TrainState of
+  # init_state, with data = schedule.init_data() an argument (None: no sharing)
+  init_program: Callable | None = None
 
 
 @dataclasses.dataclass
@@ -97,27 +100,20 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
         input_shape=(1, *task.dataset.input_shape))
   # The mask update runs as its own program, only on update steps (see _loop),
   # so every other step costs what a fixed-mask step costs.
-  inner = task.optimizer
-  if task.optimizer_state == 'compact':
-    inner = compact_lib.compact_masked(inner, _fixed_masks(task, schedule, start))
-  tx = transform.sparsify(inner, schedule, task.rule, update='separate',
-                          pack_masks=task.pack_masks)
-  if task.accumulate > 1:   # outermost, so the schedule counts real updates
-    steps = optax.MultiSteps(tx, every_k_schedule=task.accumulate)
-    tx = optax.GradientTransformationExtraArgs(steps.init, steps.update)   # keeps value=
+  tx = initial_lib.make_tx(task, schedule, None if start is None else start.params)
 
   def init_state(key, start_params=None, start_model_state=None):
-    init_key, run_key = jax.random.split(key)
-    variables = task.init_variables(init_key)
-    params = variables.pop('params')
-    if start_params is not None:
-      params = jax.tree.map(lambda a, b: jnp.asarray(a, b.dtype), start_params, params)
-      if start_model_state is not None:
-        variables = dict(start_model_state)
-    opt_state = tx.init(params)
-    params = transform.masked_params(params, opt_state)
-    return step_lib.TrainState(jnp.zeros([], jnp.int32), params, variables, opt_state,
-                               jax.random.key_data(run_key))
+    return initial_lib.init_state(task, tx, key, start_params, start_model_state)
+
+  init_program = None
+  if task.optimizer_state != 'compact':   # its inner optimizer holds the kept indices
+    def init_program(data, key, start_params=None, start_model_state=None):
+      # The same state as init_state, with the schedule's init data (a fixed
+      # mask) an argument instead of a constant: runs with the same program
+      # key share one compiled program (compiled.init_program). `start`
+      # reaches it only as arguments (make_tx reads it for compact state).
+      tx_data = initial_lib.make_tx(task, schedule.with_init_data(data))
+      return initial_lib.init_state(task, tx_data, key, start_params, start_model_state)
 
   abstract = jax.eval_shape(init_state, jax.random.key(task.seed))
   if start is not None:
@@ -144,30 +140,20 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
       warnings = [*warnings, f'the distillation teacher has {100 * zeros:.2f}% of its '
                   'prunable weights at exactly zero: is it pruned already?']
   return Run(task, schedule, warnings, mesh, tx, init_state, abstract, state_sh, start,
-             teacher, teacher_sh)
-
-
-def _fixed_masks(task: Task, schedule, start: Start | None):
-  """The run's masks on the host, for compact optimizer state: known before
-  training only when the schedule never changes them."""
-  if schedule.changes_mask or schedule.rewinds:
-    raise SetupError(f"optimizer_state='compact' stores state for a fixed set of kept "
-                     f'weights, but the {type(schedule).__name__} schedule changes the mask: '
-                     "use a fixed mask (fine-tuning, lottery levels) or optimizer_state='dense'")
-  if start is not None:
-    params = start.params
-  else:
-    params = jax.jit(task.init_variables)(jax.random.key(task.seed))['params']
-  return jax.device_get(jax.jit(lambda p: schedule.init(p, task.rule)[0])(params))
+             teacher, teacher_sh, init_program)
 
 
 def initial_state(run: Run):
-  """The run's state at step 0, placed with its shardings."""
-  key = jax.random.key(run.task.seed)
-  init = jax.jit(run.init_state, out_shardings=run.state_sh)
-  if run.start is None:
-    return init(key)
-  return init(key, run.start.params, run.start.model_state)
+  """The run's state at step 0, placed with its shardings. Runs with the same
+  program key share one compiled program (the schedule's init data, a fixed
+  mask, is its argument): an IMP level or control compiles no init of its own."""
+  args = [jax.random.key(run.task.seed)]
+  if run.start is not None:
+    args += [run.start.params, run.start.model_state]
+  shared = compiled.init_program(run)
+  if shared is not None:
+    return shared(run.schedule.init_data(), *args)
+  return jax.jit(run.init_state, out_shardings=run.state_sh)(*args)
 
 
 def mask_update_steps(run: Run) -> set[int]:
@@ -296,7 +282,10 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
   teacher = () if run.teacher is None else (teacher_lib.place(run),)
   program_steps = {s for s in update_program_steps(run) if s >= start}
   update_steps = {s for s in mask_update_steps(run) if s >= start}
-  dynamics = _MaskDynamics(run, state) if update_steps else None
+  dynamics = None
+  if update_steps:   # a resumed run's initial mask is a function of the seed
+    dynamics = MaskDynamics(transform.get_masks(
+        (state if start == 0 else initial_state(run)).opt_state))
   pending, t_window, n_window = [], time.perf_counter(), 0
   t_start = time.perf_counter()
   try:
@@ -393,33 +382,3 @@ def _restore_best(run: Run, ckpts) -> dict | None:
   abstract = {'params': run.abstract.params, 'model_state': run.abstract.model_state}
   shardings = {'params': run.state_sh.params, 'model_state': run.state_sh.model_state}
   return ckpts.restore_named('best', ckpt_lib.abstract_like(abstract, shardings))
-
-
-class _MaskDynamics:
-  """Weights dropped and grown at a mask update, and the overlap of the new
-  mask with the previous and the initial one (Liu et al. 2021's exploration)."""
-
-  def __init__(self, run: Run, state):
-    if int(state.step) == 0:
-      initial = transform.get_masks(state.opt_state)
-    else:   # resumed: the initial mask is a function of the seed
-      initial = transform.get_masks(initial_state(run).opt_state)
-    self.initial = jax.tree.map(jnp.copy, initial)
-    self._fn = jax.jit(masks_lib.mask_dynamics)
-    self.previous = None
-
-  def before(self, state) -> float:
-    """Keeps the masks before the update; waits for the state to be ready
-    and returns the time, so that `after` can time the update's step."""
-    self.previous = jax.block_until_ready(
-        jax.tree.map(jnp.copy, transform.get_masks(state.opt_state)))
-    jax.block_until_ready(state.params)
-    return time.perf_counter()
-
-  def after(self, state, t_before: float) -> dict:
-    """The row: counts, overlaps and step_seconds, the wall time of the
-    train step that ran the update (the update included)."""
-    jax.block_until_ready(state)
-    seconds = time.perf_counter() - t_before
-    out = self._fn(self.previous, transform.get_masks(state.opt_state), self.initial)
-    return {**{k: v.item() for k, v in jax.device_get(out).items()}, 'step_seconds': seconds}

@@ -4,10 +4,19 @@ One mesh with a 'data' and a 'model' axis. Batches split over 'data'. Params
 follow rules over leaf paths (first matching regex wins; replicated when none
 matches); with `fsdp`, each param is also split over 'data' along its
 largest dimension that divides (ZeRO-3 / FSDP: Rajbhandari et al. 2020),
-and jit gathers it where a computation needs it whole. Every other state leaf that has a param's shape and ends with that
-param's path (masks, Adam moments, saved rewind weights) takes that param's
-sharding; everything else (counters, scalars, RNG) is replicated. The same
-code runs on one device and on many, on CPU, GPU or TPU.
+and jit gathers it where a computation needs it whole. Every other state
+leaf that has a param's shape and ends with that param's path (masks, Adam
+moments, saved rewind weights) takes that param's sharding. Packed masks
+(`train.pack_masks`: the bits of the flat mask, 1-D) are split like their
+param's leading dimension where whole bytes allow it, else replicated
+(`packed_sharding`). Everything else (counters, scalars, RNG) is
+replicated, and so is the compact optimizer state
+(`train.optimizer_state='compact'`, sparsejax.core.compact): its vectors of
+kept entries have no blocks that follow a param's shards (how many entries
+a shard keeps varies), and their lengths rarely divide the mesh; split
+anyway (tried where they divide), they gave the same results but made every
+step all-gather the kept indices to gather and scatter. The same code runs
+on one device and on many, on CPU, GPU or TPU.
 """
 
 from __future__ import annotations
@@ -94,7 +103,9 @@ def _checked_spec(mesh, path, shape, spec) -> P:
 
 def state_shardings(mesh: Mesh, state: PyTree, params: PyTree, param_sh: PyTree) -> PyTree:
   """Shardings for any state tree: a leaf takes the sharding of the param whose
-  path it ends with and whose shape it has; other leaves are replicated."""
+  path it ends with and whose shape it has; a packed mask (`<param path>/bits`,
+  see `packed_sharding`) follows its param where it can; other leaves are
+  replicated."""
   by_path = {}
   for (path, p), (_, s) in zip(tree_lib.leaves_with_paths(params),
                                tree_lib.leaves_with_paths(param_sh)):
@@ -107,8 +118,50 @@ def state_shardings(mesh: Mesh, state: PyTree, params: PyTree, param_sh: PyTree)
       if pshape == shape and (path == ppath or path.endswith('/' + ppath)):
         if best is None or len(ppath) > len(best[0]):
           best = (ppath, s)
+    if best:
+      return best[1]
+    if path.endswith('/bits') and getattr(leaf, 'dtype', None) == np.uint8:   # PackedMask
+      mpath = path[:-len('/bits')]
+      for ppath, (pshape, s) in by_path.items():
+        if (shape == (-(-int(np.prod(pshape)) // 8),)
+            and (mpath == ppath or mpath.endswith('/' + ppath))):
+          if best is None or len(ppath) > len(best[0]):
+            best = (ppath, packed_sharding(mesh, pshape, s))
     return best[1] if best else replicated(mesh)
   return tree_lib.map_with_path(one, state)
+
+
+def packed_sharding(mesh: Mesh, shape: tuple[int, ...], param_sh: NamedSharding
+                    ) -> NamedSharding:
+  """The sharding of a packed mask (`jnp.packbits` of the row-major flat mask
+  of a param of `shape` sharded by `param_sh`), aligned with its param.
+
+  A contiguous chunk of the flat mask is a block of rows of the param's
+  leading dimension (its first one longer than 1), so the bits are split
+  over the mesh axes that split that dimension (1/N of them per device), and
+  each device unpacks its param shard's rows without communication (all
+  columns: where another axis, e.g. 'model', splits the columns, it slices
+  its own locally; the mask update then gathers each new mask over that
+  axis only, to pack whole rows). That needs each device's chunk to be
+  whole bytes: size % (8 * N) == 0.
+
+  Fallback, replicated bits: when that does not hold, and when the leading
+  dimension is not split (FSDP split another one, e.g. GPT-2's (768, 3072)
+  MLP kernels along 3072, conv kernels (kh, kw, in, out) along a channel).
+  A split of the bits that does not follow the param would move bits
+  between devices on every step to unpack them; the mask update gathers
+  the whole new mask of such a leaf to pack it, as before.
+  """
+  size = int(np.prod(shape))
+  spec = list(param_sh.spec) + [None] * (len(shape) - len(param_sh.spec))
+  lead = next((i for i, d in enumerate(shape) if d > 1), None)
+  if lead is None or spec[lead] is None:
+    return replicated(mesh)
+  axes = spec[lead] if isinstance(spec[lead], tuple) else (spec[lead],)
+  n = int(np.prod([mesh.shape[a] for a in axes]))
+  if n == 1 or shape[lead] % n or size % (8 * n):
+    return replicated(mesh)
+  return NamedSharding(mesh, P(spec[lead]))
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
