@@ -16,6 +16,8 @@ was resumed.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,6 +59,19 @@ class HostFeed:
     self.batches.close()
 
 
+@functools.lru_cache(maxsize=8)
+def _gather_program(batch_size: int, mesh, ndims: tuple[int, ...]):
+  """The jitted gather of one batch, shared by the feeds of one shape (the
+  runs of a lottery compile it once)."""
+  out_sh = tuple(sharding_lib.batch_sharding(mesh, nd) for nd in ndims)
+
+  def gather(data, perm, i):
+    idx = lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
+    return tuple(jnp.take(a, idx, axis=0, mode='clip') for a in data), i + 1
+
+  return jax.jit(gather, out_shardings=(out_sh, sharding_lib.replicated(mesh)))
+
+
 class DeviceFeed:
   """The train split lives on the devices; a jitted gather makes each batch."""
 
@@ -68,14 +83,8 @@ class DeviceFeed:
     rep = sharding_lib.replicated(mesh)
     self.data = tuple(jax.make_array_from_process_local_data(rep, np.asarray(a))
                       for a in (source.x, source.y))
-    out_sh = tuple(sharding_lib.batch_sharding(mesh, a.ndim) for a in self.data)
-
-    def gather(data, perm, i):
-      idx = lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-      return tuple(jnp.take(a, idx, axis=0, mode='clip') for a in data), i + 1
-
     # The batch index lives on the devices too, so a step sends nothing at all.
-    self._gather = jax.jit(gather, out_shardings=(out_sh, rep))
+    self._gather = _gather_program(batch_size, mesh, tuple(a.ndim for a in self.data))
     self._epoch, self._perm, self._index = None, None, None
     self.position = start_step
 
