@@ -31,7 +31,8 @@ from sparsejax.core import allocation as alloc_lib
 from sparsejax.core import criteria as criteria_lib
 from sparsejax.core import select
 from sparsejax.core import tree as tree_lib
-from sparsejax.core.schedules import Schedule, ScheduleError, same_units_ordered
+from sparsejax.core.fields import same_units_ordered
+from sparsejax.core.schedules import Schedule, ScheduleError
 
 
 def drop_grow(mask, drop_scores, grow_scores, drop_fraction):

@@ -45,6 +45,7 @@ from sparsejax.core import masks as masks_lib
 from sparsejax.core import prune as prune_lib
 from sparsejax.core import select
 from sparsejax.core import tree as tree_lib
+from sparsejax.core.fields import describe as _describe, fields_key, same_units_ordered
 
 PyTree = Any
 
@@ -242,44 +243,6 @@ class Schedule:
     global_keep = prune_lib.keep_at_sparsity(global_sparsity * fraction)
     return prune_lib.select_masks(scores, masks, keep, self.pattern, global_keep,
                                   eligible=masks)
-
-
-def fields_key(obj, skip=()) -> tuple:
-  """A `program_key` from a dataclass's type and fields (but `skip`): hashable
-  values as themselves, others by identity (a conservative key: the caller
-  keeps the object alive while it uses the key)."""
-  def ident(v):
-    try:
-      hash(v)
-      return v
-    except TypeError:
-      return ('id', id(v))
-  return (type(obj), *((f.name, ident(getattr(obj, f.name)))
-                       for f in dataclasses.fields(obj) if f.name not in skip))
-
-
-def same_units_ordered(start, end) -> bool:
-  """start < end when both count steps (ints) or both are fractions of the run
-  (floats); True when they mix, as the order is only known once `for_run`
-  resolves the fractions (it checks again)."""
-  if isinstance(start, float) != isinstance(end, float):
-    return True
-  return start < end
-
-
-def _describe(v):
-  if dataclasses.is_dataclass(v) and not isinstance(v, type):
-    return {'type': type(v).__name__, **{f.name: _describe(getattr(v, f.name))
-                                         for f in dataclasses.fields(v)}}
-  if isinstance(v, (tuple, list)):
-    return [_describe(x) for x in v]
-  if isinstance(v, dict):
-    return {str(k): _describe(x) for k, x in v.items()}
-  if v is None or isinstance(v, (bool, int, float, str)):
-    return v
-  if callable(v):
-    return getattr(v, '__qualname__', None) or type(v).__name__
-  return f'<{type(v).__name__}>'
 
 
 @dataclasses.dataclass(frozen=True)

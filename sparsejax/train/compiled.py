@@ -14,7 +14,7 @@ import collections
 
 import jax
 
-from sparsejax.core import masks as masks_lib, schedules, transform
+from sparsejax.core import fields, masks as masks_lib, transform
 from sparsejax.train import step as step_lib
 
 # Compiled programs of recent runs, by `program_key`: the levels and controls
@@ -37,7 +37,7 @@ def program_key(run):
   if sched is None:
     return None
   leaves = tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(run.abstract))
-  return (sched, schedules.fields_key(run.task, skip=_LOOP_ONLY), run.mesh,
+  return (sched, fields.fields_key(run.task, skip=_LOOP_ONLY), run.mesh,
           jax.tree.structure(run.abstract), leaves, tuple(jax.tree.leaves(run.state_sh)),
           run.teacher_sh is None)
 
