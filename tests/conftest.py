@@ -2,6 +2,8 @@
 Flax NNX model and as a plain nested dict, plus a loss on random data."""
 
 import os
+import shutil
+import tempfile
 
 # Tests compile hundreds of small programs; XLA's CPU backend at optimisation
 # level 0 skips LLVM's optimisation passes and compiles them about a third
@@ -11,6 +13,20 @@ import os
 # runs keep the default. Set before JAX starts.
 os.environ['XLA_FLAGS'] = ' '.join(
     f for f in (os.environ.get('XLA_FLAGS', ''), '--xla_backend_optimization_level=0') if f)
+
+# Many tests build the same small programs afresh (a new closure each time),
+# and the subprocess tests compile what the test workers already compiled.
+# One persistent compilation cache per test session, shared by the xdist
+# workers and the subprocesses they start (all inherit the environment set
+# here by the first conftest import, in the controller), makes those repeats
+# disk loads. Cache hits return the executable XLA compiled from the same
+# program and flags, so results are unchanged. Set JAX_COMPILATION_CACHE_DIR
+# to choose the directory, or to an empty string to turn the cache off.
+_OWN_CACHE = None   # the directory this process made (removed when the session ends)
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _OWN_CACHE = os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(
+      prefix='sparsejax-test-jit-')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import flax.linen as nn  # noqa: E402
 import jax
@@ -101,3 +117,8 @@ def tfds_mock(monkeypatch):
   # MockPolicy.USE_CODE: the features come from the builder class; USE_FILES
   # needs metadata files that the tfds wheel does not ship (AUTO falls back).
   return lambda n: tfds.testing.mock_data(num_examples=n, policy=tfds.testing.MockPolicy.USE_CODE)
+
+
+def pytest_unconfigure(config):
+  if _OWN_CACHE and not hasattr(config, 'workerinput'):   # the controller, after the workers
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)

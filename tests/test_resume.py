@@ -23,9 +23,9 @@ from sparsejax.train import checkpoint as ckpt_lib, inspection
 from sparsejax.train import metrics as metrics_lib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-ARGS = ['--config', str(ROOT / 'configs' / 'mnist1d_rigl.py'), '--config.train.steps=1500',
+ARGS = ['--config', str(ROOT / 'configs' / 'mnist1d_rigl.py'), '--config.train.steps=1000',
         '--config.train.checkpoint_every=100', '--config.train.log_every=50',
-        '--config.train.eval_every=500', '--config.pruning.end=1200']
+        '--config.train.eval_every=500', '--config.pruning.end=800']
 KILL_SEED = 1234   # the kill points and the SIGTERM delay are drawn from this
 
 
@@ -86,7 +86,7 @@ def test_killed_and_terminated_run_resumes_bitwise(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
 
   rng = np.random.default_rng(KILL_SEED)
-  kills = [int(k) for k in sorted(rng.integers(150, 1300, size=2))]
+  kills = [int(k) for k in sorted(rng.integers(150, 650, size=2))]
   term_delay = float(rng.uniform(0.005, 0.03))
   drawn = (f'[seed {KILL_SEED}: SIGKILL after rows {kills} (+60 per restart), '
            f'SIGTERM {term_delay:.4f}s after 100 more rows]')
