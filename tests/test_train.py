@@ -104,6 +104,34 @@ def test_resume_in_process_equals_uninterrupted(tmp_path):
   assert comparable_rows(full) == comparable_rows(part)
 
 
+def test_sigterm_during_the_final_save_waits_for_it(tmp_path, monkeypatch):
+  """A SIGTERM after the last step's check (here: while the final checkpoint
+  is written) lets that save finish, then stops the run as one mid-training
+  does; running again only writes the summary, with the uninterrupted result."""
+  import os
+  import signal
+  import threading
+  if threading.current_thread() is not threading.main_thread():
+    pytest.skip('signal handlers need the main thread')
+  full, late = tmp_path / 'full', tmp_path / 'late'
+  experiment.train_and_evaluate(small(), full, progress=False)
+  real_wait, calls = ckpt_lib.Checkpoints.wait, []
+
+  def wait_after_sigterm(self):
+    if not calls:
+      os.kill(os.getpid(), signal.SIGTERM)   # recorded by the loop's handler
+    calls.append(1)
+    real_wait(self)
+  monkeypatch.setattr(ckpt_lib.Checkpoints, 'wait', wait_after_sigterm)
+  with pytest.raises(loop.Interrupted, match='SIGTERM at step 40'):
+    experiment.train_and_evaluate(small(), late, progress=False)
+  assert calls and ckpt_lib.Checkpoints(late / 'checkpoints').latest_step() == 40
+  assert not (late / 'summary.json').exists()
+  summary = experiment.train_and_evaluate(small(), late, progress=False)
+  assert summary['resumed_from'] == 40 and summary['final_step'] == 40
+  assert_same_state(final_state(full), final_state(late))
+
+
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
   # The learning rate warms up to an absurd value: training blows up after a few steps.
   c = small('mnist1d_mlp.py', **{'optimizer.name': 'sgd', 'optimizer.learning_rate': 1e12,

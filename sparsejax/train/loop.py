@@ -345,7 +345,11 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
           break
         if log_now:    # the window's clock restarts after evaluation and saving
           t_window, n_window = time.perf_counter(), 0
-    ckpts.wait()
+      # A signal after the last step's check waits for the final save to be
+      # whole, then stops the run as one during training does.
+      ckpts.wait()
+    if caught:
+      raise Interrupted(caught[0], int(state.step), ckpts.steps_dir)
     if not last_eval:      # the run had already finished: evaluate what is there
       last_eval = evaluate()
     best_eval = None
