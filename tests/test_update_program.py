@@ -146,6 +146,24 @@ def test_plain_step_compiles_no_update_branch(name):
   assert counts['separate', True] == counts['in_step', None]
 
 
+def test_imp_rewind_copy_costs_the_plain_step_nothing():
+  """IMP keeps its rewind weights (one params copy) in the schedule state. In
+  the separate-update plain step, donated, that copy is aliased input to
+  output: no copy and no scratch beyond a schedule without it (issue 13.2)."""
+  params, batch = dict_params(), _batch(0)
+  memory = {}
+  for name in ('gradual', 'imp'):
+    tx = sj.sparsify(optax.adam(1e-2), SCHEDULES[name], update='separate')
+    step = jax.jit(functools.partial(_step_fn(tx).__wrapped__, update_masks=False),
+                   donate_argnums=(0, 1))
+    memory[name] = step.lower(params, tx.init(params), batch).compile().memory_analysis()
+  copy = sum(p.size * p.dtype.itemsize for p in jax.tree.leaves(params))
+  g, i = memory['gradual'], memory['imp']
+  assert i.argument_size_in_bytes - g.argument_size_in_bytes == copy
+  assert i.alias_size_in_bytes - g.alias_size_in_bytes == copy
+  assert i.temp_size_in_bytes == g.temp_size_in_bytes
+
+
 def test_flag_errors():
   schedule = SCHEDULES['rigl']
   params = dict_params()
