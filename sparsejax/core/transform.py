@@ -255,12 +255,18 @@ def find_states(opt_state) -> list[SparsityState]:
           if _is_sparsity_state(x)]
 
 
-def get_masks(opt_state) -> PyTree:
-  """The masks held by the one `sparsify` transformation in `opt_state`."""
+def stored_masks(opt_state) -> PyTree:
+  """The masks of the one `sparsify` transformation in `opt_state` as stored
+  (PackedMask leaves stay packed)."""
   found = find_states(opt_state)
   if len(found) != 1:
     raise ValueError(f'expected one sparsify state in the optimizer state, found {len(found)}')
-  return unpack_masks(found[0].masks)
+  return found[0].masks
+
+
+def get_masks(opt_state) -> PyTree:
+  """The masks held by the one `sparsify` transformation in `opt_state`."""
+  return unpack_masks(stored_masks(opt_state))
 
 
 def masked_params(params, opt_state) -> PyTree:

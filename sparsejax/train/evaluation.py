@@ -45,12 +45,10 @@ def eval_row(evals: dict, opt_state) -> dict:
 
 def density_stats(opt_state) -> dict:
   """Overall and per-layer density of the masks in `opt_state` (host values)."""
-  found = transform.find_states(opt_state)
-  if len(found) != 1:
-    raise ValueError(f'expected one sparsify state in the optimizer state, found {len(found)}')
-  per_layer, active = jax.device_get(_mask_counts(found[0].masks))
+  masks = transform.stored_masks(opt_state)
+  per_layer, active = jax.device_get(_mask_counts(masks))
   total = sum(math.prod(m.shape) for m in jax.tree.leaves(
-      found[0].masks, is_leaf=lambda x: isinstance(x, transform.PackedMask)))
+      masks, is_leaf=lambda x: isinstance(x, transform.PackedMask)))
   return {'density': int(active) / total if total else 1.0, 'active': int(active),
           'prunable': total, 'layer_density': {k: float(v) for k, v in per_layer.items()}}
 
