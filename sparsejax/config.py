@@ -128,20 +128,39 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
     raise ConfigError(f'config file {str(path)!r} does not exist')
   spec = importlib.util.spec_from_file_location(f'_sparsejax_config_{path.stem}', path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigError(f'config file {str(path)!r} line {e.lineno}: {e.msg}') from None
+  except Exception as e:    # noqa: BLE001  (whatever the file raises, named in one line)
+    raise ConfigError(f'config file {str(path)!r} failed to load: '
+                      f'{type(e).__name__}: {e}{_line_in(e, path)}') from None
   if not hasattr(module, 'get_config'):
     raise ConfigError(f'config file {str(path)!r} has no get_config() function')
   try:
     config = module.get_config() if arg is None else module.get_config(arg)
-  except TypeError as e:
-    if arg is not None and 'positional argument' in str(e):
+  except ConfigError:
+    raise
+  except Exception as e:    # noqa: BLE001  (whatever get_config raises, named in one line)
+    if isinstance(e, TypeError) and arg is not None and 'positional argument' in str(e):
       raise ConfigError(f'config file {str(path)!r}: get_config() takes no argument, '
                         f'but {arg!r} was given after the colon') from None
-    raise
+    hint = ("; a group of settings is set key by key, e.g. c.loss.name = 'pkg.mod:fn' and "
+            'c.loss.options = {...}' if 'ConfigDict' in str(e) else '')
+    raise ConfigError(f'config file {str(path)!r}: get_config() raised {type(e).__name__}: '
+                      f'{e}{_line_in(e, path)}{hint}') from None
   if not isinstance(config, ml_collections.ConfigDict):
     config = ml_collections.ConfigDict(config)
   check_keys(config)
   return config
+
+
+def _line_in(error: BaseException, path: pathlib.Path) -> str:
+  """' (line N)' of the innermost traceback frame in `path`, else ''."""
+  import traceback
+  frames = [f for f in traceback.extract_tb(error.__traceback__)
+            if pathlib.Path(f.filename).resolve() == path.resolve()]
+  return f' (line {frames[-1].lineno})' if frames else ''
 
 
 def check_pruning_keys(pruning) -> None:
@@ -223,6 +242,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
     old = node[leaf] if leaf in node else None
     if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
       value = float(value)
+    if parents == ['pruning'] and _takes_fraction(node, leaf, value):
+      old = None            # a step count or a fraction of the run: either type is right
     if isinstance(old, tuple) and isinstance(value, list):
       value = tuple(value)
     if isinstance(value, dict):
@@ -238,6 +259,18 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
       raise ConfigError(f'bad value for config key {dotted!r}: {e}') from None
   check_keys(config)
   return config
+
+
+def _takes_fraction(pruning, key: str, value) -> bool:
+  """Whether `pruning.key` is one of its schedule's step fields (`start`,
+  `end`, `at_step`: a step count or a fraction of the run) and `value` a number."""
+  if not isinstance(value, (int, float)) or isinstance(value, bool):
+    return False
+  try:
+    cls = registry.schedule_class(pruning.get('schedule', 'dense'))
+  except ValueError:
+    return False
+  return key in getattr(cls, 'step_fields', ())
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:

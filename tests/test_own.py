@@ -17,7 +17,7 @@ from sparsejax import config as config_lib, experiment
 from sparsejax.data import ArraySource, Dataset
 from sparsejax.programs import export, finetune, grid, lottery, report
 from sparsejax.train import loop
-from sparsejax.train.task import Task, nnx_model
+from sparsejax.train.task import SetupError, Task, nnx_model
 
 
 class OwnNet(nn.Module):
@@ -164,3 +164,59 @@ def test_own_pieces_from_a_config(tmp_path):
                                        'lottery.levels': 1, 'lottery.prune_fraction': 0.5})
   rows = experiment.run_lottery(lot, tmp_path / 'lottery', log=lambda s: None)
   assert [round(r['density'], 2) for r in rows] == [1.0, 0.5]
+
+
+def test_nnx_factory_draws_from_the_seed_and_the_lottery_reinit_uses_new_weights(tmp_path):
+  """An NNX model given as a factory draws its weights from the key, so the
+  lottery's reinit control starts from weights other than the ticket's; a
+  built NNX module cannot, and the lottery refuses it rather than reuse them."""
+  model = nnx_model(lambda rngs: OwnNNX(rngs))
+  assert model.redraws
+  a, b = (model.init({'params': jax.random.key(k)}, None)['params'] for k in (0, 1))
+  assert all(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+             if np.asarray(x).any())
+  task = own_task(model=model, steps=20, eval_every=20, checkpoint_every=20)
+  rows = lottery.run_lottery(task, tmp_path / 'lottery',
+                             lottery.Lottery(levels=1, prune_fraction=0.5, controls=('reinit',)),
+                             log=lambda s: None)
+  assert [(r['level'], r['arm']) for r in rows] == [(0, 'ticket'), (1, 'ticket'), (1, 'reinit')]
+  from sparsejax.programs import results
+  level = tmp_path / 'lottery' / 'replicate_0' / 'level_1'
+  ticket, _ = results.named_weights(level / 'ticket', 'init')
+  reinit, _ = results.named_weights(level / 'reinit', 'init')
+  for path in ('inp', 'head'):
+    t, r = np.asarray(ticket[path]['kernel']), np.asarray(reinit[path]['kernel'])
+    assert np.array_equal(t == 0, r == 0)             # the same mask
+    assert not np.array_equal(t, r)                   # other weights under it
+  built = own_task(model=nnx_model(OwnNNX(nnx.Rngs(0))))
+  assert not built.model.redraws
+  with pytest.raises(SetupError, match="'reinit' control needs new random weights"):
+    lottery.run_lottery(built, tmp_path / 'refused', lottery.Lottery(levels=1,
+                                                                     controls=('reinit',)))
+  assert not (tmp_path / 'refused').exists()
+
+
+class OwnCNN(nnx.Module):
+  """A user's NNX class with an `nnx.Conv`, given to configs by import path."""
+
+  def __init__(self, rngs, num_classes=4, width=4):
+    self.conv = nnx.Conv(1, width, (3,), rngs=rngs)
+    self.head = nnx.Linear(8 * width, num_classes, rngs=rngs)
+
+  def __call__(self, x):
+    x = nnx.relu(self.conv(x[..., None]))
+    return self.head(x.reshape(x.shape[0], -1))
+
+
+def test_nnx_class_by_import_path_gets_its_rngs_from_the_seed():
+  c = config_lib.apply_overrides(config_lib.default_config(), {
+      'model.name': 'test_own:OwnCNN', 'model.options': {'width': 2},
+      'data.name': 'test_own:own_dataset', 'data.options': {'n': 64}, 'data.batch_size': 16})
+  task = experiment.build_task(c)
+  assert task.model.redraws
+  params = [task.replace(seed=s).init_variables(jax.random.key(s))['params'] for s in (0, 1)]
+  assert params[0]['conv']['kernel'].shape == (3, 1, 2)
+  assert params[0]['head']['kernel'].shape == (16, 4)       # num_classes from the data
+  assert not np.array_equal(params[0]['conv']['kernel'], params[1]['conv']['kernel'])
+  with pytest.raises(config_lib.ConfigError, match="model.options.depth.*'width'"):
+    experiment.build_task(config_lib.apply_overrides(c, {'model.options': {'depth': 2}}))

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import sparsejax as sj
-from sparsejax.core import dynamic
+from sparsejax.core import dynamic, schedules
 
 MASK = jnp.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
 W = jnp.array([0.5, -0.1, 2.0, 0.3, 0.0, 0.0, 0.0, 0.0])
@@ -203,6 +203,16 @@ def test_nm_not_dividing_axis_is_named_at_init():
     tx.init(params)
   with pytest.raises(ValueError, match="'enc/w'"):
     sj.prune(params, 0.5, pattern=sj.NM(2, 4))
+
+
+@pytest.mark.parametrize('name', ['rigl', 'set', 'oneshot', 'gradual'])
+def test_nm_pattern_with_another_sparsity_is_an_error(name):
+  """2:4 keeps half of every group: sparsity 0.9 with it would train at 0.5."""
+  with pytest.raises(schedules.ScheduleError, match=r'sparsity=0.9 with pattern 2:4.*sparsity 0.5'):
+    sj.make_schedule(name, sparsity=0.9, pattern=sj.NM(2, 4))
+  for ok in (0.0, 0.5):
+    assert sj.make_schedule(name, sparsity=ok, pattern=sj.NM(2, 4)).pattern == sj.NM(2, 4)
+  assert sj.make_schedule(name, sparsity=0.75, pattern=sj.NM(1, 4)).sparsity == 0.75
 
 
 def test_mask_with_wrong_shape_rejected_by_fixed_schedule():

@@ -187,7 +187,7 @@ def input_norm_spread(root: pathlib.Path, calibration: int = 128) -> list[dict]:
   from sparsejax.train import weights as weights_lib
   s = config_lib.to_settings(config_lib.load_config(f'{CONFIG}:prune'))
   ds = experiment.build_dataset(s.data)
-  model = experiment.build_model(s.model, ds, s.seed)
+  model = experiment.build_model(s.model, ds)
   params, _, _ = weights_lib.final_weights(root / 'dense')
   size = min(s.data.batch_size, calibration)
   sq: dict = {}
@@ -226,7 +226,7 @@ def distill_check(root: pathlib.Path) -> list[dict]:
   from sparsejax.train import distill, weights as weights_lib
   s = config_lib.to_settings(config_lib.load_config(f'{CONFIG}:prune'))
   ds = experiment.build_dataset(s.data)
-  model = experiment.build_model(s.model, ds, s.seed)
+  model = experiment.build_model(s.model, ds)
   dense = weights_lib.final_weights(root / 'dense')[0]
   fingerprint = distill.fingerprint({'params': dense, 'model_state': {}})
   apply = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False))

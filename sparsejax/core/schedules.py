@@ -91,6 +91,12 @@ class Schedule:
       object.__setattr__(self, 'allocation', alloc_lib.Allocation(self.allocation))
     if isinstance(self.pattern, str):
       object.__setattr__(self, 'pattern', select.make_pattern(self.pattern))
+    fixed = getattr(self.pattern, 'sparsity', None)    # N:M keeps n of every m
+    if fixed is not None and self.sparsity and abs(self.sparsity - fixed) > 1e-9:
+      raise ScheduleError(
+          f'sparsity={self.sparsity} with pattern {self.pattern.n}:{self.pattern.m}, which keeps '
+          f'{self.pattern.n} of every {self.pattern.m} weights: it would train at sparsity '
+          f'{fixed:g}; set sparsity={fixed:g} (or leave it at 0) or use another pattern')
     self.check_criterion()
 
   def check_criterion(self) -> None:

@@ -289,7 +289,7 @@ class NM:
 
   Default axis -2 is the input (reduction) axis of a Flax Dense or Conv kernel,
   the layout that sparse tensor cores use for 2:4. The pattern fixes the
-  sparsity at 1 - n/m; a schedule's sparsity value is ignored.
+  sparsity at 1 - n/m; a schedule whose sparsity is set to another value is an error.
   """
   n: int = 2
   m: int = 4

@@ -97,6 +97,12 @@ def run_lottery(task: Task, root, lottery: Lottery = Lottery(), *, progress: boo
   if not isinstance(task.schedule, schedules.Dense):
     raise SetupError('the lottery makes its own masks: give a task with the Dense schedule, '
                      f'not {type(task.schedule).__name__}')
+  if not getattr(task.model, 'redraws', True) and (
+      'reinit' in lottery.controls or lottery.replicates > 1):
+    what = "the 'reinit' control" if 'reinit' in lottery.controls else 'replicates over seeds'
+    raise SetupError(f'{what} needs new random weights, but this NNX model was given as a '
+                     'built module, whose weights do not depend on the seed; give a factory '
+                     'instead: nnx_model(lambda rngs: Net(..., rngs=rngs))')
   if lottery.rewind == 'step' and not 0 <= lottery.rewind_step <= task.steps:
     raise SetupError(f'rewind_step={lottery.rewind_step} is outside the run (0..{task.steps})')
   root = pathlib.Path(root).absolute()

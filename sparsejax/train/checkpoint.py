@@ -29,6 +29,19 @@ class CheckpointError(RuntimeError):
   """A checkpoint directory that cannot be used; the message names it."""
 
 
+def reason(error: BaseException, limit: int = 300) -> str:
+  """Why orbax/TensorStore failed, in one short line: the innermost cause's
+  message (TensorStore's outer message embeds its whole spec as text)."""
+  seen = error
+  while (seen.__cause__ or seen.__context__) is not None:
+    seen = seen.__cause__ or seen.__context__
+  text = ' '.join(str(seen).split())
+  for cut in (' See full TensorStore details', '<bound method'):
+    text = text.split(cut, 1)[0]
+  text = f'{type(seen).__name__}: {text.strip()}'
+  return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
 def abstract_like(tree: PyTree, shardings: PyTree | None = None) -> PyTree:
   """ShapeDtypeStructs (with shardings) for an orbax restore target."""
   if shardings is None:
@@ -84,7 +97,7 @@ class Checkpoints:
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many kinds; all mean this one is unusable
       raise CheckpointError(
-          f'checkpoint {path} could not be restored ({type(e).__name__}: {str(e)[:500]}). '
+          f'checkpoint {path} could not be restored ({reason(e)}). '
           'It is corrupt, partial, or from a different model or optimizer. Delete that '
           'step directory to resume from an earlier checkpoint, or use a new workdir.') from e
     return out['state'], dict(out['meta'])
@@ -95,7 +108,7 @@ class Checkpoints:
       return dict(self.manager.restore(step, args=ocp.args.Composite(
           meta=ocp.args.JsonRestore()))['meta'])
     except Exception as e:
-      raise CheckpointError(f'checkpoint metadata {path} could not be read: {e}') from e
+      raise CheckpointError(f'checkpoint metadata {path} could not be read: {reason(e)}') from e
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -128,7 +141,8 @@ class Checkpoints:
       with ocp.StandardCheckpointer() as ckptr:
         return ckptr.restore(path, abstract)
     except Exception as e:
-      raise CheckpointError(f'named checkpoint {path} could not be restored: {e}') from e
+      raise CheckpointError(f'named checkpoint {path} could not be restored: '
+                            f'{reason(e)}') from e
 
 
 def restore_raw(path) -> PyTree:
@@ -148,6 +162,6 @@ def restore_raw(path) -> PyTree:
       restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
       return ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
   except Exception as e:
-    raise CheckpointError(f'{path} is not a readable checkpoint: {e}') from e
+    raise CheckpointError(f'{path} is not a readable checkpoint: {reason(e)}') from e
   finally:
     absl_logger.setLevel(level)

@@ -204,7 +204,7 @@ def banner(run: Run, workdir) -> str:
   if run.task.distill is not None:
     distill = 'distill from a teacher (' + ', '.join(
         f'{k}={v}' for k, v in run.task.distill.settings().items()) + ')\n'
-  return (f'sparsejax: {len(devices)} {devices[0].platform} device(s), mesh '
+  return (f'run: {len(devices)} {devices[0].platform} device(s), mesh '
           f'{dict(run.mesh.shape)}; {n_params:,} params, {n_prunable:,} prunable in '
           f'{len(prunable)} leaves\nschedule {sched["type"].rsplit(".", 1)[-1]}({fields})\n'
           f'{distill}{run.task.steps} steps, batch {run.task.batch_size}; workdir {workdir}')

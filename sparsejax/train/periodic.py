@@ -109,6 +109,8 @@ def catch_signals():
 def check_record(workdir: pathlib.Path, record: dict, write: bool = False) -> None:
   """A workdir belongs to one run: resuming with a record that differs in keys
   that change results is an error. With `write`, records it in config.json."""
+  if workdir.exists() and not workdir.is_dir():
+    raise SetupError(f'workdir {str(workdir)!r} is a file, not a directory')
   path = workdir / 'config.json'
   text = json.dumps(record, indent=2, sort_keys=True, default=str)
   if path.exists():
