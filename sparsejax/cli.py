@@ -203,14 +203,53 @@ def _sweep(args) -> int:
   return 1 if any(r.get('status') == 'failed' for r in rows) and args.index is None else 0
 
 
+def _export(args) -> int:
+  """The export, then its outputs checked on test examples: exit 1 past
+  `export.tolerance`; a run started from Python is said to be unverified."""
+  from sparsejax import experiment
+  from sparsejax.programs import export
+  rep = export.export(args.path, args.format, args.out)
+  print(f"{rep['file']}: {rep['bytes_on_disk']:,} bytes on disk, dense "
+        f"{rep['dense_bytes_on_disk']:,} ({100 * rep['ratio']:.1f}%)")
+  for leaf, kind in rep['leaves'].items():
+    print(f'  {leaf}: {kind}')
+  import warnings
+  try:
+    with warnings.catch_warnings():   # printed below, as one line
+      warnings.simplefilter('ignore', export.CheckedDense)
+      check = experiment.verify_export(args.path, pathlib.Path(rep['file']).parent, report=True)
+  except export.NotVerifiable as e:
+    print(f'outputs not verified: {_one_line(e)}')
+    return 0
+  if check['dense_leaves']:
+    print(f"sparse products not exercised: {', '.join(check['dense_leaves'])} stored sparse "
+          'but used by no nn.Dense / nnx.Linear; checked the export loaded dense')
+  what = (f"max |output - masked dense output| on {check['examples']} test examples: "
+          f"{check['max_abs_diff']:.2e}")
+  print(f"{what} (tolerance {check['tolerance']:.1e})")
+  if not check['ok']:
+    print(f"sparsejax: export check failed: {what} exceeds the tolerance "
+          f"{check['tolerance']:.1e} (1e-5 * max(1, max |output|))", file=sys.stderr)
+  return 0 if check['ok'] else 1
+
+
+PEFT_TOLERANCE = 1e-5   # max |delta merged - merged.npz| over the weights (rows: exactly 0)
+
+
 def _peft_delta(args) -> int:
   from sparsejax.programs import peft_checkpoint
   rep = peft_checkpoint.save_delta(args.path, args.out, base=args.base)
   print(f"{rep['delta']}: {rep['method']} delta, {rep['delta_bytes']:,} bytes on disk; full "
         f"model {rep['full_array_bytes']:,} bytes of arrays ({100 * rep['ratio']:.2f}%)")
   if 'merged_npz_bytes' in rep:
-    print(f"merged.npz of the run: {rep['merged_npz_bytes']:,} bytes; max |delta merged - "
-          f"merged.npz| {rep['max_abs_diff_vs_merged_npz']:.2e}")
+    diff = rep['max_abs_diff_vs_merged_npz']
+    what = f'max |delta merged - merged.npz| {diff:.2e}'
+    print(f"merged.npz of the run: {rep['merged_npz_bytes']:,} bytes; {what} "
+          f'(tolerance {PEFT_TOLERANCE:.0e})')
+    if not diff <= PEFT_TOLERANCE:   # NaN fails too
+      print(f'sparsejax: delta check failed: {what} exceeds the tolerance '
+            f'{PEFT_TOLERANCE:.0e}: the delta does not rebuild the run', file=sys.stderr)
+      return 1
   return 0
 
 
@@ -331,6 +370,10 @@ def main(argv=None) -> int:
     print(f'sparsejax: {e}', file=sys.stderr)
     return 2
   args = _parser().parse_args(argv)
+  workdir = getattr(args, 'workdir', None)
+  if workdir and pathlib.Path(workdir).exists() and not pathlib.Path(workdir).is_dir():
+    print(f'sparsejax: --workdir {workdir!r} is a file, not a directory', file=sys.stderr)
+    return 2
   if overrides and args.command not in ('train', 'lottery', 'finetune', 'prune'):
     print('sparsejax: --config.KEY overrides apply to train, lottery, finetune and prune '
           'only', file=sys.stderr)
@@ -353,16 +396,7 @@ def main(argv=None) -> int:
     if args.command == 'merge':
       return _merge(args)
     if args.command == 'export':
-      from sparsejax import experiment
-      from sparsejax.programs import export
-      rep = export.export(args.path, args.format, args.out)
-      diff = experiment.verify_export(args.path, pathlib.Path(rep['file']).parent)
-      print(f"{rep['file']}: {rep['bytes_on_disk']:,} bytes on disk, dense "
-            f"{rep['dense_bytes_on_disk']:,} ({100 * rep['ratio']:.1f}%)")
-      for leaf, kind in rep['leaves'].items():
-        print(f'  {leaf}: {kind}')
-      print(f'max |output - masked dense output| on 128 test examples: {diff:.2e}')
-      return 0
+      return _export(args)
     if args.command == 'reproduce':
       from sparsejax import reproduce
       claims = reproduce.reproduce(args.name, args.workdir, jobs=args.jobs,

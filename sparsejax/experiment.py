@@ -82,8 +82,14 @@ def build_dataset(d: config_lib.DataSettings):
   return dataset
 
 
-def build_model(m: config_lib.ModelSettings, dataset, seed: int = 0):
-  """The model; its output size comes from the dataset unless set."""
+def build_model(m: config_lib.ModelSettings, dataset):
+  """The model; its output size comes from the dataset unless set.
+
+  An NNX module class, or a function that takes `rngs` and returns an NNX
+  module, becomes `nnx_model(lambda rngs: target(**options, rngs=rngs))`: its
+  weights are drawn from the run's seed like a Linen model's. A function
+  without `rngs` that returns a built NNX module keeps that module's weights.
+  """
   if ':' in m.name:
     target = _wrap("config key 'model.name'", imports.import_object, m.name, 'model')
   elif m.name in models.MODELS:
@@ -91,22 +97,30 @@ def build_model(m: config_lib.ModelSettings, dataset, seed: int = 0):
   else:
     raise ConfigError(f"config key 'model.name': unknown model {m.name!r}; choose from "
                       f"{sorted(models.MODELS)} or give an import path 'pkg.module:Class'")
+  from flax import nnx
   options = dict(m.options)
   accepted = _accepted(target)
   size_key = 'vocab_size' if dataset.task == 'lm' else 'num_classes'
-  if size_key in accepted:
+  if accepted is not None and size_key in accepted:
     options.setdefault(size_key, dataset.num_classes)
-  if dataset.task == 'lm' and 'max_len' in accepted:
+  if dataset.task == 'lm' and accepted is not None and 'max_len' in accepted:
     options.setdefault('max_len', dataset.input_shape[0])
-  from flax import nnx
-  if isinstance(target, type) and issubclass(target, nnx.Module):
-    options.setdefault('rngs', nnx.Rngs(seed))
   if accepted is not None:
-    unknown = sorted(set(m.options) - accepted)
+    unknown = sorted(set(m.options) - accepted - {'rngs'})
     if unknown:
       raise ConfigError(f'config key model.options.{unknown[0]}: model {m.name!r} has no '
-                        f'setting {unknown[0]!r}; its settings are {sorted(accepted)}')
-  model = _wrap(f'model {m.name!r}', target, **options)
+                        f'setting {unknown[0]!r}; its settings are '
+                        f'{sorted(accepted - {"rngs"})}')
+  nnx_class = isinstance(target, type) and issubclass(target, nnx.Module)
+  if nnx_class or (not isinstance(target, type) and accepted is not None
+                   and 'rngs' in accepted):
+    if 'rngs' in options:
+      raise ConfigError("config key model.options.rngs: an NNX model's rngs come from the "
+                        "run's seed; set 'seed' instead")
+    factory = functools.partial(target, **options)
+    model = _wrap(f'model {m.name!r}', task_lib.nnx_model, lambda rngs: factory(rngs=rngs))
+  else:
+    model = _wrap(f'model {m.name!r}', target, **options)
   if isinstance(model, nnx.Module):
     model = task_lib.nnx_model(model)
   if not (hasattr(model, 'init') and hasattr(model, 'apply')):
@@ -115,15 +129,20 @@ def build_model(m: config_lib.ModelSettings, dataset, seed: int = 0):
 
 
 def _accepted(target) -> set[str] | None:
+  """The keyword settings `target` takes (None: any). An NNX class reports
+  `(*args, **kwargs)` as its signature; its `__init__` says what it takes."""
   if dataclasses.is_dataclass(target):
     return {f.name for f in dataclasses.fields(target) if f.name not in ('parent', 'name')}
+  from flax import nnx
+  if isinstance(target, type) and issubclass(target, nnx.Module):
+    target = target.__init__
   try:
     params = inspect.signature(target).parameters
   except (TypeError, ValueError):
     return None
   if any(p.kind == p.VAR_KEYWORD for p in params.values()):
     return None
-  return set(params)
+  return set(params) - {'self'}
 
 
 def build_loss(name: str, options=None):
@@ -152,7 +171,7 @@ def build_task(config, *, dataset=None, schedule=None) -> task_lib.Task:
   """The Task a config describes (dataset and schedule may be given, e.g. reused)."""
   s = config_lib.to_settings(config)
   dataset = dataset if dataset is not None else build_dataset(s.data)
-  model = build_model(s.model, dataset, s.seed)
+  model = build_model(s.model, dataset)
   schedule = schedule if schedule is not None else build_schedule(s.pruning, s.seed)
   accumulate = s.optimizer['accumulate']
   steps, per_epoch = s.train.steps, data_lib.steps_per_epoch(len(dataset.train),
@@ -374,19 +393,28 @@ def run_finetune(config, workdir, *, progress: bool = False) -> dict:
                      model_state=model_state, progress=progress, record=record(config))
 
 
-def verify_export(workdir, export_dir, batch: int = 128) -> float:
-  """`export.verify` for a run made from a config: its model, its final
-  weights and the first `batch` test examples."""
+def verify_export(workdir, export_dir, batch: int = 128, report: bool = False):
+  """`export.verify` (with `report`: `export.verify_report`'s dict) for a run
+  made from a config: its model, its final weights and the first `batch` test
+  examples. A run started from Python records no config to rebuild its model
+  from: `export.NotVerifiable`, saying how to verify from Python."""
   import json
   import pathlib
   import ml_collections
   import numpy as np
   from sparsejax.programs import export, results as results_lib
   recorded = json.loads((pathlib.Path(workdir) / 'config.json').read_text())
+  if 'config' not in recorded:
+    raise export.NotVerifiable(
+        f'{workdir} is a run started from Python (its config.json records no config), so its '
+        'model cannot be rebuilt here; verify from Python with export.verify(task.model.apply, '
+        'params, model_state, x, export_dir), the weights from results.final_weights(workdir)')
   config = ml_collections.ConfigDict(recorded['config'])
   s = config_lib.to_settings(config)
   dataset = build_dataset(s.data)
-  model = build_model(s.model, dataset, s.seed)
+  model = build_model(s.model, dataset)
   params, model_state, _ = results_lib.final_weights(workdir)
   x = dataset.test.get(np.arange(min(batch, len(dataset.test))))[0]
-  return export.verify(model.apply, params, model_state, x, export_dir, train=False)
+  check = export.verify_report(model.apply, params, model_state, x, export_dir,
+                               **task_lib.train_kwarg(model, False))   # as Task passes it
+  return check if report else check['max_abs_diff']

@@ -1,8 +1,8 @@
 """Sparse matrix products for inference on CPU: sliced ELL.
 
-A masked kernel W of shape (in, out) (a Flax Dense kernel, y = x @ W) is
-stored by output column: every column keeps the row indices and values of
-its nonzeros, padded to a common width k, so that
+A masked kernel W of shape (in, out) (a Linen nn.Dense or NNX nnx.Linear
+kernel, y = x @ W) is stored by output column: every column keeps the row
+indices and values of its nonzeros, padded to a common width k, so that
 
     y[b, o] = sum_j values[j, o] * x[b, rows[j, o]]
 

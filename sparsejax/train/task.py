@@ -151,9 +151,7 @@ class Task:
     return variables
 
   def _train_kwarg(self, train: bool) -> dict:
-    """{'train': train} for models whose call takes it (every built-in model does)."""
-    fn = self.model.__call__ if isinstance(self.model, nn.Module) else self.model.apply
-    return {'train': train} if _takes(fn, 'train') else {}
+    return train_kwarg(self.model, train)
 
   def apply(self, params, model_state, x, train: bool = False, key=None):
     """(outputs, new model state) of the model."""
@@ -177,7 +175,7 @@ class Task:
   def _apply(self, params, model_state, x, train, key, capture):
     variables = {'params': params, **model_state}
     kwargs = self._train_kwarg(train)
-    if key is not None and _takes(self.model.apply, 'rngs'):
+    if key is not None and takes(self.model.apply, 'rngs'):
       kwargs['rngs'] = {'dropout': key}
     mutable = list(model_state) if train and model_state else []
     if capture is not None:
@@ -271,7 +269,15 @@ def _is_classification(out, y) -> bool:
   return out.ndim == y.ndim + 1 and jnp.issubdtype(y.dtype, jnp.integer)
 
 
-def _takes(fn, name: str) -> bool:
+def train_kwarg(model, train: bool) -> dict:
+  """{'train': train} for models whose call takes it (every built-in model
+  does; a user's Linen module or an NNX model may not)."""
+  fn = model.__call__ if isinstance(model, nn.Module) else model.apply
+  return {'train': train} if takes(fn, 'train') else {}
+
+
+def takes(fn, name: str) -> bool:
+  """Whether `fn` accepts keyword `name` (True when its signature is unknown)."""
   try:
     params = inspect.signature(fn).parameters
   except (TypeError, ValueError):
@@ -308,7 +314,7 @@ class nnx_model:   # noqa: N801  (used like a function: nnx_model(...))
       raise SetupError(f'nnx_model takes an NNX module or a function rngs -> module, got '
                        f'{type(module).__name__}')
     self.graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-    self._defs = (jax.tree.structure(params), jax.tree.structure(rest))
+    self._templates = (params, rest)      # nnx.State: where each leaf goes, by path
     if self._factory is None:
       self._params = nnx.to_pure_dict(params)
       self._rest = nnx.to_pure_dict(rest)
@@ -338,18 +344,33 @@ class nnx_model:   # noqa: N801  (used like a function: nnx_model(...))
       out['nnx_state'] = rest
     return out
 
+  def _state(self, which: int, pure) -> Any:
+    """An nnx.State holding the leaves of the pure dict `pure`, matched by path
+    (not by leaf order: a checkpoint or an export may give a list's indices as
+    strings, and '10' sorts before '2')."""
+    state = jax.tree.map(lambda v: v, self._templates[which])
+    self._nnx.replace_by_pure_dict(state, pure)
+    return state
+
+  def module(self, variables: dict, train: bool = False):
+    """A new live NNX module holding `variables` ({'params': ..., 'nnx_state':
+    ...}), in training or inference mode (`train()` / `eval()` where it has
+    them); changing it changes neither this model nor `variables`."""
+    nnx = self._nnx
+    module = nnx.merge(self.graphdef, self._state(0, variables['params']),
+                       self._state(1, variables.get('nnx_state', {})))
+    if hasattr(module, 'train') and hasattr(module, 'eval'):
+      module.train() if train else module.eval()
+    return module
+
   def apply(self, variables, x, train=False, mutable=(), *, module_hook=None):
     """The module's outputs on `x` with `variables` (and its new state with
     `mutable`); `module_hook(module)` may change the merged module before the
     call (export.sparse_apply gives its Linear layers sparse products)."""
     nnx = self._nnx
-    params = jax.tree.unflatten(self._defs[0], jax.tree.leaves(variables['params']))
-    rest = jax.tree.unflatten(self._defs[1], jax.tree.leaves(variables.get('nnx_state', {})))
-    module = nnx.merge(self.graphdef, params, rest)
+    module = self.module(variables, train)
     if module_hook is not None:
       module_hook(module)
-    if hasattr(module, 'train') and hasattr(module, 'eval'):
-      module.train() if train else module.eval()
     out = module(x)
     if mutable:
       _, _, rest = nnx.split(module, nnx.Param, ...)
