@@ -13,7 +13,7 @@ from sparsejax import config as config_lib, experiment, models
 from sparsejax.config import ConfigError
 from sparsejax.core import schedules
 from sparsejax.core import tree as tree_lib
-from sparsejax.train import loop
+from sparsejax.train import loop, task as task_lib
 
 
 def run_prune(config, workdir, *, method: str, sparsity: float | None = None, nm=None,
@@ -34,6 +34,7 @@ def run_prune(config, workdir, *, method: str, sparsity: float | None = None, nm
   import numpy as np
   import orbax.checkpoint as ocp
   from sparsejax import posttrain
+  from sparsejax.posttrain import nnx_layers
   from sparsejax.models.bert import PAD_ID
   from sparsejax.data import base as data_base
   from sparsejax.train import evaluation, weights as weights_lib
@@ -44,9 +45,9 @@ def run_prune(config, workdir, *, method: str, sparsity: float | None = None, nm
                       "'finetune.init_from'")
   task = experiment.build_task(config)   # (a distill block is for the fine-tuning that follows)
   run = experiment.wrap_setup(loop.build, task.replace(schedule=schedules.Dense(), distill=None))
-  if not isinstance(task.model, nn.Module):
-    raise ConfigError(f'post-training pruning takes a Flax Linen model; {s.model.name!r} '
-                      'is not one')
+  if not isinstance(task.model, nn.Module) and not nnx_layers.is_nnx(task.model):
+    raise ConfigError(f'post-training pruning takes a Flax Linen or NNX model; {s.model.name!r} '
+                      f'gave {type(task.model).__name__}')
   if init_from == 'minilm':
     from sparsejax.models import safetensors_io
     params, _, _ = safetensors_io.load_minilm(num_classes=task.dataset.num_classes,
@@ -67,7 +68,7 @@ def run_prune(config, workdir, *, method: str, sparsity: float | None = None, nm
   pruned, masks, report = posttrain.prune_model(
       task.model, params, batches, method, sparsity=sparsity, nm=nm,
       model_state=model_state or None, rule=task.rule, valid_tokens=valid, options=options,
-      log=log)
+      apply_kwargs=task_lib.train_kwarg(task.model, False), log=log)
   report['from'] = str(init_from)
   report['wall_seconds'] = time.perf_counter() - start
   if evaluate:

@@ -4,9 +4,11 @@ unstructured or N:M, layer by layer.
 
   params, masks, report = prune_model(model, params, batches, 'sparsegpt', nm='2:4')
 
-Kernels are in Flax's (in, out) layout throughout: the papers' output rows
-are kernel columns (see `target`). The masks are the core's mask trees, ready
-for `FixedMask(masks=masks)` fine-tuning.
+Flax Linen models and Flax NNX models wrapped by `nnx_model` alike (their
+nn.Dense / nnx.Linear layers; see `blocks`). Kernels are in Flax's (in, out)
+layout throughout: the papers' output rows are kernel columns (see
+`target`). The masks are the core's mask trees, ready for
+`FixedMask(masks=masks)` fine-tuning.
 """
 
 from sparsejax.posttrain.calibrate import BLOCKS, METHODS, prune_model

@@ -16,15 +16,18 @@ block, as the papers' reference scripts do).
 Nothing here knows a model class: a block is any direct submodule whose name
 matches `blocks` (default `block_<i>` of models/transformer.py and
 `layer_<i>` of models/bert.py) and that takes the previous block's output as
-its first argument; a prunable layer is any `nn.Dense` inside a block whose
-kernel the rule accepts. The inputs are found with `nn.intercept_methods`,
-and a block is run alone as an unbound clone of its module. Embeddings, the
-final norm and the output head are left dense, as in both papers.
+its first argument; a prunable layer is any Dense layer inside a block (Flax
+Linen `nn.Dense`, or `nnx.Linear` of a Flax NNX model wrapped by
+`nnx_model`) whose kernel the rule accepts. `blocks` finds the blocks, their
+inputs and their layers' inputs for both kinds of model. A weight inside a
+block that the rule accepts but no Dense layer of the block multiplies is an
+error before any work (it would be left dense while the report claims the
+sparsity); embeddings, the final norm and the output head, outside the
+blocks, are left dense, as in both papers.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, Callable, Iterable
 
@@ -34,7 +37,9 @@ import jax
 import jax.numpy as jnp
 
 from sparsejax.core import masks as masks_lib, tree as tree_lib
+from sparsejax.posttrain import blocks as blocks_lib, nnx_layers
 from sparsejax.posttrain import sparsegpt as sparsegpt_lib, wanda as wanda_lib
+from sparsejax.posttrain.blocks import Enough
 from sparsejax.posttrain.target import Target, reconstruction_error
 
 PyTree = Any
@@ -43,86 +48,12 @@ METHODS = {'magnitude': wanda_lib.prune_magnitude, 'wanda': wanda_lib.prune_wand
            'sparsegpt': sparsegpt_lib.prune_sparsegpt}
 
 
-def _same(a, b) -> bool:
-  return a is b or (not isinstance(a, jax.Array) and not isinstance(b, jax.Array) and a == b)
-
-
-class _Enough(Exception):
-  """Raised to end a forward pass once every input it was run for is seen."""
-
-
-def _is_block(context, pattern: str) -> bool:
-  m = context.module
-  return (context.method_name == '__call__' and len(m.path) == 1
-          and re.search(pattern, m.name or '') is not None)
-
-
-def find_blocks(model: nn.Module, variables: dict, inputs: list, apply_kwargs: dict,
-                pattern: str = BLOCKS):
-  """([(name, unbound block module)], [(args, kwargs) of the first block per input]).
-
-  Traces the model (no compute) to find its blocks and to check that each
-  takes the previous block's output as its first argument, its other
-  arguments unchanged; then runs every input up to the first block.
-  """
-  calls = []
-
-  def trace(next_fun, args, kwargs, context):
-    if not _is_block(context, pattern):
-      return next_fun(*args, **kwargs)
-    out = next_fun(*args, **kwargs)
-    calls.append((context.module.name, context.module.clone(parent=None, name=None),
-                  args, kwargs, out))
-    return out
-
-  with nn.intercept_methods(trace):
-    jax.eval_shape(lambda: model.apply(variables, inputs[0], **apply_kwargs))
-  if not calls:
-    raise ValueError(f'no submodule of {type(model).__name__} matches the block pattern '
-                     f'{pattern!r}')
-  names = [c[0] for c in calls]
-  if len(set(names)) != len(names):
-    raise ValueError(f'blocks are called more than once: {names}')
-  for prev, cur in zip(calls, calls[1:]):
-    args, kwargs = cur[2], cur[3]
-    if (not args or args[0] is not prev[4] or len(args) != len(prev[2])
-        or not all(_same(a, b) for a, b in zip(args[1:], prev[2][1:]))
-        or kwargs.keys() != prev[3].keys()
-        or not all(_same(kwargs[k], prev[3][k]) for k in kwargs)):
-      raise ValueError(f'block {cur[0]!r} does not take the output of {prev[0]!r} as its '
-                       'first argument with the other arguments unchanged; layer-by-'
-                       'layer pruning needs chained blocks')
-  first_args = []
-
-  def capture(next_fun, args, kwargs, context):
-    if not _is_block(context, pattern):
-      return next_fun(*args, **kwargs)
-    first_args.append((args, kwargs))
-    raise _Enough
-
-  for x in inputs:
-    try:
-      with nn.intercept_methods(capture):
-        model.apply(variables, x, **apply_kwargs)
-    except _Enough:
-      pass
-  return [(c[0], c[1]) for c in calls], first_args
-
-
-def dense_groups(module: nn.Module, variables: dict, args, kwargs
-                 ) -> tuple[list[list[tuple]], dict]:
-  """(paths within the block of its nn.Dense layers in call order, grouped by
+def dense_groups(block, args, kwargs) -> tuple[list[list[tuple]], dict]:
+  """(paths within the block of its Dense layers in call order, grouped by
   shared input: consecutive calls on the very same array form a group;
-  {path: calls per forward pass})."""
+  {path: calls per forward pass}); traces shapes only."""
   calls = []
-
-  def interceptor(next_fun, a, kw, context):
-    if isinstance(context.module, nn.Dense) and context.method_name == '__call__':
-      calls.append((tuple(context.module.path), a[0]))
-    return next_fun(*a, **kw)
-
-  with nn.intercept_methods(interceptor):
-    jax.eval_shape(lambda: module.apply(variables, *args, **kwargs))
+  block.run_seeing(args, kwargs, lambda path, x: calls.append((path, x)), traced=True)
   groups, counts = [], {}
   for k, (path, x) in enumerate(calls):
     counts[path] = counts.get(path, 0) + 1
@@ -135,8 +66,7 @@ def dense_groups(module: nn.Module, variables: dict, args, kwargs
   return groups, counts
 
 
-def accumulate_grams(module: nn.Module, variables: dict, inputs: list, weights: list,
-                     counts: dict) -> tuple[dict, float]:
+def accumulate_grams(block, inputs: list, weights: list, counts: dict) -> tuple[dict, float]:
   """({path: X^T X over the inputs of that Dense}, tokens counted) for the
   Dense layers in `counts` ({path: calls per pass}), summed over the
   calibration inputs; tokens of weight 0 (padding) do not count. Each pass
@@ -146,71 +76,59 @@ def accumulate_grams(module: nn.Module, variables: dict, inputs: list, weights: 
   for (args, kwargs), w in zip(inputs, weights):
     left = dict(counts)
 
-    def interceptor(next_fun, a, kw, context):
-      path = tuple(context.module.path)
-      if not (isinstance(context.module, nn.Dense) and context.method_name == '__call__'
-              and left.get(path)):
-        return next_fun(*a, **kw)
-      x = jnp.asarray(a[0], jnp.float32)
+    def see(path, x):
+      if not left.get(path):
+        return
+      shape = x.shape
+      x = jnp.asarray(x, jnp.float32)
       x = x.reshape(-1, x.shape[-1])
       if w is not None:
         if w.size != x.shape[0]:
           raise ValueError(f'token weights of shape {w.shape} do not fit the inputs '
-                           f'{a[0].shape} of {"/".join(path)}')
+                           f'{shape} of {"/".join(map(str, path))}')
         x = x * w.reshape(-1, 1)
       g = jnp.matmul(x.T, x, precision=jax.lax.Precision.HIGHEST)
       grams[path] = g if path not in grams else grams[path] + g
       left[path] -= 1
       if not any(left.values()):
-        raise _Enough
-      return next_fun(*a, **kw)
+        raise Enough
 
     try:
-      with nn.intercept_methods(interceptor):
-        module.apply(variables, *args, **kwargs)
-    except _Enough:
+      block.run_seeing(args, kwargs, see)
+    except Enough:
       pass
     if any(left.values()):
       raise ValueError(f'a forward pass of the block did not call '
-                       f'{["/".join(p) for p, n in left.items() if n]}')
+                       f'{["/".join(map(str, p)) for p, n in left.items() if n]}')
     tokens += float(args[0].size // args[0].shape[-1] if w is None else jnp.sum(w))
   return grams, tokens
 
 
-def _get(tree, path):
-  for k in path:
-    tree = tree[k]
-  return tree
+def _full(name, path) -> str:
+  return '/'.join(map(str, (name, *path, 'kernel')))
 
 
-def _set(tree, path, value):
-  for k in path[:-1]:
-    tree = tree[k]
-  tree[path[-1]] = value
-
-
-def _prune_block(name, module, block_vars, block_inputs, weights, prune_fn, target, options,
-                 rule, sequential, new_masks, layers, log) -> float:
+def _prune_block(name, block, block_inputs, weights, prune_fn, target, options, rule,
+                 sequential, new_masks, layers, log) -> float:
   """Prunes one block's Dense kernels in place (group by group, each from the
   inputs that the block with the groups before it pruned gives); records
   their masks and report rows; returns the calibration tokens counted."""
-  groups, counts = dense_groups(module, block_vars, *block_inputs[0])
+  groups, counts = dense_groups(block, *block_inputs[0])
   if not sequential:
     groups = [[p for g in groups for p in g]]
   tokens = 0.0
   for group in groups:
-    todo = [p for p in group
-            if rule('/'.join((name, *p, 'kernel')), _get(block_vars['params'], (*p, 'kernel')))]
+    todo = [p for p in group if rule(_full(name, p), block.kernel(p))]
     if not todo:
       continue
-    grams, tokens = accumulate_grams(module, block_vars, block_inputs, weights,
+    grams, tokens = accumulate_grams(block, block_inputs, weights,
                                      {p: counts[p] for p in todo})
     for p in todo:
-      full = '/'.join((name, *p, 'kernel'))
-      kernel = _get(block_vars['params'], (*p, 'kernel'))
+      full = _full(name, p)
+      kernel = block.kernel(p)
       t0 = time.perf_counter()
       pruned, mask = jax.block_until_ready(prune_fn(kernel, grams[p], target, **options))
-      _set(block_vars['params'], (*p, 'kernel'), pruned)
+      block.set_kernel(p, pruned)
       new_masks[full] = mask
       err, rel = reconstruction_error(kernel, pruned, grams[p])
       layers.append({'path': full, 'shape': tuple(kernel.shape),
@@ -222,14 +140,36 @@ def _prune_block(name, module, block_vars, block_inputs, weights, prune_fn, targ
   return tokens
 
 
-def prune_model(model: nn.Module, params: PyTree, batches: Iterable, method: str = 'wanda',
+def _check_targets(found, params, dense: set, rule, target) -> None:
+  """Before any work: every leaf inside a block that the rule accepts must be
+  the 2-D kernel of a Dense layer the block calls (else it would be left
+  dense, silently), and fit the target's pattern."""
+  for name, _ in found:
+    for path, leaf in tree_lib.leaves_with_paths(params[name]):
+      full = f'{name}/{path}'
+      if not rule(full, leaf):
+        continue
+      if full not in dense:
+        raise ValueError(
+            f'{full!r} {tuple(leaf.shape)} is prunable (the prunable rule accepts it) but is '
+            'not the kernel of a Dense layer its block calls (Flax Linen nn.Dense, or '
+            'nnx.Linear of an NNX model), the only layers post-training pruning prunes; '
+            'exclude it from the prunable leaves (pruning.exclude, PrunableRule(exclude=...)) '
+            'rather than have it left dense')
+      target.check(full, leaf.shape)
+
+
+def prune_model(model, params: PyTree, batches: Iterable, method: str = 'wanda',
                 *, sparsity: float | None = None, nm=None, model_state: dict | None = None,
                 rule: Callable = tree_lib.DEFAULT_RULE, blocks: str = BLOCKS,
                 valid_tokens: Callable | None = None, sequential: bool = True,
                 options: dict | None = None, apply_kwargs: dict | None = None,
                 log: Callable | None = None) -> tuple[PyTree, PyTree, dict]:
-  """Prunes every prunable nn.Dense kernel inside the model's blocks, layer by layer.
+  """Prunes every prunable Dense kernel inside the model's blocks, layer by layer.
 
+  `model` is a Flax Linen module, or a Flax NNX model wrapped by
+  `sparsejax.train.task.nnx_model` (its params and model state as the
+  wrapper gives them; its blocks are attributes, its Dense layers nnx.Linear).
   `batches` yields model inputs (the first argument of `model.apply`);
   `method` is 'magnitude', 'wanda' or 'sparsegpt' (`options`: percdamp,
   blocksize, per_row); give `sparsity` (unstructured) or `nm` ('2:4', (4, 8)).
@@ -240,8 +180,9 @@ def prune_model(model: nn.Module, params: PyTree, batches: Iterable, method: str
   """
   if method not in METHODS:
     raise ValueError(f'unknown pruning method {method!r}; choose from {sorted(METHODS)}')
-  if not isinstance(model, nn.Module):
-    raise TypeError(f'prune_model takes a Flax Linen module, got {type(model).__name__}')
+  if not isinstance(model, nn.Module) and not nnx_layers.is_nnx(model):
+    raise TypeError(f'prune_model takes a Flax Linen module or an NNX model wrapped by '
+                    f'sparsejax.train.task.nnx_model, got {type(model).__name__}')
   target = Target(sparsity, nm)
   prune_fn, options = METHODS[method], dict(options or {})
   apply_kwargs = {'train': False} if apply_kwargs is None else dict(apply_kwargs)
@@ -250,22 +191,16 @@ def prune_model(model: nn.Module, params: PyTree, batches: Iterable, method: str
     raise ValueError('no calibration batches')
   start = time.perf_counter()
   new_params = flax.core.unfreeze(params)   # a fresh tree of dicts
-  variables = {'params': new_params, **(model_state or {})}
-  found, block_inputs = find_blocks(model, variables, inputs, apply_kwargs, blocks)
-  for name, _ in found:    # settle every shape question before any work
-    for path, leaf in tree_lib.leaves_with_paths(new_params[name]):
-      full = f'{name}/{path}'
-      if path.endswith('kernel') and rule(full, leaf) and leaf.ndim == 2:
-        target.check(full, leaf.shape)
+  found, block_inputs, dense = blocks_lib.find_blocks(model, new_params, model_state, inputs,
+                                                      apply_kwargs, blocks)
+  _check_targets(found, new_params, dense, rule, target)   # settle every question first
   weights = [None if valid_tokens is None else jnp.asarray(valid_tokens(x), jnp.float32)
              for x in inputs]
   new_masks, layers, tokens = {}, [], 0.0
-  for name, module in found:
-    block_vars = {c: v[name] for c, v in variables.items() if name in v}
-    tokens = _prune_block(name, module, block_vars, block_inputs, weights, prune_fn, target,
-                          options, rule, sequential, new_masks, layers, log)
-    block_inputs = [((module.apply(block_vars, *args, **kwargs), *args[1:]), kwargs)
-                    for args, kwargs in block_inputs]
+  for name, block in found:
+    tokens = _prune_block(name, block, block_inputs, weights, prune_fn, target, options, rule,
+                          sequential, new_masks, layers, log)
+    block_inputs = [((block(args, kwargs), *args[1:]), kwargs) for args, kwargs in block_inputs]
   masks = tree_lib.map_with_path(
       lambda path, m: new_masks.get(path, m), masks_lib.dense_masks(new_params, rule))
   report = {'method': method, 'target': target.describe(), 'sparsity': target.fraction,

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.core import select, tree as tree_lib
+from sparsejax.train import task as task_lib
 from sparsejax.train.task import SetupError
 
 PyTree = Any
@@ -122,13 +123,18 @@ def fan_in(w) -> int:
 
 class Reparametrized:
   """A model whose params are the trainable tree; duck-types Linen's
-  init/apply, so the training stack uses it unchanged."""
+  init/apply, so the training stack uses it unchanged. `base` is a Linen
+  module or any model with Linen-style init/apply (an `nnx_model`): `train`
+  and `rngs` reach it only where its call takes them, as `Task` passes them."""
 
   def __init__(self, base, method: Method):
+    check_base(base, method.kind)
     self.base, self.method = base, method
+    self._train = bool(task_lib.train_kwarg(base, False))
+    self._rngs = task_lib.takes(base.apply, 'rngs')
 
   def init(self, rngs, x, train=False):
-    variables = dict(self.base.init(rngs, x, train=train))
+    variables = dict(self.base.init(rngs, x, **({'train': train} if self._train else {})))
     params = variables.pop('params')
     key = rngs['params'] if isinstance(rngs, dict) else rngs
     trainable = self.method.init_trainable(params, key)
@@ -140,12 +146,24 @@ class Reparametrized:
     variables = dict(variables)
     trainable, frozen = variables.pop('params'), variables.pop('frozen', None)
     full = {'params': self.method.merge(frozen, trainable), **variables}
-    kwargs = {'rngs': rngs} if rngs is not None else {}   # NNX-wrapped models take none
-    if mutable:
-      out, new = self.base.apply(full, x, train=train,
-                                 mutable=[m for m in mutable if m != 'frozen'], **kwargs)
-      return out, {**dict(new), **({'frozen': frozen} if frozen is not None else {})}
-    return self.base.apply(full, x, train=train, **kwargs)
+    kwargs = {'train': train} if self._train else {}
+    if rngs is not None and self._rngs:   # NNX-wrapped models take none
+      kwargs['rngs'] = rngs
+    kept = {'frozen': frozen} if frozen is not None else {}
+    rest = [m for m in (mutable or ()) if m != 'frozen']
+    if rest:
+      out, new = self.base.apply(full, x, mutable=rest, **kwargs)
+      return out, {**dict(new), **kept}
+    out = self.base.apply(full, x, **kwargs)   # nothing of the base's is mutable
+    return (out, kept) if mutable else out
+
+
+def check_base(model, method: str) -> None:
+  """Refuses a task without a model: every method trains a reparametrised
+  model, and a task's own whole-objective loss cannot be reparametrised."""
+  if model is None:
+    raise SetupError(f'finetune.method {method!r} reparametrises the task\'s model, but the '
+                     'task has none (only init and loss): give it a model')
 
 
 # --- choosing what to train -------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 
 from sparsejax.core import select, tree as tree_lib
 from sparsejax.data import base as data_base
+from sparsejax.posttrain import nnx_layers
 from sparsejax.programs import peft_methods as peft, results as results_lib
 from sparsejax.train import weights as weights_lib
 from sparsejax.train import checkpoint as ckpt_lib, loop
@@ -109,20 +110,46 @@ def input_norms(run, params, model_state, targets, n: int) -> dict:
   """||X_i||_2 of every input feature of each target Dense, over n batches
   (the activation-aware score of Wanda, Sun et al. 2024); for a target Conv,
   of every input channel over all positions (not the exact norm of each
-  kh x kw patch entry, which padding and stride make differ slightly)."""
+  kh x kw patch entry, which padding and stride make differ slightly). The
+  inputs are those of Linen nn.Dense / nn.Conv (by interception) or NNX
+  nnx.Linear / nnx.Conv layers (`posttrain.nnx_layers`); a target kernel that
+  no such layer multiplies (an Einsum, a layer of one's own) is refused: its
+  norms would be zeros and its rows chosen by index."""
   sums = {p: 0.0 for p in targets}
+  seen = set()
+
+  def add(path, x):
+    if path in sums:
+      x = x.reshape(-1, x.shape[-1])
+      sums[path] = sums[path] + jnp.sum(x * x, axis=0)
+      seen.add(path)
 
   def record(next_fun, args, kwargs, context):
     if isinstance(context.module, (nn.Dense, nn.Conv)) and context.method_name == '__call__':
-      path = '/'.join(context.module.path) + '/kernel'
-      if path in sums:
-        x = args[0].reshape(-1, args[0].shape[-1])
-        sums[path] = sums[path] + jnp.sum(x * x, axis=0)
+      add('/'.join(context.module.path) + '/kernel', args[0])
     return next_fun(*args, **kwargs)
 
-  for batch in _score_batches(run, n):
-    with nn.intercept_methods(record):
-      run.task.model.apply({'params': params, **(model_state or {})}, batch[0], train=False)
+  model = run.task.model
+  if nnx_layers.is_nnx(model):
+    module = nnx_layers.live_module(model, params, model_state)
+    layers = {p: layer for p, layer in nnx_layers.kernel_layers(module).items()
+              if nnx_layers.kernel_path(p) in sums}
+    with nnx_layers.recording(layers, lambda p, x: add(nnx_layers.kernel_path(p), x)):
+      for batch in _score_batches(run, n):
+        module(batch[0])
+  elif isinstance(model, nn.Module):
+    for batch in _score_batches(run, n):
+      with nn.intercept_methods(record):
+        run.task.apply(params, model_state or {}, batch[0], False)
+  missing = [p for p in targets if p not in seen]
+  if missing:
+    raise SetupError(f"finetune.row_score 'activation' needs the inputs of every target, but "
+                     f'{missing[0]!r}' + (f' (and {len(missing) - 1} more)' if len(missing) > 1
+                                          else '')
+                     + ' is not the kernel of a Dense or Conv layer the model calls (Flax '
+                     'Linen nn.Dense / nn.Conv, or NNX nnx.Linear / nnx.Conv in a model '
+                     "wrapped by nnx_model): narrow finetune.targets or choose another "
+                     'finetune.row_score')
   return {p: np.sqrt(np.asarray(v)) for p, v in sums.items()}
 
 
@@ -130,6 +157,7 @@ def build_method(f: peft.FinetuneSettings, workdir, run: loop.Run, params, model
                  targets, head, *, record: dict | None = None) -> peft.Method:
   """The Method for `f.method`: what is trained and how it merges. `run` is
   the dense base run (its task gives the data, loss and seed of the scores)."""
+  peft.check_base(run.task.model, f.method)   # before any scoring
   seed = run.task.seed
   if f.method == 'full':
     return peft.Method('full')

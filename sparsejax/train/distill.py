@@ -36,6 +36,7 @@ import hashlib
 import re
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -158,7 +159,15 @@ class Distill:
 def check_model(distill: Distill, task, abstract_params, abstract_model_state) -> None:
   """Raises DistillError when the model's outputs are not logits over classes
   (the KL term) or no module matches `hidden_modules` (the hidden term);
-  traces shapes only."""
+  traces shapes only. The hidden term needs a Flax Linen model (its module
+  outputs come from `capture_intermediates`, which sees no Flax NNX layer):
+  any other model is refused here, before training, naming the setting."""
+  if distill.hidden_weight and not isinstance(task.model, nn.Module):
+    raise DistillError('hidden_weight', 'the hidden-state term (hidden_weight > 0) captures '
+                       "module outputs with Flax Linen's capture_intermediates, and "
+                       f'{type(task.model).__name__} is not a Flax Linen module (an NNX '
+                       'model wrapped by nnx_model has no Linen modules to capture): set '
+                       'hidden_weight to 0; the KL term (kd_weight) works with any model')
   x = jax.ShapeDtypeStruct((1, *task.dataset.input_shape), task.dataset.input_dtype)
   capture = module_filter(distill.hidden_modules) if distill.hidden_weight else None
   out, _, hidden = jax.eval_shape(
