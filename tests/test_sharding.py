@@ -1,6 +1,9 @@
 """Masks and optimizer state keep the params' sharding on a 2x4 mesh, and a
-sharded run equals an unsharded one, for every schedule (sharding_check.py)
-and for the whole training stack (train_sharding_check.py).
+sharded run matches an unsharded one (masks identical, values within float
+tolerance), for every schedule (sharding_check.py) and for the whole training
+stack (train_sharding_check.py, which also runs data parallel alone, 8x1,
+against one device with RigL: what is exact and what only matches to the
+reduction order).
 
 The checks need 8 devices. Forcing 8 fake CPU devices slows single-device
 code by about 30%, so they run in a separate process (sharding_check.py)

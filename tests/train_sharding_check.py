@@ -14,23 +14,31 @@ device; on 8 devices, replicated where FSDP split another dimension) and no
 all-gather of a whole leaf in the mask update. Then a small version of the
 GPT-2-small run (causal LM, bf16, remat, packed masks, RigL, FSDP over 8
 devices) against one device, with SPARSEJAX_LM_SHARDING_CHECK=1 (see main:
-off in the default suite).
+off in the default suite). Last, data parallelism alone: 8x1 against one
+device with RigL, batch 80, for a linear model and a ReLU MLP
+(_check_data_parallel: what is exact and what only matches to reduction
+order).
 """
 
 import os
 import pathlib
 import sys
 import tempfile
+import time
 
+import flax.linen as nn
 import jax
 import numpy as np
+import optax
 
-from sparsejax import experiment
+import sparsejax as sj
+from sparsejax import data as data_lib, experiment
 from sparsejax.core import tree as tree_lib
 from sparsejax.core.prune import prune as sj_prune
 from sparsejax import config as config_lib
 from sparsejax.train import checkpoint as ckpt_lib, inspection, loop
 from sparsejax.train import metrics as metrics_lib, sharding as sharding_lib
+from sparsejax.train.task import Task
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -105,6 +113,7 @@ def main():
     assert 'all-gather' not in hlo, 'global pruning of sharded params all-gathers'
     print('global magnitude pruning of the FSDP-sharded params: no all-gather')
     _check_packed(tmp, mesh, rules, l1, a)
+    _check_data_parallel(tmp, one)
     # Opt-in: under load (the 2-core CI with another test worker) XLA's CPU
     # in-process all-to-all among 8 fake devices once hung past its 40 s
     # rendezvous timeout and aborted the process; it passed 3 runs of 4.
@@ -199,6 +208,115 @@ def _check_packed(tmp, mesh, rules, l1, a):
                  'masks/hidden_1/kernel/bits': (512 // 8, 512),
                  'masks/output/kernel/bits': (80 // 8, 80)}, per
   print(f'packed masks under FSDP over 8 devices (bytes per device, in all): {per}')
+
+
+# The data-parallel check: batch 80 over 8x1 (10 examples a device), 30 steps,
+# RigL mask updates on (0-based) steps 10 and 20.
+DP_STEPS, DP_BATCH, DP_IN, DP_HIDDEN, DP_CLASSES = 30, 80, 32, 32, 10
+DP_TOL = 1e-6          # losses (relative) and params (absolute)
+DP_MAX_MOVED = 0.05    # ReLU: differing mask entries, as a fraction of the active ones
+
+
+class _DPNet(nn.Module):
+  """One Dense (relu=False: linear in its input, so no pre-activation can
+  flip), or Dense -> ReLU -> Dense. The linear model has one layer because
+  each layer adds to the compile time of the mask update (four runs here)."""
+  relu: bool
+
+  @nn.compact
+  def __call__(self, x):
+    if self.relu:
+      x = nn.relu(nn.Dense(DP_HIDDEN, name='hidden')(x))
+    return nn.Dense(DP_CLASSES, name='output')(x)
+
+
+def _dp_task(relu: bool) -> Task:
+  """RigL 90% on a small learnable problem (labels from a noisy linear
+  teacher), 400 examples: the 30 steps see 6 epochs of reshuffled batches."""
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((400, DP_IN)).astype(np.float32)
+  y = np.argmax(x @ rng.standard_normal((DP_IN, DP_CLASSES)) +
+                rng.standard_normal((400, DP_CLASSES)), -1).astype(np.int32)
+  source = data_lib.ArraySource(x, y)
+  dataset = data_lib.Dataset('dp_toy', source, source, None, DP_CLASSES, (DP_IN,), np.float32)
+  return Task(dataset=dataset, model=_DPNet(relu), optimizer=optax.adam(1e-2),
+              schedule=sj.make_schedule('rigl', sparsity=0.9, every=10, end=25),
+              steps=DP_STEPS, batch_size=DP_BATCH, eval_splits=(), log_every=DP_STEPS,
+              eval_every=DP_STEPS, checkpoint_every=DP_STEPS)
+
+
+def _dp_run(task, mesh, workdir):
+  """(result, per-step losses, mask_update rows) of `task` on `mesh`. The loop
+  blocks on the metrics at least every 16 steps (periodic.LAG) and on every
+  mask update, so no more steps queue than fake CPU devices stand."""
+  result = loop.train(task, workdir, progress=False, mesh=mesh, log=lambda text: None)
+  rows = list(metrics_lib.read_rows(f'{workdir}/metrics.jsonl'))
+  return (result, np.array([r['loss'] for r in rows if r['kind'] == 'train']),
+          [r for r in rows if r['kind'] == 'mask_update'])
+
+
+def _check_data_parallel(tmp, one):
+  """Data parallel (8x1) against one device, RigL 90%, batch 80.
+
+  Every device computes the gradient of its 10 examples and the all-reduce
+  sums the 8 parts, in another order than one device sums 80: each step's
+  gradient, and so the params, differ by float rounding (about 1e-7
+  relative), not bitwise. Asserted:
+  - linear model (one Dense): every loss within DP_TOL relative, the final
+    params within DP_TOL absolute, the masks identical;
+  - ReLU MLP: the losses within DP_TOL up to and including the step of the
+    first mask update (its loss is computed before its update). After it,
+    the active count of every leaf equal (the density exact) and at most
+    DP_MAX_MOVED of the active entries placed differently: RigL ranks
+    gradient and weight magnitudes, and a pre-activation near zero can flip
+    its ReLU, so a near-tie may go the other way and the runs then train
+    different masks. Where the masks agree (every run measured so far),
+    everything as for the linear model.
+  Both runs must update the masks on the same steps, the first growing
+  weights. A data-parallel run that dropped part of the batch fails the
+  first loss (one device's 10 examples replaced: 1.6e-2 relative); masks
+  with other counts fail the counts; a RigL that ranked one device's
+  gradient would likely place many of the ~20% of active weights the first
+  update regrows elsewhere (the linear model: any entry; the ReLU MLP: past
+  DP_MAX_MOVED)."""
+  dp = sharding_lib.make_mesh((8, 1))
+  for name, relu in (('linear', False), ('ReLU MLP', True)):
+    t0 = time.perf_counter()
+    task = _dp_task(relu)
+    r1, l1, u1 = _dp_run(task, one, f'{tmp}/dp_{name}_one')
+    r8, l8, u8 = _dp_run(task, dp, f'{tmp}/dp_{name}_8x1')
+    first = u1[0]['step'] - 1   # 0-based: the step whose program updates the masks
+    leaf = r8.state.params['output']['kernel']
+    assert len(leaf.sharding.device_set) == 8, leaf.sharding
+    assert len(l1) == len(l8) == DP_STEPS, (len(l1), len(l8))
+    assert [r['step'] for r in u1] == [r['step'] for r in u8] == [11, 21], (u1, u8)
+    assert u1[0]['grown'] > 0 and u8[0]['grown'] > 0, (u1, u8)   # the masks do move
+    rel = np.abs(l8 - l1) / np.abs(l1)
+    m1, m8 = dict(tree_lib.leaves_with_paths(jax.device_get(r1.masks))), dict(
+        tree_lib.leaves_with_paths(jax.device_get(r8.masks)))
+    assert m1.keys() == m8.keys() == ({'hidden/kernel', 'output/kernel'} if relu
+                                      else {'output/kernel'}), sorted(m1)
+    for path in m1:   # the density is exact either way
+      assert m1[path].sum() == m8[path].sum(), (path, m1[path].sum(), m8[path].sum())
+    assert r1.summary['active'] == r8.summary['active']
+    moved = {path: int(np.sum(m1[path] != m8[path])) for path in m1}
+    p1, p8 = (dict(tree_lib.leaves_with_paths(jax.device_get(r.state.params))) for r in (r1, r8))
+    dparam = max(float(np.max(np.abs(p8[k] - p1[k]))) for k in p1)
+    np.testing.assert_allclose(l8[:first + 1], l1[:first + 1], rtol=DP_TOL, atol=0,
+                               err_msg=f'{name}: losses up to the first mask update')
+    if relu:
+      assert sum(moved.values()) <= DP_MAX_MOVED * r1.summary['active'], (
+          f'{name}: {moved} mask entries differ of {r1.summary["active"]} active')
+    if not relu or not any(moved.values()):
+      assert not any(moved.values()), f'{name}: masks differ in {moved} entries'
+      np.testing.assert_allclose(l8, l1, rtol=DP_TOL, atol=0, err_msg=f'{name}: losses')
+      for k in p1:
+        np.testing.assert_allclose(p8[k], p1[k], rtol=0, atol=DP_TOL, err_msg=f'{name}: {k}')
+    print(f'data parallel 8x1 vs 1 device, {name}, RigL 90%, batch {DP_BATCH}, {DP_STEPS} '
+          f'steps: max relative loss diff {rel[:first + 1].max():.1e} up to the first mask '
+          f'update (step {first}), {rel.max():.1e} over the run; max |param diff| '
+          f'{dparam:.1e}; mask entries differing {moved} of {r1.summary["active"]} active '
+          f'({time.perf_counter() - t0:.1f} s)', flush=True)
 
 
 def _masks(raw) -> dict:

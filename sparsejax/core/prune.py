@@ -110,5 +110,7 @@ def prune(params: PyTree, sparsity: float, criterion='magnitude', *,
   scores = criteria_lib.get_criterion(criterion)(params, grads, key)
   if masks is not None:
     masks = masks_lib.validate_masks(masks, params)
-  new = select_masks(scores, template, keep, pattern, global_keep, eligible=masks)
+  # one compiled program: op by op, the selection's many small ops cost seconds
+  select_fn = jax.jit(lambda s, t, e: select_masks(s, t, keep, pattern, global_keep, eligible=e))
+  new = select_fn(scores, template, masks)
   return masks_lib.apply_masks(params, new), new
