@@ -38,6 +38,9 @@ SMALL = {
     'bert': (
         {'vocab_size': 32, 'hidden': 16, 'num_layers': 1, 'num_heads': 2,
          'intermediate': 32, 'max_len': 16, 'num_classes': 10}, (12,), jnp.int32),
+    'llama': (
+        {'vocab_size': 32, 'hidden': 16, 'num_heads': 2, 'num_kv_heads': 1, 'num_layers': 1,
+         'intermediate': 32, 'tie_embeddings': False}, (12,), jnp.int32),
 }
 BATCH = 4
 
@@ -101,7 +104,7 @@ def test_registry_is_complete():
 def test_init_and_output_shape(name):
   model, variables, shape, dtype = _small(name)
   logits = _apply(model, variables, _inputs(shape, dtype))
-  if name == 'transformer_decoder':
+  if name in ('transformer_decoder', 'llama'):
     chex.assert_shape(logits, (BATCH, shape[0], 32))
   else:
     chex.assert_shape(logits, (BATCH, 10))
@@ -125,8 +128,8 @@ def test_output_layer_is_named_output(name):
   _, variables, _, _ = _small(name)
   paths = dict(tree_lib.leaves_with_paths(variables['params']))
   assert paths['output/kernel'].ndim == 2
-  assert sorted(p for p in paths if re.search('output', p)) == [
-      'output/bias', 'output/kernel']
+  heads = ['output/kernel'] if name == 'llama' else ['output/bias', 'output/kernel']
+  assert sorted(p for p in paths if re.search('output', p)) == heads   # Llama's head has no bias
 
 
 def test_parameter_counts():

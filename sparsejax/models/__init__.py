@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from sparsejax.models.bert import BertEncoder
 from sparsejax.models.conv import BasicBlock, Conv2, Conv4, Conv6, ConvNet, ResNet20
+from sparsejax.models.llama import Llama
 from sparsejax.models.mlp import MLP, LeNet300100, MNIST1DMLP
 from sparsejax.models.transformer import TransformerDecoder, TransformerEncoder
 
@@ -33,6 +34,7 @@ MODELS = {
     'transformer_encoder': TransformerEncoder,
     'transformer_decoder': TransformerDecoder,
     'bert': BertEncoder,
+    'llama': Llama,
 }
 
 
