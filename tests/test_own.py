@@ -220,3 +220,26 @@ def test_nnx_class_by_import_path_gets_its_rngs_from_the_seed():
   assert not np.array_equal(params[0]['conv']['kernel'], params[1]['conv']['kernel'])
   with pytest.raises(config_lib.ConfigError, match="model.options.depth.*'width'"):
     experiment.build_task(config_lib.apply_overrides(c, {'model.options': {'depth': 2}}))
+
+
+class TwelveLayers(nnx.Module):
+  """A stack in an nnx.List: its pure-dict keys are 0..11, which a checkpoint
+  or an export may hand back as strings ('10' sorts before '2')."""
+
+  def __init__(self, rngs):
+    self.layers = nnx.List([nnx.Linear(8, 8, rngs=rngs) for _ in range(11)] +
+                           [nnx.Linear(8, 4, rngs=rngs)])
+
+  def __call__(self, x):
+    for layer in self.layers[:-1]:
+      x = nnx.relu(layer(x))
+    return self.layers[-1](x)
+
+
+def test_nnx_leaves_are_matched_by_path_not_order():
+  model = nnx_model(TwelveLayers)
+  params = model.init({'params': jax.random.key(0)}, None)['params']
+  x = jnp.ones((2, 8))
+  want = model.apply({'params': params}, x)
+  as_strings = {'layers': {str(k): v for k, v in params['layers'].items()}}
+  np.testing.assert_array_equal(model.apply({'params': as_strings}, x), want)
