@@ -78,6 +78,10 @@ def test_load_results_reads_dirs_and_files(tmp_path):
   b = write_rows(tmp_path / 'b', rows[5:])
   assert rep.load_results([a, b / 'results.jsonl']) == rows
   assert rep.load_results(str(a)) == rows[:5]
+  # a `sparsejax lottery` workdir: its results one folder down, in lottery_<hash>/
+  write_rows(tmp_path / 'lottery' / 'lottery_0123456789', rows)
+  assert rep.load_results(tmp_path / 'lottery') == rows
+  assert 'ticket' in rep.report(tmp_path / 'lottery')
 
 
 def test_missing_and_malformed_files(tmp_path):
@@ -127,6 +131,13 @@ def test_level_table_early_stop_metric_and_arms(tmp_path):
   assert cells['2']['ticket early_stop_test_accuracy'] == expected
   loss = table_cells(rep.level_table(rows, metric='test_loss'))
   assert loss['1']['ticket test_loss'].startswith('0.3000 ± 0.0000')
+
+
+def test_level_table_without_a_validation_split_has_no_early_stop_column():
+  rows = [{**r, 'early_stop': None} for r in lottery_rows()]
+  cells = table_cells(rep.level_table(rows))
+  assert not any('early-stop' in column for column in cells['1'])
+  assert cells['1']['ticket test_accuracy'] == '91.50 ± 0.50 (n=3)'
 
 
 def test_n1_formatting():
@@ -242,6 +253,26 @@ def test_plots(tmp_path):
     rep.plot_curves(rows, tmp_path / 'none.png', levels=[1], arm='reinit')
   with pytest.raises(ValueError, match='layer_density'):
     rep.plot_layer_density(rows[1] | {'layer_density': {}}, tmp_path / 'x.png')
+
+
+def test_plots_read_without_colour_and_at_high_sparsity(tmp_path, monkeypatch):
+  from sparsejax.programs import plots
+  figures = []
+  monkeypatch.setattr(plots, '_save', lambda fig, path: figures.append(fig) or path)
+  rows = [{'arm': f'arm{i}', 'density': d, 'final': {'test_accuracy': 0.9 - i / 100 - d / 10},
+           'status': 'ok'} for i in range(7) for d in (1.0, 0.1)]
+  rep.plot_accuracy_vs_density(rows, tmp_path / 'seven.png')
+  lines = figures[-1].axes[0].get_lines()
+  assert len(lines) == 7
+  assert len({(l.get_marker(), l.get_linestyle()) for l in lines}) == 7   # apart without colour
+  sparse = {'arm': 'ticket', 'level': 9, 'density': 0.013,
+            'layer_density': {'hidden_0/kernel': 0.01, 'hidden_1/kernel': 0.01,
+                              'output/kernel': 0.5}}
+  rep.plot_layer_density(sparse, tmp_path / 'layers.png')
+  ax = figures[-1].axes[0]
+  assert ax.get_yscale() == 'log' and ax.get_ylim()[0] <= 0.5       # 1% bars stay visible
+  rep.plot_layer_density({**sparse, 'layer_density': {'a': 0.5, 'b': 0.9}}, tmp_path / 'l.png')
+  assert figures[-1].axes[0].get_yscale() == 'linear'
 
 
 def test_mean_curve():

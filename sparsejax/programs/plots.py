@@ -23,6 +23,18 @@ def _figure(width=6.4, height=4.4):
   return fig, fig.add_subplot()
 
 
+MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X', '*', '<', '>')
+DASHES = ('-', '--', ':', '-.')
+
+
+def _style(i: int) -> dict:
+  """Line i's colour, marker and dash, so that lines stay apart without
+  colour (in print, for colour-blind readers): the first ten differ in all
+  three but the dash."""
+  return {'color': f'C{i % 10}', 'marker': MARKERS[i % len(MARKERS)],
+          'ls': DASHES[i % len(DASHES)]}
+
+
 def _save(fig, path) -> pathlib.Path:
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,12 +81,13 @@ def plot_accuracy_vs_density(rows: Sequence[Row], path, metric: str = 'test_accu
     stats = sorted((100 * np.mean([r['density'] for r in p]),
                     *_stats([metric_value(r, metric) for r in p])) for p in points.values())
     x, n, mean, std = (np.array(c, dtype=float) for c in zip(*stats))
-    color = f'C{i % 10}'
+    style = _style(i)
+    color = style['color']
     counts = f'{int(n.min())}-{int(n.max())}' if n.min() != n.max() else f'{int(n.max())}'
     label = f'{arm} (n={counts})'
     if len(x) == 1:
       ax.axhline(mean[0] * scale, color=color, ls='--', lw=1, label=label)
-    ax.plot(x, mean * scale, marker='o', ms=4, color=color, label=None if len(x) == 1 else label)
+    ax.plot(x, mean * scale, ms=4, label=None if len(x) == 1 else label, **style)
     has = n > 1
     if has.any() and len(x) > 1:
       lo, hi = (mean - np.where(has, std, 0)) * scale, (mean + np.where(has, std, 0)) * scale
@@ -130,8 +143,9 @@ def plot_curves(rows: Sequence[Row], path, levels: Sequence[int], arm: str = 'ti
       continue
     dens = [r['density'] for r in runs if r.get('density') is not None]
     label = f'{100 * np.mean(dens):.1f}% (level {level})' if dens else f'level {level}'
-    color = f'C{i % 10}'
-    ax.plot(steps, mean * scale, color=color, lw=1.5, label=label)
+    style = {**_style(i), 'marker': None}
+    color = style['color']
+    ax.plot(steps, mean * scale, lw=1.5, label=label, **style)
     if (std > 0).any():
       ax.fill_between(steps, (mean - std) * scale, (mean + std) * scale, color=color,
                       alpha=0.15, lw=0)
@@ -158,8 +172,13 @@ def plot_layer_density(row: Row, path) -> pathlib.Path:
   ax.bar_label(bars, fmt='%.1f', fontsize=7)
   ax.set_xticks(range(len(names)))
   ax.set_xticklabels(names, rotation=45, ha='right', fontsize=8)
-  ax.set_ylim(0, 105)
-  ax.set_ylabel('% of weights remaining')
+  if min(values) < 0.05 * max(values):   # linear bars of 1% beside 100% are invisible
+    ax.set_yscale('log')
+    ax.set_ylim(min(v for v in values if v > 0) / 2 if any(values) else 0.1, 150)
+    ax.set_ylabel('% of weights remaining (log scale)')
+  else:
+    ax.set_ylim(0, 105)
+    ax.set_ylabel('% of weights remaining')
   bits = [f"arm {row['arm']}" if 'arm' in row else '',
           f"level {row['level']}" if row.get('level') is not None else '',
           f"replicate {row['replicate']}" if 'replicate' in row else '',

@@ -27,28 +27,41 @@ AFTER_PRUNING_PREFIX = 'after_pruning_'   # fine-tuning rows: the pruned model a
 # ----------------------------------------------------------------- loading
 
 def load_results(dirs) -> list[Row]:
-  """Rows of `results.jsonl` from each run directory (or the file itself)."""
+  """Rows of `results.jsonl` from each run directory (or the file itself). A
+  directory without one reads those of its immediate subdirectories: the
+  `sparsejax lottery` workdir holds its results in `lottery_<hash>/`."""
   if isinstance(dirs, (str, pathlib.Path)):
     dirs = [dirs]
   rows = []
   for d in dirs:
     p = pathlib.Path(d)
-    path = p / 'results.jsonl' if p.is_dir() else p
-    if not path.is_file():
-      looked = path if p.is_dir() else f'{p} or {p / "results.jsonl"}'
-      raise ValueError(f'no results file: looked for {looked}')
-    with open(path) as f:
-      for lineno, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          row = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise ValueError(f'{path}, line {lineno}: malformed JSON ({e.msg})') from None
-        if not isinstance(row, dict):
-          raise ValueError(f'{path}, line {lineno}: expected a JSON object, '
-                           f'got {type(row).__name__}')
-        rows.append(row)
+    paths = [p / 'results.jsonl'] if p.is_dir() else [p]
+    if p.is_dir() and not paths[0].is_file():
+      paths = sorted(p.glob('*/results.jsonl')) or paths
+    for path in paths:
+      if not path.is_file():
+        looked = (f'{path} or {p}/*/results.jsonl' if p.is_dir() else
+                  f'{p} or {p / "results.jsonl"}')
+        raise ValueError(f'no results file: looked for {looked}')
+      rows.extend(_read_rows(path))
+  return rows
+
+
+def _read_rows(path: pathlib.Path) -> list[Row]:
+  """The JSON object rows of one results.jsonl."""
+  rows = []
+  with open(path) as f:
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{path}, line {lineno}: malformed JSON ({e.msg})') from None
+      if not isinstance(row, dict):
+        raise ValueError(f'{path}, line {lineno}: expected a JSON object, '
+                         f'got {type(row).__name__}')
+      rows.append(row)
   return rows
 
 
@@ -137,7 +150,7 @@ def level_table(rows: Sequence[Row], metric: str = 'test_accuracy',
 
   Columns: level, % weights remaining (mean density of the first arm's
   finished runs), `<arm> <metric>` per arm, and the first arm's early-stop
-  iteration. Failed runs are listed below the table, not averaged.
+  iteration (when the runs recorded one: a validation split). Failed runs are listed below the table, not averaged.
   """
   leveled = [r for r in rows if r.get('level') is not None]
   if not leveled:
@@ -145,8 +158,10 @@ def level_table(rows: Sequence[Row], metric: str = 'test_accuracy',
   arms = list(arms) if arms is not None else _arms(leveled)
   percent = is_percent(metric)
   ok = [r for r in leveled if not failed(r)]
+  # early stopping needs a validation split: without one the column would be all '-'
+  early = any((r.get('early_stop') or {}).get('step') is not None for r in ok)
   header = ['level', '% weights remaining', *(f'{a} {metric}' for a in arms),
-            f'early-stop iter ({arms[0]})']
+            *([f'early-stop iter ({arms[0]})'] if early else [])]
   body = []
   for level in sorted({r['level'] for r in leveled}):
     at = [r for r in ok if r['level'] == level]
@@ -159,7 +174,8 @@ def level_table(rows: Sequence[Row], metric: str = 'test_accuracy',
       line.append(format_stats([v for v in vals if v is not None], percent))
     steps = [r['early_stop']['step'] for r in at if r.get('arm') == arms[0]
              and (r.get('early_stop') or {}).get('step') is not None]
-    line.append(format_stats(steps, decimals=0))
+    if early:
+      line.append(format_stats(steps, decimals=0))
     body.append(line)
   text = _markdown(header, body) + '\n\n' + _note(metric)
   bad = [r for r in leveled if failed(r)]
