@@ -1,6 +1,7 @@
 """The lottery program: levels, rewinding, controls, resume after a kill."""
 
 import json
+import re
 import os
 import pathlib
 import signal
@@ -38,8 +39,14 @@ def start_params(workdir):
 def test_levels_rewind_to_step_k_and_controls(tmp_path):
   cfg = small(**{'lottery.rewind': 'step', 'lottery.rewind_step': 10,
                  'lottery.controls': ('reinit', 'random_prune', 'oneshot')})
-  rows = experiment.run_lottery(cfg, tmp_path, log=lambda s: None)
+  lines = []
+  rows = experiment.run_lottery(cfg, tmp_path, log=lines.append)
   root = experiment.lottery_dir(cfg, tmp_path)
+  # progress: the time of day, [k/N] over all runs, and an ETA until the last
+  assert lines[0].endswith(': 9 runs') and len(lines) == 10
+  assert [l.split(' [')[1].split(']')[0] for l in lines[1:]] == [f'{k}/9' for k in range(1, 10)]
+  assert all(re.match(r'\d\d:\d\d:\d\d ', l) for l in lines)
+  assert all(', ETA ' in l for l in lines[1:-1]) and ', ETA ' not in lines[-1]
   assert [(r['level'], r['arm']) for r in rows] == [
       (0, 'ticket'), (1, 'ticket'), (1, 'reinit'), (1, 'random_prune'), (1, 'oneshot'),
       (2, 'ticket'), (2, 'reinit'), (2, 'random_prune'), (2, 'oneshot')]

@@ -20,12 +20,37 @@ def test_plain_progress_lines(tmp_path, capsys):
     assert w._bar is None
     w.progress(200, loss=0.43119, acc=np.float32(0.881), density=0.1, steps_per_sec=12.3)
     w.progress(300, loss=0.4)        # no rate given: from wall time since the writer started
+    w.progress(310, loss=0.4, steps_per_sec=None)   # not measured yet (only a compile so far)
     w.close()
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[0] == ('step 200/1000  loss 0.4312  acc 0.8810  density 0.1000  '
-                        '12.3 steps/s  ETA 1m05s')
-    assert re.fullmatch(r'step 300/1000  loss 0\.4000  [\d.]+ steps/s  ETA \S+', lines[1])
-    assert len(lines) == 2
+    stamp = r'\d\d:\d\d:\d\d  '                  # every line starts with the time of day
+    assert re.fullmatch(stamp + re.escape('step 200/1000  loss 0.4312  acc 0.8810  density '
+                                          '0.1000  12.3 steps/s  ETA 1m05s'), lines[0])
+    assert re.fullmatch(stamp + r'step 300/1000  loss 0\.4000  [\d.]+ steps/s  ETA \S+',
+                        lines[1])
+    assert re.fullmatch(stamp + r'step 310/1000  loss 0\.4000  ETA \?', lines[2])
+    assert len(lines) == 3
+
+
+def test_first_rate_leaves_out_compilation(tmp_path):
+  """The first logged steps/s (and so the first ETA) starts after the step
+  program's first call, which compiles it: with compilation counted, the
+  first window's rate would be a small fraction of the next one's."""
+  import optax
+  from sparsejax.data import ArraySource, Dataset
+  from sparsejax.train import loop
+  from sparsejax.train.task import Task
+  from conftest import LinenMLP
+  x = np.random.default_rng(0).normal(size=(256, 8)).astype(np.float32)
+  y = (x[:, 0] > 0).astype(np.int32)
+  data = Dataset('d', ArraySource(x, y), ArraySource(x, y), None, num_classes=2,
+                 input_shape=(8,), input_dtype=np.float32)
+  loop.train(Task(dataset=data, optimizer=optax.adam(1e-2), model=LinenMLP(), steps=60,
+                  batch_size=16, log_every=20, eval_every=60, checkpoint_every=60),
+             tmp_path, progress=False)
+  rates = [r['steps_per_sec'] for r in metrics_lib.read_rows(tmp_path / 'metrics.jsonl')
+           if r['kind'] == 'train' and 'steps_per_sec' in r]
+  assert len(rates) == 3 and rates[0] > 0.2 * rates[1], rates
 
 
 def test_format_helpers():

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from typing import Callable
 
 import jax
@@ -109,7 +110,11 @@ def run_lottery(task: Task, root, lottery: Lottery = Lottery(), *, progress: boo
   root.mkdir(parents=True, exist_ok=True)
   snapshots = (lottery.rewind_step,) if lottery.rewind == 'step' else ()
   rows = []
-  log(f'lottery run {root}')
+  controlled = [l for l in range(1, lottery.levels + 1)
+                if not lottery.control_levels or l in lottery.control_levels]
+  total = lottery.replicates * (1 + lottery.levels + len(controlled) * len(lottery.controls))
+  count = {'done': 0, 'trained': 0, 'seconds': 0.0}
+  log(f'{time.strftime("%H:%M:%S")} lottery run {root}: {total} runs')
   for r in range(lottery.replicates):
     seed = task.seed + r
     rep_task = task.replace(seed=seed)
@@ -123,7 +128,8 @@ def run_lottery(task: Task, root, lottery: Lottery = Lottery(), *, progress: boo
           schedule=schedules.FixedMask(masks=masks))
       if level > 0 and lottery.rewind == 'none':
         t = t.replace(optimizer=lottery.finetune_optimizer)
-      if (workdir / 'summary.json').exists():
+      started, trained = time.perf_counter(), not (workdir / 'summary.json').exists()
+      if not trained:
         params, model_state, masks = results_lib.final_weights(workdir)
       else:
         result = loop.train(t, workdir, start=start, progress=progress,
@@ -135,8 +141,13 @@ def run_lottery(task: Task, root, lottery: Lottery = Lottery(), *, progress: boo
             result.masks)
       row = results_lib.run_row(workdir, **ids, level=level, arm=arm)
       rows.append(row)
-      log(f'  replicate {r} level {level:2d} {arm:12s} {100 * row["density"]:6.2f}% '
-          f'weights, test acc {row["final"].get("test_accuracy", float("nan")):.4f}')
+      count['done'] += 1
+      if trained:
+        count['trained'] += 1
+        count['seconds'] += time.perf_counter() - started
+      log(f'{time.strftime("%H:%M:%S")} [{count["done"]}/{total}] replicate {r} level '
+          f'{level:2d} {arm:12s} {100 * row["density"]:6.2f}% weights, test acc '
+          f'{row["final"].get("test_accuracy", float("nan")):.4f}{_eta(count, total)}')
       return workdir, params, model_state, masks
 
     dense_dir, dense_final, final_state, prev_masks = train(0, 'ticket')
@@ -190,6 +201,16 @@ def _pruner(lottery: Lottery, level: int):
     _PRUNERS[key] = (lottery, jax.jit(functools.partial(
         imp.prune_remaining, fraction=key[1], allocation=lottery.allocation)))
   return _PRUNERS[key][1]
+
+
+def _eta(count: dict, total: int) -> str:
+  """', ETA ...' from the mean time of the runs trained so far (runs found
+  finished on a resume cost nothing and are left out), else ''."""
+  left = total - count['done']
+  if not left or not count['trained']:
+    return ''
+  seconds = int(round(left * count['seconds'] / count['trained']))
+  return f', ETA {seconds // 60}m{seconds % 60:02d}s'
 
 
 def _masked(params, masks):

@@ -286,16 +286,21 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
   if update_steps:   # a resumed run's initial mask is a function of the seed
     dynamics = MaskDynamics(transform.get_masks(
         (state if start == 0 else initial_state(run)).opt_state))
-  pending, t_window, n_window = [], time.perf_counter(), 0
+  pending, t_window, n_window, warm = [], time.perf_counter(), 0, set()
   t_start = time.perf_counter()
   try:
     with catch_signals() as caught:
       for step in range(start, t.steps if not stopper.should_stop else start):
         if step in update_steps:
           t_update = dynamics.before(state)
-        state, m = train_fns[step in program_steps](state, feed.next_batch(step), *teacher)
+        program = step in program_steps
+        state, m = train_fns[program](state, feed.next_batch(step), *teacher)
         pending.append(m)
-        n_window += 1
+        if program in warm:
+          n_window += 1
+        else:   # its first call compiled it: that is no step's time, so no rate's or ETA's
+          warm.add(program)
+          t_window, n_window = time.perf_counter(), 0
         done = step + 1
         if step in update_steps:
           writer.write('mask_update', done, dynamics.after(state, t_update))
@@ -318,14 +323,15 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
           r = dict(zip(names, rows[-1].tolist()))
           lr_fn = t.learning_rate
           lr_step = run.schedule.lr_step((done - 1) // t.accumulate)
-          r.update(density=float(jax.device_get(density_fn(state.opt_state))),
-                   steps_per_sec=n_window / max(time.perf_counter() - t_window, 1e-9))
+          if n_window:   # before the density program, whose first call compiles it
+            r['steps_per_sec'] = n_window / max(time.perf_counter() - t_window, 1e-9)
+          r['density'] = float(jax.device_get(density_fn(state.opt_state)))
           if lr_fn is not None:
             r['learning_rate'] = float(lr_fn(lr_step))
           writer.write('train', done, r)
           writer.progress(done, loss=r['loss'], **({'acc': r['accuracy']} if 'accuracy' in r
                                                    else {}),
-                          density=r['density'], steps_per_sec=r['steps_per_sec'],
+                          density=r['density'], steps_per_sec=r.get('steps_per_sec'),
                           **{f'{k}_acc': v['accuracy'] for k, v in last_eval.items()
                              if 'accuracy' in v})
         if eval_now:

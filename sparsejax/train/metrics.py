@@ -140,25 +140,27 @@ class MetricsWriter:
 
   def progress(self, step: int, **postfix) -> None:
     """Moves the bar; without one, prints a line such as
-    `step 200/1000  loss 0.4312  acc 0.8810  12.3 steps/s  ETA 1m05s`. The
-    rate is `steps_per_sec` from `postfix` if given, else the steps done since
-    the writer started over the wall time since then."""
+    `14:02:31  step 200/1000  loss 0.4312  acc 0.8810  12.3 steps/s  ETA 1m05s`.
+    The rate is `steps_per_sec` from `postfix` if given (None: not measured
+    yet, 'ETA ?'), else the steps done since the writer started over the wall
+    time since then."""
     if self._bar is not None:
       self._bar.n = step
-      self._bar.set_postfix({k: f'{v:.4g}' for k, v in postfix.items()}, refresh=False)
+      self._bar.set_postfix({k: f'{v:.4g}' for k, v in postfix.items() if v is not None},
+                            refresh=False)
       self._bar.refresh()
     elif self._plain:
       print(self._line(int(step), postfix), file=sys.stderr, flush=True)
 
   def _line(self, step: int, postfix: Mapping[str, Any]) -> str:
-    parts = [f'step {step}/{self._total}']
+    parts = [time.strftime('%H:%M:%S'), f'step {step}/{self._total}']
     rate = postfix.get('steps_per_sec')
     parts += [f'{k} {_fmt(v)}' for k, v in postfix.items() if k != 'steps_per_sec']
     try:
       rate = float(_clean(rate)) if rate is not None else None
     except (TypeError, ValueError):
       rate = None
-    if rate is None:
+    if rate is None and 'steps_per_sec' not in postfix:   # given as None: not measured yet
       elapsed = time.perf_counter() - self._t0
       done = step - self._start_step
       rate = done / elapsed if done > 0 and elapsed > 0 else None
