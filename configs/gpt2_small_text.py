@@ -1,6 +1,6 @@
 """A GPT-2-small-shaped causal LM (163M parameters, 123.5M of them pruned)
 trained sparse with RigL at 90%, FSDP over every device, bf16 compute and
-remat: the scale check of issue 13.4.
+remat: a systems check at scale (experiments/gpt2_small_fsdp).
 
 Shape of GPT-2 small (Radford et al. 2019): 12 blocks, d_model 768, 12 heads,
 MLP 3072, 1024 positions, a 50,257-entry vocabulary; the LM head is its own

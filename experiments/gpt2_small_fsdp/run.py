@@ -1,5 +1,5 @@
 """A GPT-2-small-shaped LM (124M parameters) trained with RigL at 90%, FSDP
-over 8 fake CPU devices, bf16 compute and remat (issue 13.4).
+over 8 fake CPU devices, bf16 compute and remat.
 
   nice -n 5 .venv/bin/python experiments/gpt2_small_fsdp/run.py --workdir runs/gpt2 \
       [--steps 300] [--record]

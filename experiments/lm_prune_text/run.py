@@ -1,4 +1,4 @@
-"""Causal LM, post-training pruning and retraining, end to end (issue 14.6).
+"""Causal LM, post-training pruning and retraining, end to end.
 
 A plain script, not a `reproduce.py`: `sparsejax reproduce` runs a sweep or
 lottery programs, and this pipeline is a chain of different programs (train,

@@ -1,5 +1,5 @@
-"""A fine-tuned sentence encoder, pruned after fine-tuning without retraining
-(issue 14.6): all-MiniLM-L6-v2 on stdlib-topics, magnitude vs Wanda vs
+"""A fine-tuned sentence encoder, pruned after fine-tuning without retraining:
+all-MiniLM-L6-v2 on stdlib-topics, magnitude vs Wanda vs
 SparseGPT at 50% unstructured and 2:4.
 
 A plain script like experiments/lm_prune_text/run.py (a chain of different
