@@ -18,14 +18,17 @@ from sparsejax.train import loop, task as task_lib
 
 def run_prune(config, workdir, *, method: str, sparsity: float | None = None, nm=None,
               calibration: int = 128, init_from: str | None = None,
-              options: dict | None = None, evaluate: bool = True, log=print) -> dict:
+              options: dict | None = None, owl=None, evaluate: bool = True,
+              log=print) -> dict:
   """Post-training pruning (`sparsejax.posttrain`) of the config's model, loaded
   from `init_from` (default `finetune.init_from`: a run, checkpoint, .npz /
   .safetensors, or 'minilm'), with the first `calibration` training examples
-  as calibration data. Writes `workdir/state` (params and masks; what
-  `finetune.init_from=workdir` with `pruning.schedule='fixed'` loads, and
-  `load_pruned` reads) and `workdir/prune.json`; returns the report, with the
-  dense and pruned evaluation under 'eval'."""
+  as calibration data; `options` are the method's (SparseGPT: percdamp,
+  blocksize, per_row) and `owl` a `posttrain.OWL` for per-block sparsities.
+  Writes `workdir/state` (params and masks; what `finetune.init_from=workdir`
+  with `pruning.schedule='fixed'` loads, and `load_pruned` reads) and
+  `workdir/prune.json`; returns the report, with the dense and pruned
+  evaluation under 'eval'."""
   import json
   import pathlib
   import time
@@ -68,7 +71,7 @@ def run_prune(config, workdir, *, method: str, sparsity: float | None = None, nm
   pruned, masks, report = posttrain.prune_model(
       task.model, params, batches, method, sparsity=sparsity, nm=nm,
       model_state=model_state or None, rule=task.rule, valid_tokens=valid, options=options,
-      apply_kwargs=task_lib.train_kwarg(task.model, False), log=log)
+      owl=owl, apply_kwargs=task_lib.train_kwarg(task.model, False), log=log)
   report['from'] = str(init_from)
   report['wall_seconds'] = time.perf_counter() - start
   if evaluate:

@@ -63,8 +63,11 @@ def test_sparsegpt_exact_pattern_zeros_and_lowest_error(target):
   kernel, _, gram = layer()
   pruned, mask = prune_sparsegpt(jnp.asarray(kernel), gram, target)
   pruned, mask = np.asarray(pruned), np.asarray(mask)
-  if target.nm is None:     # every output neuron (kernel column) loses exactly half
-    np.testing.assert_array_equal(np.sum(~mask, axis=0), np.full(32, 32))
+  if target.nm is None:     # the layer loses exactly half, chosen jointly (the paper's)
+    assert np.sum(~mask) == 1024 and len(set(np.sum(~mask, axis=0))) > 1
+    _, per_row = prune_sparsegpt(jnp.asarray(kernel), gram, target, per_row=True)
+    # per_row: every output neuron (kernel column) loses exactly half
+    np.testing.assert_array_equal(np.sum(~np.asarray(per_row), axis=0), np.full(32, 32))
   else:                     # n of every m consecutive inputs of every output neuron
     n, m = target.nm.n, target.nm.m
     np.testing.assert_array_equal(mask.reshape(64 // m, m, 32).sum(1), n)
@@ -146,7 +149,7 @@ def test_layer_by_layer_driver_on_a_tiny_transformer(method, target):
   for path in kernels:
     mask = np.asarray(flat_m[path])
     assert mask.mean() == 0.5, path
-    if method != 'magnitude':   # per output neuron, or N:M
+    if method == 'wanda':   # N:M, so per output neuron too
       np.testing.assert_array_equal((~mask).sum(0), 16)
     assert np.all(np.asarray(flat_p[path])[~mask] == 0.0)
   for path, value in flat_0.items():   # biases, norms, embeddings, head: untouched
@@ -189,6 +192,10 @@ def test_bad_targets_are_errors_before_any_work():
     prune_model(model, params, batches, 'wanda', nm='2:5')     # 32 inputs: no groups of 5
   with pytest.raises(ValueError, match='unknown pruning method'):
     prune_model(model, params, batches, 'obs', sparsity=0.5)
+  with pytest.raises(ValueError, match="sparsegpt takes no option 'per_rows'"):
+    prune_model(model, params, batches, 'sparsegpt', sparsity=0.5, options={'per_rows': True})
+  with pytest.raises(ValueError, match="wanda takes no option 'per_row'"):
+    prune_model(model, params, batches, 'wanda', sparsity=0.5, options={'per_row': True})
 
 
 CONFIG = '''
@@ -208,7 +215,8 @@ def get_config():
 '''
 
 
-def test_cli_writes_a_checkpoint_that_fixed_mask_fine_tuning_loads(tmp_path, capsys):
+def write_cli_inputs(tmp_path):
+  """(config file, trained weights file) of a 2-block encoder on random data."""
   rng = np.random.default_rng(0)
   data = tmp_path / 'data.npz'
   np.savez(data, x_train=rng.normal(size=(64, 16)).astype(np.float32),
@@ -220,6 +228,11 @@ def test_cli_writes_a_checkpoint_that_fixed_mask_fine_tuning_loads(tmp_path, cap
                              num_classes=3)
   params = model.init(jax.random.key(0), jnp.zeros((1, 16)))['params']
   weights_lib.write_npz(tmp_path / 'trained.npz', params)
+  return config, params
+
+
+def test_cli_writes_a_checkpoint_that_fixed_mask_fine_tuning_loads(tmp_path, capsys):
+  config, params = write_cli_inputs(tmp_path)
   out = tmp_path / 'pruned'
   assert cli.main(['prune', '--config', str(config), '--workdir', str(out), '--method',
                    'sparsegpt', '--nm', '2:4', '--calibration', '40',
@@ -242,6 +255,34 @@ def test_cli_writes_a_checkpoint_that_fixed_mask_fine_tuning_loads(tmp_path, cap
   record = json.loads((out / 'prune.json').read_text())
   assert set(record['report']['eval']) == {'dense', 'pruned'}
   assert pathlib.Path(record['report']['from']) == tmp_path / 'trained.npz'
+
+
+def test_cli_owl_and_sparsegpt_per_row(tmp_path, capsys):
+  config, _ = write_cli_inputs(tmp_path)
+  base = ['prune', '--config', str(config), '--calibration', '40', '--from',
+          str(tmp_path / 'trained.npz')]
+  for argv, message in (
+      (['--method', 'wanda', '--sparsity', '0.5', '--per-row'], '--per-row applies to sparsegpt'),
+      (['--method', 'sparsegpt', '--nm', '2:4', '--per-row'], '--per-row applies to unstructured'),
+      (['--method', 'wanda', '--nm', '2:4', '--owl'], '--owl allocates unstructured'),
+      (['--method', 'wanda', '--sparsity', '0.5', '--owl-m', '3'], 'need --owl'),
+      (['--method', 'wanda', '--sparsity', '0.5', '--owl', '--owl-lambda', '0.7'], 'lambda')):
+    assert cli.main(base + ['--workdir', str(tmp_path / 'bad')] + argv) == 2, argv
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('sparsejax: ') and message in err and '\n' not in err, (argv, err)
+  out = tmp_path / 'owl'
+  assert cli.main(base + ['--workdir', str(out), '--method', 'wanda', '--sparsity', '0.5',
+                          '--owl', '--owl-m', '3', '--owl-lambda', '0.05']) == 0
+  assert 'OWL (M=3, lambda=0.05): block sparsities 0.4500..0.5500' in capsys.readouterr().out
+  report = json.loads((out / 'prune.json').read_text())['report']
+  assert sorted(report['owl']['sparsities'].values()) == pytest.approx([0.45, 0.55])
+  out = tmp_path / 'per_row'
+  assert cli.main(base + ['--workdir', str(out), '--method', 'sparsegpt', '--sparsity', '0.5',
+                          '--per-row']) == 0
+  report = json.loads((out / 'prune.json').read_text())['report']
+  assert report['options'] == {'percdamp': 0.01, 'blocksize': 128, 'per_row': True}
+  for row in report['layers']:
+    assert row['sparsity'] == 0.5
 
 
 @pytest.mark.parametrize('config_file', ['configs/transformer_lm_text.py',

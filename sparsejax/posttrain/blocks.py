@@ -3,8 +3,10 @@ alone, and watched for the inputs of their Dense layers, for Flax Linen and
 Flax NNX models alike.
 
 A block is any direct submodule whose name matches the block pattern and
-that takes the previous block's output as its first argument; its Dense
-layers are Linen `nn.Dense` modules or NNX `nnx.Linear` layers. Linen blocks
+that takes the previous block's output as its first argument (or, where the
+blocks return tuples, as a Llama block's (hidden, cache) and Hugging Face's
+decoder layers do, the output's first element); its Dense layers are Linen
+`nn.Dense` modules or NNX `nnx.Linear` layers. Linen blocks
 are found and watched by method interception (`nn.intercept_methods`) and
 run alone as unbound clones of their modules; NNX blocks (a model wrapped by
 `sparsejax.train.task.nnx_model`) are attributes of a merged copy of the
@@ -38,21 +40,38 @@ def _same(a, b) -> bool:
   return a is b or (not isinstance(a, jax.Array) and not isinstance(b, jax.Array) and a == b)
 
 
-def _check_chain(calls) -> None:
+def _check_chain(calls) -> bool:
   """Blocks called once each, each on the previous one's output with the
-  other arguments unchanged; `calls` is [(name, args, kwargs, out)]."""
+  other arguments unchanged; `calls` is [(name, args, kwargs, out)]. Returns
+  whether the chained value is the first element of a tuple output (every
+  block alike), as in a Llama block's (hidden, cache)."""
   names = [c[0] for c in calls]
   if len(set(names)) != len(names):
     raise ValueError(f'blocks are called more than once: {names}')
+  kinds = set()
   for prev, cur in zip(calls, calls[1:]):
-    args, kwargs = cur[1], cur[2]
-    if (not args or args[0] is not prev[3] or len(args) != len(prev[1])
+    args, kwargs, out = cur[1], cur[2], prev[3]
+    first = bool(args) and isinstance(out, tuple) and len(out) > 0 and args[0] is out[0]
+    if (not args or (args[0] is not out and not first) or len(args) != len(prev[1])
         or not all(_same(a, b) for a, b in zip(args[1:], prev[1][1:]))
         or kwargs.keys() != prev[2].keys()
         or not all(_same(kwargs[k], prev[2][k]) for k in kwargs)):
-      raise ValueError(f'block {cur[0]!r} does not take the output of {prev[0]!r} as its '
-                       'first argument with the other arguments unchanged; layer-by-'
-                       'layer pruning needs chained blocks')
+      raise ValueError(f'block {cur[0]!r} does not take the output of {prev[0]!r} (or its '
+                       'first element) as its first argument with the other arguments '
+                       'unchanged; layer-by-layer pruning needs chained blocks')
+    kinds.add(first)
+  if len(kinds) > 1:
+    raise ValueError(f'the blocks {names} pass on their whole output in one place and its '
+                     'first element in another; layer-by-layer pruning needs one chain')
+  return kinds == {True}
+
+
+def next_inputs(block, args, kwargs) -> tuple:
+  """(args, kwargs) of the block after `block`: its output on (args,
+  kwargs), or that output's first element where the blocks chain so, as the
+  first argument; the other arguments unchanged."""
+  out = block(args, kwargs)
+  return ((out[0] if block.first_output else out), *args[1:]), kwargs
 
 
 def find_blocks(model, params: dict, model_state: dict | None, inputs: list,
@@ -109,7 +128,7 @@ def _find_linen(model, variables, inputs, apply_kwargs, pattern):
     jax.eval_shape(lambda: model.apply(variables, inputs[0], **apply_kwargs))
   if not calls:
     raise _no_blocks(model, pattern)
-  _check_chain(calls)
+  first_output = _check_chain(calls)
   first_args = []
 
   def capture(next_fun, args, kwargs, context):
@@ -125,7 +144,7 @@ def _find_linen(model, variables, inputs, apply_kwargs, pattern):
     except Enough:
       pass
   found = [(c[0], LinenBlock(modules[c[0]], {k: v[c[0]] for k, v in variables.items()
-                                             if c[0] in v})) for c in calls]
+                                             if c[0] in v}, first_output)) for c in calls]
   return found, first_args, dense
 
 
@@ -133,8 +152,8 @@ class LinenBlock:
   """A Linen block: an unbound module and its variables, whose params dict
   (a subtree of the model's) `set_kernel` changes in place."""
 
-  def __init__(self, module: nn.Module, variables: dict):
-    self.module, self.variables = module, variables
+  def __init__(self, module: nn.Module, variables: dict, first_output: bool = False):
+    self.module, self.variables, self.first_output = module, variables, first_output
 
   def __call__(self, args, kwargs):
     return self.module.apply(self.variables, *args, **kwargs)
@@ -209,7 +228,7 @@ def _find_nnx(module, params, inputs, pattern):
     jax.eval_shape(lambda: module(inputs[0]))
   if not calls:
     raise _no_blocks(module, pattern)
-  _check_chain(calls)
+  first_output = _check_chain(calls)
   first_args = []
 
   def capture(name, block, args, kwargs):
@@ -222,7 +241,7 @@ def _find_nnx(module, params, inputs, pattern):
         module(x)
     except Enough:
       pass
-  found = [(c[0], NNXBlock(children[c[0]], params[c[0]])) for c in calls]
+  found = [(c[0], NNXBlock(children[c[0]], params[c[0]], first_output)) for c in calls]
   return found, first_args, dense
 
 
@@ -231,8 +250,8 @@ class NNXBlock:
   nnx.Linear layers are its Dense layers. `set_kernel` changes the live
   layer and the block's subtree of the params dict alike."""
 
-  def __init__(self, block: nnx.Module, params: dict):
-    self.block, self.params = block, params
+  def __init__(self, block: nnx.Module, params: dict, first_output: bool = False):
+    self.block, self.params, self.first_output = block, params, first_output
     self.layers = self.dense_layers(block)
 
   @staticmethod

@@ -24,10 +24,19 @@ block that the rule accepts but no Dense layer of the block multiplies is an
 error before any work (it would be left dense while the report claims the
 sparsity); embeddings, the final norm and the output head, outside the
 blocks, are left dense, as in both papers.
+
+Memory: only the current block's inputs for the calibration batches are
+held (one (batch, tokens, width) array per batch; with OWL also the first
+block's, kept for the pruning pass), never every block's activations.
+
+OWL (`owl=OWL()`, Yin et al. 2024; see `owl`) first runs the dense model
+block by block to measure each block's outlier ratio from Wanda's scores,
+then prunes block l to its own sparsity S_l (unstructured targets only).
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any, Callable, Iterable
 
@@ -38,8 +47,9 @@ import jax.numpy as jnp
 
 from sparsejax.core import masks as masks_lib, tree as tree_lib
 from sparsejax.posttrain import blocks as blocks_lib, nnx_layers
-from sparsejax.posttrain import sparsegpt as sparsegpt_lib, wanda as wanda_lib
+from sparsejax.posttrain import owl as owl_lib, sparsegpt as sparsegpt_lib, wanda as wanda_lib
 from sparsejax.posttrain.blocks import Enough
+from sparsejax.posttrain.owl import OWL
 from sparsejax.posttrain.target import Target, reconstruction_error
 
 PyTree = Any
@@ -140,6 +150,40 @@ def _prune_block(name, block, block_inputs, weights, prune_fn, target, options, 
   return tokens
 
 
+def _resolved_options(method: str, prune_fn, options: dict | None) -> dict:
+  """The method's keyword options with their defaults (read from its
+  signature: the defaults live there) filled in, for the report; an option
+  the method does not take is an error before any work."""
+  known = {k: p.default for k, p in inspect.signature(prune_fn).parameters.items()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY}
+  unknown = sorted(set(options or {}) - set(known))
+  if unknown:
+    raise ValueError(f'{method} takes no option {unknown[0]!r}'
+                     + (f'; its options: {sorted(known)}' if known else ''))
+  return {**known, **(options or {})}
+
+
+def _owl_sparsities(found, block_inputs, weights, rule, target, owl: OWL) -> tuple[list, list]:
+  """(outlier ratio D_l, sparsity S_l) per block: each block's Dense
+  kernels scored by Wanda's |W_ij| ||X_j|| on the inputs of the dense model,
+  one block's inputs held at a time."""
+  ratios = []
+  for name, block in found:
+    groups, counts = dense_groups(block, *block_inputs[0])
+    todo = [p for g in groups for p in g if rule(_full(name, p), block.kernel(p))]
+    if todo:
+      grams, _ = accumulate_grams(block, block_inputs, weights, {p: counts[p] for p in todo})
+      ratios.append(owl_lib.outlier_ratio(
+          [wanda_lib.wanda_scores(block.kernel(p), grams[p]) for p in todo], owl.m))
+    else:
+      ratios.append(None)
+    if name != found[-1][0]:
+      block_inputs = [blocks_lib.next_inputs(block, *a) for a in block_inputs]
+  seen = [r for r in ratios if r is not None]
+  sparsities = iter(owl_lib.owl_sparsities(seen, target.sparsity, owl.lam))
+  return ratios, [None if r is None else float(next(sparsities)) for r in ratios]
+
+
 def _check_targets(found, params, dense: set, rule, target) -> None:
   """Before any work: every leaf inside a block that the rule accepts must be
   the 2-D kernel of a Dense layer the block calls (else it would be left
@@ -163,7 +207,8 @@ def prune_model(model, params: PyTree, batches: Iterable, method: str = 'wanda',
                 *, sparsity: float | None = None, nm=None, model_state: dict | None = None,
                 rule: Callable = tree_lib.DEFAULT_RULE, blocks: str = BLOCKS,
                 valid_tokens: Callable | None = None, sequential: bool = True,
-                options: dict | None = None, apply_kwargs: dict | None = None,
+                options: dict | None = None, owl: OWL | None = None,
+                apply_kwargs: dict | None = None,
                 log: Callable | None = None) -> tuple[PyTree, PyTree, dict]:
   """Prunes every prunable Dense kernel inside the model's blocks, layer by layer.
 
@@ -172,11 +217,15 @@ def prune_model(model, params: PyTree, batches: Iterable, method: str = 'wanda',
   wrapper gives them; its blocks are attributes, its Dense layers nnx.Linear).
   `batches` yields model inputs (the first argument of `model.apply`);
   `method` is 'magnitude', 'wanda' or 'sparsegpt' (`options`: percdamp,
-  blocksize, per_row); give `sparsity` (unstructured) or `nm` ('2:4', (4, 8)).
+  blocksize, per_row: SparseGPT's mask is chosen jointly over each block of
+  inputs, as in the paper, unless per_row=True); give `sparsity`
+  (unstructured) or `nm` ('2:4', (4, 8)). `owl=OWL(m, lam)` gives each block
+  its own unstructured sparsity, averaging `sparsity` (Yin et al. 2024).
   `valid_tokens(x) -> (B, T) bool` leaves padding out of the statistics.
   Returns (params, masks, report): masks are bool at every leaf `rule`
   accepts (all True where not pruned) and None elsewhere, the tree that
   `FixedMask(masks=...)` and fine-tuning take; pruned weights are exactly 0.
+  Ties in a score keep the lower index (see `target`).
   """
   if method not in METHODS:
     raise ValueError(f'unknown pruning method {method!r}; choose from {sorted(METHODS)}')
@@ -184,7 +233,11 @@ def prune_model(model, params: PyTree, batches: Iterable, method: str = 'wanda',
     raise TypeError(f'prune_model takes a Flax Linen module or an NNX model wrapped by '
                     f'sparsejax.train.task.nnx_model, got {type(model).__name__}')
   target = Target(sparsity, nm)
-  prune_fn, options = METHODS[method], dict(options or {})
+  if owl is not None and target.nm is not None:
+    raise ValueError('OWL allocates unstructured sparsities; give sparsity, not nm')
+  prune_fn = METHODS[method]
+  resolved = _resolved_options(method, prune_fn, options)
+  options = dict(options or {})
   apply_kwargs = {'train': False} if apply_kwargs is None else dict(apply_kwargs)
   inputs = [jnp.asarray(x) for x in batches]
   if not inputs:
@@ -196,15 +249,25 @@ def prune_model(model, params: PyTree, batches: Iterable, method: str = 'wanda',
   _check_targets(found, new_params, dense, rule, target)   # settle every question first
   weights = [None if valid_tokens is None else jnp.asarray(valid_tokens(x), jnp.float32)
              for x in inputs]
+  targets, owl_report = [target] * len(found), None
+  if owl is not None:
+    ratios, per_block = _owl_sparsities(found, block_inputs, weights, rule, target, owl)
+    targets = [target if s is None else Target(s) for s in per_block]
+    owl_report = {'m': owl.m, 'lambda': owl.lam,
+                  'outlier_ratios': dict(zip([n for n, _ in found], ratios)),
+                  'sparsities': dict(zip([n for n, _ in found], per_block))}
   new_masks, layers, tokens = {}, [], 0.0
-  for name, block in found:
-    tokens = _prune_block(name, block, block_inputs, weights, prune_fn, target, options, rule,
-                          sequential, new_masks, layers, log)
-    block_inputs = [((block(args, kwargs), *args[1:]), kwargs) for args, kwargs in block_inputs]
+  for (name, block), block_target in zip(found, targets):
+    tokens = _prune_block(name, block, block_inputs, weights, prune_fn, block_target, options,
+                          rule, sequential, new_masks, layers, log)
+    if name != found[-1][0]:
+      block_inputs = [blocks_lib.next_inputs(block, *a) for a in block_inputs]
   masks = tree_lib.map_with_path(
       lambda path, m: new_masks.get(path, m), masks_lib.dense_masks(new_params, rule))
+  pruned = sum(float(jnp.sum(~m)) for m in new_masks.values())
   report = {'method': method, 'target': target.describe(), 'sparsity': target.fraction,
-            'options': options, 'sequential': sequential,
+            'pruned_fraction': pruned / max(1, sum(m.size for m in new_masks.values())),
+            'options': resolved, 'owl': owl_report, 'sequential': sequential,
             'calibration_batches': len(inputs), 'calibration_tokens': tokens,
             'blocks': [n for n, _ in found], 'layers': layers,
             'left_dense': [p for p, m in tree_lib.leaves_with_paths(masks)

@@ -14,12 +14,32 @@ sweep runs over blocks of `blocksize` inputs; inside a block the updates are
 applied input by input, and the later blocks get them in one matrix product
 at the end of the block (the paper's lazy batch updates). The mask is chosen block by block
 from the current weights by w^2 / U_jj^2 (the OBS error of removing w, with
-[H^-1]_jj = U_jj^2 for the remaining inputs): unstructured, the same number
-of weights per output neuron in every block (`per_row=True`, so every output
-neuron ends at exactly the requested sparsity, Wanda's comparison group), or
-the paper's joint choice over the whole block (`per_row=False`: exact
-sparsity per layer, not per neuron); N:M, the n best of each group of m
-inputs, chosen when the sweep reaches the group.
+[H^-1]_jj = U_jj^2 for the remaining inputs):
+
+- unstructured, by default as the paper's Algorithm 1 and the authors'
+  `fasterprune` do: jointly over all output neurons of the block of
+  `blocksize` inputs, so neurons end at different sparsities (the layer at
+  exactly the requested one). Two details differ from `fasterprune`, whose
+  threshold is the sorted score at index int(k * sparsity) of the block's k
+  weights and which prunes every score <= it: it prunes int(k * sparsity)
+  + 1 weights per block (one more than the fraction) and every weight tied
+  with the threshold; here the layer's exact count, round(sparsity * size),
+  is spread over the blocks in proportion to their inputs, and ties at the
+  threshold keep the lower (input, output) index. Without ties, and where
+  the counts agree, the two give the same mask and weights
+  (tests/test_posttrain.py transcribes `fasterprune` and checks it).
+- `per_row=True`, a variant of ours: the same number of weights per output
+  neuron in every block, so every output neuron ends at exactly the
+  requested sparsity (Wanda's comparison group).
+- N:M: the n best of each group of m inputs of each output neuron, chosen
+  when the sweep reaches the group (ties keep the lower input index).
+
+Inputs never seen in calibration ("dead") score 0, so they are pruned
+first. `fasterprune` sets their Hessian diagonal to 1 and zeroes their
+weights; here their diagonal is the mean of the others', which does not
+depend on the Hessian's scale (1 does), and with it the damping
+percdamp * mean(diag H) is the same whatever the inputs' scale. The two
+coincide where the mean diagonal of H = 2 X^T X over the live inputs is 1.
 
 Layout: the paper's W is (out, in) and sweeps over its columns; a Flax kernel
 is (in, out), so here the sweep runs over the kernel's rows (input j is row
@@ -117,13 +137,16 @@ def _sweep_block(w1, u1, dead1, n_prune, nm, per_row):
 
 
 def prune_sparsegpt(kernel: jax.Array, gram, target: Target, *, percdamp: float = 0.01,
-                    blocksize: int = 128, per_row: bool = True
+                    blocksize: int = 128, per_row: bool = False
                     ) -> tuple[jax.Array, jax.Array]:
   """(pruned and reconstructed kernel, keep-mask) of a Flax kernel (in, out)
-  from the Gram matrix X^T X (in, in) of its calibration inputs."""
+  from the Gram matrix X^T X (in, in) of its calibration inputs; unstructured
+  masks jointly over each block of inputs (the paper's) unless `per_row`."""
   target.check('kernel', kernel.shape)
   n_in = kernel.shape[0]
   nm = None if target.nm is None else (target.nm.n, target.nm.m)
+  if per_row and nm is not None:
+    raise ValueError('per_row applies to unstructured SparseGPT; N:M is per group already')
   if blocksize < 1 or (nm is not None and blocksize % nm[1]):
     raise ValueError(f'blocksize={blocksize} must be a positive multiple of M')
   u = jnp.asarray(inverse_hessian_factor(gram, percdamp), jnp.float32)

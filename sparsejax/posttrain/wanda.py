@@ -9,7 +9,9 @@ column, so the norms scale the kernel's rows and the comparison runs down each
 column. N:M keeps the n best of every m consecutive inputs of each output
 neuron (axis -2 of the kernel). Magnitude, the baseline of both papers,
 compares |W| over the whole layer (per-layer threshold) and keeps the
-surviving weights unchanged, as Wanda does.
+surviving weights unchanged, as Wanda does. Exact counts; equal scores keep
+the lower index (see `target` for the rule and how the reference scripts
+differ).
 """
 
 from __future__ import annotations
