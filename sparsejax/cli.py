@@ -7,12 +7,18 @@
   sparsejax finetune --config FILE --workdir DIR [--config.KEY=VALUE ...]
   sparsejax prune   --config FILE --workdir DIR --method magnitude|wanda|sparsegpt
                     (--sparsity S | --nm N:M) [--calibration N] [--from WEIGHTS]
+                    [--owl [--owl-m M] [--owl-lambda L]] [--per-row]
   sparsejax sweep   --config FILE --workdir DIR [--jobs N] [--index I] [--collect]
   sparsejax export  DIR [--format csr|nm|ell] [--out DIR]
   sparsejax export  DIR --peft-delta [--out DIR] [--base WEIGHTS]
   sparsejax merge   DELTA --out FILE.npz [--base WEIGHTS]
   sparsejax report  DIR [DIR ...] [--out DIR] [--metric test_accuracy]
   sparsejax reproduce NAME --workdir DIR [--jobs N] [--collect]
+  sparsejax perplexity --model smollm2|FILE.gguf|HF_DIR [--weights DIR]
+                    [--text FILE | --corpus eval|calibration] [--seqlen 256]
+                    [--max-windows N] [--batch B] [--out FILE.jsonl] [--save-nll F.npz]
+  sparsejax generate --model ... [--weights DIR] --prompt TEXT
+                    [--max-new-tokens N] [--temperature T] [--seed S]
 
 `train` resumes when DIR already holds a checkpoint of the same config.
 """
@@ -71,6 +77,15 @@ def _parser() -> argparse.ArgumentParser:
                   help='weights to prune (default: finetune.init_from of the config)')
   pr.add_argument('--percdamp', type=float, default=None, help='SparseGPT dampening (0.01)')
   pr.add_argument('--blocksize', type=int, default=None, help='SparseGPT block size (128)')
+  pr.add_argument('--per-row', action='store_true',
+                  help="SparseGPT unstructured: the same count per output neuron in every "
+                       "block (default: the paper's joint choice over each block)")
+  pr.add_argument('--owl', action='store_true',
+                  help='per-block unstructured sparsities from outlier ratios (OWL, Yin et '
+                       'al. 2024), averaging --sparsity')
+  pr.add_argument('--owl-m', type=float, default=None, help='OWL outlier multiple M (5)')
+  pr.add_argument('--owl-lambda', type=float, default=None,
+                  help='OWL half range lambda (0.08)')
   sw = sub.add_parser('sweep', help="run every point of a config's get_sweep() as a process")
   sw.add_argument('--config', required=True)
   sw.add_argument('--workdir', required=True)
@@ -106,6 +121,30 @@ def _parser() -> argparse.ArgumentParser:
   rp.add_argument('--workdir', required=True)
   rp.add_argument('--jobs', type=int, default=1)
   rp.add_argument('--collect', action='store_true', help='run nothing: gather and judge')
+  for name, what in (('perplexity', 'perplexity of a pretrained LM in the pruning papers\' '
+                      'protocol (non-overlapping windows)'),
+                     ('generate', 'continue a prompt with a pretrained LM (KV cache)')):
+    lm = sub.add_parser(name, help=what)
+    lm.add_argument('--model', required=True, help='smollm2, a .gguf file or a Hugging Face '
+                    'folder (config.json + model.safetensors + tokenizer.json)')
+    lm.add_argument('--weights', default=None, help='a folder written by save_hf (e.g. pruned '
+                    'weights) to run instead, with --model\'s tokenizer if it has none')
+  ppl = sub.choices['perplexity']
+  source = ppl.add_mutually_exclusive_group()
+  source.add_argument('--text', default=None, help='a UTF-8 text file')
+  source.add_argument('--corpus', default=None, choices=('eval', 'calibration'),
+                      help='a part of the built-in King James Bible corpus (default: eval)')
+  ppl.add_argument('--seqlen', type=int, default=256, help='window length in tokens (256)')
+  ppl.add_argument('--max-windows', type=int, default=None,
+                   help='run N windows spread evenly over the text (default: all)')
+  ppl.add_argument('--batch', type=int, default=1, help='windows per run (1)')
+  ppl.add_argument('--out', default=None, help='append the result as a JSON line')
+  ppl.add_argument('--save-nll', default=None, help='write per-token NLLs and windows (.npz)')
+  gen = sub.choices['generate']
+  gen.add_argument('--prompt', required=True)
+  gen.add_argument('--max-new-tokens', type=int, default=64)
+  gen.add_argument('--temperature', type=float, default=0.0, help='0: greedy')
+  gen.add_argument('--seed', type=int, default=0)
   return parser
 
 
@@ -146,17 +185,32 @@ def _finetune(args, overrides) -> int:
 def _prune(args, overrides) -> int:
   from sparsejax import config as config_lib, prune_run
   config = config_lib.apply_overrides(config_lib.load_config(args.config), overrides)
-  options = {k: v for k, v in (('percdamp', args.percdamp), ('blocksize', args.blocksize))
-             if v is not None}
+  options = {k: v for k, v in (('percdamp', args.percdamp), ('blocksize', args.blocksize),
+                               ('per_row', args.per_row or None)) if v is not None}
   if options and args.method != 'sparsegpt':
-    raise config_lib.ConfigError(f'--{next(iter(options))} applies to sparsegpt only')
+    raise config_lib.ConfigError(
+        f'--{next(iter(options)).replace("_", "-")} applies to sparsegpt only')
+  if args.per_row and args.nm:
+    raise config_lib.ConfigError('--per-row applies to unstructured targets (--sparsity)')
+  owl_args = {k: v for k, v in (('m', args.owl_m), ('lam', args.owl_lambda)) if v is not None}
+  if owl_args and not args.owl:
+    raise config_lib.ConfigError('--owl-m and --owl-lambda need --owl')
+  if args.owl and args.nm:
+    raise config_lib.ConfigError('--owl allocates unstructured sparsities; give --sparsity')
+  from sparsejax.posttrain import OWL
   report = prune_run.run_prune(config, args.workdir, method=args.method,
                                 sparsity=args.sparsity, nm=args.nm,
                                 calibration=args.calibration, init_from=args.init_from,
-                                options=options)
+                                options=options, owl=OWL(**owl_args) if args.owl else None)
   print(f"\n{report['method']} {report['target']}: {len(report['layers'])} matrices pruned "
         f"in {report['wall_seconds']:.1f} s from {report['calibration_tokens']:.0f} "
         f"calibration tokens; left dense: {', '.join(report['left_dense']) or 'none'}")
+  if report.get('owl'):
+    owl = report['owl']
+    spars = [v for v in owl['sparsities'].values() if v is not None]
+    print(f"OWL (M={owl['m']:g}, lambda={owl['lambda']:g}): block sparsities "
+          f"{min(spars):.4f}..{max(spars):.4f}, {100 * report['pruned_fraction']:.2f}% of the "
+          'pruned matrices pruned')
   for name, evals in report.get('eval', {}).items():
     print(f'{name:>7}: ' + ', '.join(f'{split} loss {e["loss"]:.4f}' + (
         f' accuracy {e["accuracy"]:.4f}' if 'accuracy' in e else '')
@@ -326,6 +380,27 @@ def _eval(args) -> int:
   return 0
 
 
+def _language_model(args) -> int:
+  from sparsejax.programs import generate, perplexity
+  if args.command == 'generate':
+    row = generate.run(args.model, args.prompt, weights=args.weights,
+                       max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                       seed=args.seed)
+    print(row['text'])
+    print(f"\n[{row['new_tokens']} new tokens in {row['seconds']:.2f} s, "
+          f"{row['tokens_per_second']:.1f} tokens/s]", file=sys.stderr)
+    return 0
+  row = perplexity.run(args.model, weights=args.weights, text_file=args.text,
+                       corpus_part=args.corpus, seqlen=args.seqlen,
+                       max_windows=args.max_windows, batch=args.batch, out=args.out,
+                       nll_out=args.save_nll)
+  print(f"perplexity {row['perplexity']:.4f} over {row['windows']} of {row['total_windows']} "
+        f"windows of {row['seqlen']} tokens ({row['predicted_tokens']} predicted); "
+        f"{row['tokens_per_second']:.1f} tokens/s ({row['seconds']:.1f} s, compile "
+        f"{row['compile_seconds']:.1f} s)")
+  return 0
+
+
 def _one_line(error: Exception) -> str:
   """An error message on one line, cut to a readable length."""
   text = ' '.join(str(error).split())
@@ -402,6 +477,8 @@ def main(argv=None) -> int:
       claims = reproduce.reproduce(args.name, args.workdir, jobs=args.jobs,
                                    collect=args.collect)
       return 0 if all(c.passed is not False for c in claims) else 1
+    if args.command in ('perplexity', 'generate'):
+      return _language_model(args)
     if args.command == 'report':
       from sparsejax.programs import report
       print(report.report(args.dirs, args.out, args.metric))
