@@ -15,6 +15,7 @@ from sparsejax.core import masks as masks_lib, tree as tree_lib
 from sparsejax.posttrain import (OWL, Target, outlier_ratio, owl_sparsities, prune_magnitude,
                                  prune_model, prune_sparsegpt, prune_wanda, wanda_scores)
 from sparsejax.posttrain.target import pruned_count
+from test_posttrain import dense_inputs_grams
 
 
 # --- SparseGPT = the reference `fasterprune` -------------------------------------------
@@ -287,24 +288,6 @@ def test_llama_sparsegpt_half_joint():
     mask = np.asarray(flat_m[path])
     assert (~mask).sum() == pruned_count(mask.size, 0.5) == mask.size // 2, path
   assert any(len(set((~np.asarray(flat_m[p])).sum(0))) > 1 for p in kernels)  # joint
-
-
-def dense_inputs_grams(model, params, batches):
-  """{kernel path: X^T X of that Dense's inputs} in a forward pass of `params`."""
-  import flax.linen as nn
-  grams = {}
-
-  def interceptor(next_fun, args, kwargs, context):
-    if isinstance(context.module, nn.Dense) and context.method_name == '__call__':
-      x = np.asarray(args[0], np.float64).reshape(-1, args[0].shape[-1])
-      path = '/'.join(context.module.path) + '/kernel'
-      grams[path] = grams.get(path, 0.0) + x.T @ x
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(interceptor):
-    for x in batches:
-      model.apply({'params': params}, x)
-  return grams
 
 
 def test_llama_owl_at_70_percent():
