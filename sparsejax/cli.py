@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
   pr.add_argument('--owl-m', type=float, default=None, help='OWL outlier multiple M (5)')
   pr.add_argument('--owl-lambda', type=float, default=None,
                   help='OWL half range lambda (0.08)')
+  pr.add_argument('--no-eval', action='store_true',
+                  help='skip evaluating the dense and pruned weights on the test split')
   sw = sub.add_parser('sweep', help="run every point of a config's get_sweep() as a process")
   sw.add_argument('--config', required=True)
   sw.add_argument('--workdir', required=True)
@@ -127,8 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     lm = sub.add_parser(name, help=what)
     lm.add_argument('--model', required=True, help='smollm2, a .gguf file or a Hugging Face '
                     'folder (config.json + model.safetensors + tokenizer.json)')
-    lm.add_argument('--weights', default=None, help='a folder written by save_hf (e.g. pruned '
-                    'weights) to run instead, with --model\'s tokenizer if it has none')
+    lm.add_argument('--weights', default=None, help="weights of --model's architecture to run "
+                    'instead: a sparsejax run or prune workdir, or a folder written by save_hf '
+                    "(with --model's tokenizer if it has none)")
   ppl = sub.choices['perplexity']
   source = ppl.add_mutually_exclusive_group()
   source.add_argument('--text', default=None, help='a UTF-8 text file')
@@ -201,7 +204,8 @@ def _prune(args, overrides) -> int:
   report = prune_run.run_prune(config, args.workdir, method=args.method,
                                 sparsity=args.sparsity, nm=args.nm,
                                 calibration=args.calibration, init_from=args.init_from,
-                                options=options, owl=OWL(**owl_args) if args.owl else None)
+                                options=options, owl=OWL(**owl_args) if args.owl else None,
+                                evaluate=not args.no_eval)
   print(f"\n{report['method']} {report['target']}: {len(report['layers'])} matrices pruned "
         f"in {report['wall_seconds']:.1f} s from {report['calibration_tokens']:.0f} "
         f"calibration tokens; left dense: {', '.join(report['left_dense']) or 'none'}")
@@ -213,7 +217,8 @@ def _prune(args, overrides) -> int:
           'pruned matrices pruned')
   for name, evals in report.get('eval', {}).items():
     print(f'{name:>7}: ' + ', '.join(f'{split} loss {e["loss"]:.4f}' + (
-        f' accuracy {e["accuracy"]:.4f}' if 'accuracy' in e else '')
+        f' accuracy {e["accuracy"]:.4f}' if 'accuracy' in e else '') + (
+        f' perplexity {e["perplexity"]:.4f}' if 'perplexity' in e else '')
         for split, e in evals.items()))
   where = pathlib.Path(args.workdir).absolute()
   print(f'\nwritten to {where}; recover with the mask fixed:\n  '

@@ -82,10 +82,22 @@ def build_dataset(d: config_lib.DataSettings):
   return dataset
 
 
+def _pretrained_architecture(spec) -> dict:
+  """`llama`'s settings from a pretrained model's metadata (`model.options.
+  pretrained`: 'smollm2', a .gguf file or a Hugging Face folder); the other
+  options override them (e.g. dtype, remat)."""
+  from sparsejax.models import pretrained
+  try:
+    return dataclasses.asdict(pretrained.architecture(spec))
+  except (OSError, ImportError, ValueError) as e:
+    raise ConfigError(f'config key model.options.pretrained={spec!r}: {e}') from None
+
+
 def build_model(m: config_lib.ModelSettings, dataset):
   """The model; its output size comes from the dataset unless set.
 
-  An NNX module class, or a function that takes `rngs` and returns an NNX
+  `llama` with `options.pretrained` takes its architecture from that
+  checkpoint. An NNX module class, or a function that takes `rngs` and returns an NNX
   module, becomes `nnx_model(lambda rngs: target(**options, rngs=rngs))`: its
   weights are drawn from the run's seed like a Linen model's. A function
   without `rngs` that returns a built NNX module keeps that module's weights.
@@ -99,6 +111,8 @@ def build_model(m: config_lib.ModelSettings, dataset):
                       f"{sorted(models.MODELS)} or give an import path 'pkg.module:Class'")
   from flax import nnx
   options = dict(m.options)
+  if target is models.Llama and 'pretrained' in options:
+    options = {**_pretrained_architecture(options.pop('pretrained')), **options}
   accepted = _accepted(target)
   size_key = 'vocab_size' if dataset.task == 'lm' else 'num_classes'
   if accepted is not None and size_key in accepted:
@@ -106,7 +120,7 @@ def build_model(m: config_lib.ModelSettings, dataset):
   if dataset.task == 'lm' and accepted is not None and 'max_len' in accepted:
     options.setdefault('max_len', dataset.input_shape[0])
   if accepted is not None:
-    unknown = sorted(set(m.options) - accepted - {'rngs'})
+    unknown = sorted(set(options) - accepted - {'rngs'})
     if unknown:
       raise ConfigError(f'config key model.options.{unknown[0]}: model {m.name!r} has no '
                         f'setting {unknown[0]!r}; its settings are '
@@ -255,15 +269,17 @@ def with_teacher(config, task: task_lib.Task, abstract, init_from: str | None = 
   if source == 'minilm':
     raise ConfigError(f"{key}: 'minilm' has no trained task head; give the weights of a "
                       'fine-tuned model')
-  if not path.exists():
+  from sparsejax.data import lm_tokenizer
+  pretrained_lm = lm_tokenizer.is_model_spec(source)   # 'smollm2', .gguf, HF folder
+  if not pretrained_lm and not path.exists():
     raise ConfigError(f'{key}: {source} does not exist')
-  if not path.is_dir() and path.suffix not in ('.npz', '.safetensors'):
+  if not pretrained_lm and not path.is_dir() and path.suffix not in ('.npz', '.safetensors'):
     raise ConfigError(f'{key}: {source} is neither a sparsejax run or checkpoint nor a .npz '
                       '/ .safetensors file')
   from sparsejax.train import checkpoint as ckpt_lib, weights as weights_lib
   try:
-    params, model_state = weights_lib.load_weights(path, abstract.params,
-                                                   abstract.model_state)
+    params, model_state = weights_lib.load_weights(source if pretrained_lm else path,
+                                                   abstract.params, abstract.model_state)
   except ckpt_lib.CheckpointError as e:
     raise ConfigError(f'{key}: {e}') from None
   return task.replace(distill=task.distill.replace(

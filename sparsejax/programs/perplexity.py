@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sparsejax.data.corpus import window_index  # noqa: F401  (the windows' spread)
 from sparsejax.train.task import SetupError
 
 
@@ -69,17 +70,6 @@ class Perplexity:
             'predicted_tokens': self.predicted_tokens, 'text_tokens': self.text_tokens,
             'seconds': self.seconds, 'compile_seconds': self.compile_seconds,
             'tokens_per_second': self.tokens_per_second}
-
-
-def window_index(total: int, max_windows: int | None) -> np.ndarray:
-  """All windows, or `max_windows` of them spread evenly over the text
-  (window i * total // max_windows), so a subset samples the whole text
-  rather than its opening."""
-  if max_windows is None or max_windows >= total:
-    return np.arange(total)
-  if max_windows < 1:
-    raise SetupError(f'max_windows must be at least 1, got {max_windows}')
-  return (np.arange(max_windows) * total) // max_windows
 
 
 def token_windows(ids, seqlen: int, max_windows: int | None = None
@@ -160,11 +150,21 @@ def read_text(text_file=None, corpus_part: str | None = None) -> tuple[str, str]
 
 
 def load_model(model: str, weights=None):
-  """`sparsejax.models.pretrained.load_lm`, its errors as one-line SetupErrors."""
-  from sparsejax.models import pretrained
+  """`sparsejax.models.pretrained.load_lm`, its errors as one-line SetupErrors.
+  `weights` may also be a sparsejax run or `sparsejax prune` workdir (or a
+  checkpoint, .npz, .safetensors keyed by leaf path) of `model`'s
+  architecture: its params with `model`'s tokenizer."""
+  from sparsejax.data import lm_tokenizer
+  from sparsejax.models import llama_weights, pretrained
+  from sparsejax.train import checkpoint as ckpt_lib, weights as weights_lib
   try:
-    return pretrained.load_lm(model, weights)
-  except (OSError, ImportError, ValueError) as e:
+    if weights is None or lm_tokenizer.is_model_spec(weights):
+      return pretrained.load_lm(model, weights)
+    tokenizer, eos, config = pretrained.load_tokenizer(model)
+    params, _ = weights_lib.load_weights(weights, llama_weights.abstract_params(config))
+    return pretrained.PretrainedLM(config.module(), jax.tree.map(jnp.asarray, params), config,
+                                   tokenizer, eos, str(weights))
+  except (OSError, ImportError, ValueError, ckpt_lib.CheckpointError) as e:
     raise SetupError(str(e)) from None
 
 

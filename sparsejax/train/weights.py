@@ -1,5 +1,6 @@
 """Weights in and out: sparsejax run directories and their checkpoints (final
-and named), and .npz / .safetensors files keyed by leaf path, checked against
+and named), .npz / .safetensors files keyed by leaf path, and pretrained
+Llama-family LMs ('smollm2', .gguf, Hugging Face folders), checked against
 a model's structure. (Sparse formats: `programs.export`.)"""
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ def load_weights(path, abstract_params: PyTree, abstract_model_state: PyTree | N
                  ) -> tuple[PyTree, PyTree]:
   """(params, model_state) from a run, a checkpoint or a weights file, checked
   against the model's structure; errors name the offending leaf or key."""
+  from sparsejax.data import lm_tokenizer
+  if lm_tokenizer.is_model_spec(path):
+    return _pretrained_lm(path, abstract_params), {}
   path = pathlib.Path(path).expanduser()
   if not path.exists():
     raise ckpt_lib.CheckpointError(f'finetune.init_from: {path} does not exist')
@@ -49,6 +53,21 @@ def load_weights(path, abstract_params: PyTree, abstract_model_state: PyTree | N
   except ValueError as e:
     raise ckpt_lib.CheckpointError(str(e)) from None
   return params, model_state
+
+
+def _pretrained_lm(spec, abstract_params: PyTree) -> PyTree:
+  """A pretrained Llama-family LM's params ('smollm2', a .gguf file, a
+  Hugging Face folder), checked against the model's structure."""
+  from sparsejax.models import pretrained
+  try:
+    lm = pretrained.load_lm(str(spec))
+  except (OSError, ImportError, ValueError) as e:
+    raise ckpt_lib.CheckpointError(f'finetune.init_from={str(spec)!r}: {e}') from None
+  try:
+    tree_lib.check_same_structure(lm.params, abstract_params, f'the weights of {spec}')
+  except ValueError as e:
+    raise ckpt_lib.CheckpointError(f'{e} (is model.options.pretrained the same model?)') from None
+  return lm.params
 
 
 def step_dir(path: pathlib.Path) -> pathlib.Path:
