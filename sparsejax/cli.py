@@ -32,10 +32,26 @@ import pathlib
 import sys
 
 
+def _version() -> str:
+  """'sparsejax X (jax Y, jaxlib Y, flax Z, optax W)'."""
+  from importlib import metadata
+  import sparsejax
+  parts = []
+  for dist in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint'):
+    try:
+      parts.append(f'{dist} {metadata.version(dist)}')
+    except metadata.PackageNotFoundError:
+      parts.append(f'{dist} not installed')
+  return f"sparsejax {sparsejax.__version__} ({', '.join(parts)})"
+
+
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='sparsejax', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--version', action='version', version=_version())
   sub = parser.add_subparsers(dest='command', required=True)
+  cfg = sub.add_parser('config', help="a config's every key with its value and default")
+  cfg.add_argument('--show', required=True, metavar='FILE', help='the config file')
   train = sub.add_parser('train', help='train (or resume) a run from a config file')
   train.add_argument('--config', required=True, help='Python file with get_config()')
   train.add_argument('--workdir', required=True, help='where checkpoints and metrics go')
@@ -454,9 +470,9 @@ def main(argv=None) -> int:
   if workdir and pathlib.Path(workdir).exists() and not pathlib.Path(workdir).is_dir():
     print(f'sparsejax: --workdir {workdir!r} is a file, not a directory', file=sys.stderr)
     return 2
-  if overrides and args.command not in ('train', 'lottery', 'finetune', 'prune'):
-    print('sparsejax: --config.KEY overrides apply to train, lottery, finetune and prune '
-          'only', file=sys.stderr)
+  if overrides and args.command not in ('train', 'lottery', 'finetune', 'prune', 'config'):
+    print('sparsejax: --config.KEY overrides apply to train, lottery, finetune, prune and '
+          'config only', file=sys.stderr)
     return 2
   try:
     if args.command == 'train':
@@ -469,6 +485,11 @@ def main(argv=None) -> int:
       return _finetune(args, overrides)
     if args.command == 'prune':
       return _prune(args, overrides)
+    if args.command == 'config':
+      config = config_lib.apply_overrides(config_lib.load_config(args.show), overrides)
+      config_lib.to_settings(config)     # a bad key or value: the usual one line
+      print('\n'.join(config_lib.show(config)))
+      return 0
     if args.command == 'sweep':
       return _sweep(args)
     if args.command == 'export' and args.peft_delta:

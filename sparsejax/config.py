@@ -311,6 +311,67 @@ def _plain(x):
   return x
 
 
+def show(config: ml_collections.ConfigDict) -> list[str]:
+  """Every key of the config with its value, and its default where the
+  config changes it: the config keys, plus what the named pieces take with
+  their own defaults (the data loader's options, a registry model's
+  settings, the schedule's fields under `pruning`); what `sparsejax config
+  --show FILE` prints."""
+  def flat(tree, prefix=''):
+    for k, v in tree.items():
+      if isinstance(v, Mapping) and (v or k not in FREE_FORM):
+        yield from flat(v, f'{prefix}{k}.')
+      else:
+        yield f'{prefix}{k}', v
+  merged = _merge(default_config().to_dict(), _plain(config))
+  defaults = dict(flat(_plain(default_config())))
+  defaults.update(_piece_defaults(merged))
+  values = {**{k: v for k, v in defaults.items() if k not in ('data.options', 'model.options')},
+            **dict(flat(merged))}
+  width = max(map(len, values))
+  lines = []
+  for key in sorted(values, key=lambda k: (k.split('.')[:-1], k)):
+    value, default = values[key], defaults.get(key, _NO_DEFAULT)
+    line = f'{key:<{width}} = {"(required)" if value is _NO_DEFAULT else repr(value)}'
+    if default is _NO_DEFAULT and value is not _NO_DEFAULT:
+      line += '   (no default)'
+    elif default != value and value is not _NO_DEFAULT:
+      line += f'   (default {default!r})'
+    lines.append(line)
+  return lines
+
+
+_NO_DEFAULT = type('NoDefault', (), {'__repr__': lambda self: '(required)'})()
+
+
+def _piece_defaults(merged: dict) -> dict:
+  """{'data.options.K': default} of the named loader, model and schedule
+  (import paths: nothing; their signatures are the user's)."""
+  import dataclasses
+  import inspect
+  from sparsejax import data, models
+  out = {}
+  name = merged['data']['name']
+  if name in data.LOADERS:
+    for k, v in data.loader_options(name).items():
+      out[f'data.options.{k}'] = _NO_DEFAULT if v is inspect.Parameter.empty else v
+  name = merged['model']['name']
+  if name in models.MODELS and 'pretrained' not in merged['model']['options']:
+    # (with `pretrained`, the checkpoint's metadata gives the architecture)
+    for f in dataclasses.fields(models.MODELS[name]):
+      if f.name not in ('parent', 'name'):
+        out[f'model.options.{f.name}'] = (f.default if f.default is not dataclasses.MISSING
+                                          else _NO_DEFAULT)
+  try:
+    fields = registry.schedule_fields(merged['pruning']['schedule'])
+  except Exception:   # an unknown schedule: to_settings says so
+    fields = {}
+  for k, v in fields.items():
+    if k not in NOT_FROM_CONFIG:
+      out[f'pruning.{k}'] = _NO_DEFAULT if v is dataclasses.MISSING else v
+  return out
+
+
 def to_settings(config: ml_collections.ConfigDict) -> Settings:
   """The typed settings of a config; raises ConfigError naming a bad key."""
   merged = _merge(default_config().to_dict(), _plain(config))

@@ -2,6 +2,7 @@
 lost; and the overrides the README shows are accepted."""
 
 import pathlib
+import re
 
 import pytest
 
@@ -88,3 +89,27 @@ def test_failed_resume_reports_the_error_first_and_no_spec_text(tmp_path, capsys
   assert len(lines) == 1, lines
   assert 'steps/10 could not be restored' in lines[0]
   assert '<bound method' not in lines[0] and 'TensorStore(' not in lines[0]
+
+
+def test_version_and_config_show(capsys):
+  """`--version` names the package and its JAX stack; `config --show` lists
+  every key with its value, the default beside a changed one, the loader's
+  options and the schedule's fields with theirs, overrides applied, and a
+  bad key is the usual one line."""
+  with pytest.raises(SystemExit) as e:
+    cli.main(['--version'])
+  assert e.value.code == 0
+  out = capsys.readouterr().out
+  assert out.startswith('sparsejax 0.') and 'jax 0.' in out and 'flax' in out
+  assert cli.main(['config', '--show', str(ROOT / 'configs' / 'mnist1d_rigl.py'),
+                   '--config.seed=7']) == 0
+  lines = dict(re.match(r'(\S+)\s+= (.*)', l).groups()
+               for l in capsys.readouterr().out.splitlines())
+  assert lines['seed'] == '7   (default 0)'
+  assert lines['pruning.schedule'] == "'rigl'   (default 'dense')"
+  assert lines['data.options.validation'] == '0'    # mnist1d's own option, its default
+  assert 'pruning.drop_fraction' in lines and 'train.steps' in lines
+  assert cli.main(['config', '--show', str(ROOT / 'configs' / 'mnist1d_rigl.py'),
+                   '--config.trian.steps=3']) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'trian' in err[0]
