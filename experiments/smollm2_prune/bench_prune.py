@@ -22,40 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import threading
+import sys
 import time
 
 import jax
 import numpy as np
 
-
-def rss_mib(field: str = 'VmRSS') -> float:
-  for line in pathlib.Path('/proc/self/status').read_text().splitlines():
-    if line.startswith(field + ':'):
-      return int(line.split()[1]) / 1024
-  return float('nan')
-
-
-class PeakRSS:
-  """Samples VmRSS in a thread; `peak` is the largest seen while running."""
-
-  def __init__(self, every: float = 0.02):
-    self.every, self.peak, self._stop = every, rss_mib(), threading.Event()
-    self._thread = threading.Thread(target=self._run, daemon=True)
-
-  def _run(self):
-    while not self._stop.is_set():
-      self.peak = max(self.peak, rss_mib())
-      time.sleep(self.every)
-
-  def __enter__(self):
-    self._thread.start()
-    return self
-
-  def __exit__(self, *exc):
-    self._stop.set()
-    self._thread.join()
-    self.peak = max(self.peak, rss_mib())
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / 'benchmarks'))
+from proc_memory import PeakRSS, rss_mib  # noqa: E402
 
 
 def calibration(tokenizer, sequences: int, tokens: int) -> np.ndarray:
