@@ -1,5 +1,6 @@
-"""PNG plots of result rows: accuracy against weights remaining, accuracy
-against iteration, per-layer density, mask-update dynamics.
+"""PNG plots of result rows: accuracy against weights remaining and against
+training FLOPs, accuracy against iteration, per-layer density, mask-update
+dynamics.
 
 Figures are drawn on `matplotlib.figure.Figure` objects, never through
 pyplot: the PNG is rendered by the Agg canvas whatever backend the caller's
@@ -14,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sparsejax.programs.flops_columns import flops_value
 from sparsejax.programs.tables import (Row, _arms, _stats, failed, is_percent, seed_keys,
                                        metric_value)
 
@@ -107,6 +109,52 @@ def plot_accuracy_vs_density(rows: Sequence[Row], path, metric: str = 'test_accu
   ax.set_xlabel('% of weights remaining (log scale)')
   ax.set_ylabel(_ylabel(metric))
   ax.set_title(title or f'{metric} vs. weights remaining\n(mean over replicates, band: ±1 std)',
+               fontsize=10)
+  ax.grid(True, alpha=0.3)
+  ax.legend(fontsize=8)
+  return _save(fig, path)
+
+
+def plot_accuracy_vs_train_flops(rows: Sequence[Row], path, metric: str = 'test_accuracy',
+                                 title: str | None = None) -> pathlib.Path:
+  """Metric against training FLOPs relative to a dense run (log axis), per arm.
+
+  A point is a setting's (or level's) replicates: the mean of their FLOPs
+  ratios and of the metric, with ±1 sample std bars where there are two or
+  more; points of an arm are joined in order of FLOPs. The FLOPs are the
+  rows' `flops.train_ratio` (RigL paper's counting, `sparsejax.core.flops`);
+  the dotted line marks the cost of training the dense model once.
+  """
+  from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+  scale = 100.0 if is_percent(metric) else 1.0
+  fig, ax = _figure()
+  xs_all = []
+  ignore = frozenset(seed_keys(rows))
+  for i, arm in enumerate(_arms(rows)):
+    points: dict[Any, list[Row]] = {}
+    for r in rows:
+      if (str(r.get('arm', '?')) == arm and not failed(r) and flops_value(r) is not None
+          and metric_value(r, metric) is not None and r.get('density') is not None):
+        points.setdefault(_point_key(r, ignore), []).append(r)
+    if not points:
+      continue
+    stats = sorted((np.mean([flops_value(r) for r in p]),
+                    *_stats([metric_value(r, metric) for r in p])) for p in points.values())
+    x, n, mean, std = (np.array(c, dtype=float) for c in zip(*stats))
+    counts = f'{int(n.min())}-{int(n.max())}' if n.min() != n.max() else f'{int(n.max())}'
+    ax.errorbar(x, mean * scale, yerr=np.where(n > 1, std, 0) * scale, ms=4, capsize=2,
+                label=f'{arm} (n={counts})', **_style(i))
+    xs_all.extend(x)
+  if not xs_all:
+    raise ValueError(f'nothing to plot: no finished rows with training FLOPs and {metric!r}')
+  ax.set_xscale('log')
+  ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+  ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
+  ax.xaxis.set_minor_formatter(NullFormatter())
+  ax.axvline(1.0, color='0.5', ls=':', lw=1)
+  ax.set_xlabel('training FLOPs (x dense training, log scale)')
+  ax.set_ylabel(_ylabel(metric))
+  ax.set_title(title or f'{metric} vs. training FLOPs\n(mean over replicates, bars: ±1 std)',
                fontsize=10)
   ax.grid(True, alpha=0.3)
   ax.legend(fontsize=8)

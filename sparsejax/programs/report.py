@@ -12,8 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
-from sparsejax.programs.plots import (mean_curve, plot_accuracy_vs_density, plot_curves,
+from sparsejax.programs.plots import (mean_curve, plot_accuracy_vs_density,
+                                      plot_accuracy_vs_train_flops, plot_curves,
                                       plot_layer_density, plot_mask_dynamics)
+from sparsejax.programs.flops_columns import has_flops
 from sparsejax.programs.tables import (EARLY_STOP_PREFIX, Row, _arms, cost_table, failed,
                                        format_stats,
                                        group_rows, is_percent, level_table, load_results,
@@ -24,6 +26,7 @@ MAX_MASK_PLOTS = 8  # runs whose mask-update dynamics the report draws
 
 __all__ = ['cost_table', 'format_stats', 'group_rows', 'is_percent', 'level_table', 'load_results',
            'mask_update_rows', 'mean_curve', 'metric_value', 'plot_accuracy_vs_density',
+           'plot_accuracy_vs_train_flops',
            'plot_curves', 'plot_layer_density', 'plot_mask_dynamics', 'report', 'spread', 'summary_table', 'write_csv', 'Row']
 
 
@@ -78,7 +81,8 @@ def _mask_figures(rows, out: pathlib.Path) -> list[pathlib.Path]:
 def report(dirs, out_dir=None, metric: str = 'test_accuracy') -> str:
   """Tables and plots for the runs under `dirs`, written to `out_dir`.
 
-  Writes report.md, report.csv, accuracy_vs_density.png, curves.png (up to
+  Writes report.md, report.csv, accuracy_vs_density.png,
+  accuracy_vs_train_flops.png (when the runs recorded FLOPs), curves.png (up to
   four levels spread over the range, when curves exist) and
   layer_density.png (the sparsest finished run of the first arm, when
   recorded) and mask_dynamics_<n>.png for up to MAX_MASK_PLOTS runs whose
@@ -110,6 +114,12 @@ def report(dirs, out_dir=None, metric: str = 'test_accuracy') -> str:
     figures.append(plot_accuracy_vs_density(rows, out / 'accuracy_vs_density.png', metric))
   except ValueError:
     pass    # no densities or no values for this metric: the table says so
+  if has_flops(rows):
+    try:
+      figures.append(plot_accuracy_vs_train_flops(rows, out / 'accuracy_vs_train_flops.png',
+                                                  metric))
+    except ValueError:
+      pass
   ok = [r for r in leveled if not failed(r)]
   arms = _arms(ok)
   if arms:

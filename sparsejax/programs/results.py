@@ -2,8 +2,9 @@
 
 A row names the run (replicate, seed, level, arm, swept setting) and carries
 its final metrics, the eval curve, the early-stopping point (the eval step
-with the lowest validation loss, as in Frankle & Carbin 2019) and the final
-per-layer density.
+with the lowest validation loss, as in Frankle & Carbin 2019), the final
+per-layer density and the run's FLOPs relative to dense (training and
+inference, counted as the RigL paper counts them: `sparsejax.core.flops`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import numpy as np
 
 from sparsejax.train import metrics as metrics_lib
 from sparsejax.train.weights import final_weights, named_weights  # noqa: F401  (re-exported)
+
+
+FLOPS_KEYS = ('train_ratio', 'inference_ratio', 'train_total', 'train_dense_equivalent',
+              'inference_sparse', 'inference_dense')
 
 
 def run_row(workdir, **ids: Any) -> dict:
@@ -33,9 +38,12 @@ def run_row(workdir, **ids: Any) -> dict:
     step, m = min(with_val, key=lambda sm: (sm[1]['validation_loss'], sm[0]))
     early = {'step': step, 'validation_loss': m['validation_loss'],
              **({'test_accuracy': m['test_accuracy']} if 'test_accuracy' in m else {})}
-  return {**ids, 'density': summary['density'], 'final': final, 'early_stop': early,
-          'curve': curve, 'layer_density': summary.get('layer_density', {}),
-          'status': 'ok', 'workdir': str(workdir)}
+  row = {**ids, 'density': summary['density'], 'final': final, 'early_stop': early,
+         'curve': curve, 'layer_density': summary.get('layer_density', {}),
+         'status': 'ok', 'workdir': str(workdir)}
+  if summary.get('flops'):   # the totals; the per-layer split stays in summary.json
+    row['flops'] = {k: summary['flops'][k] for k in FLOPS_KEYS if k in summary['flops']}
+  return row
 
 
 def failed_row(error: str, **ids: Any) -> dict:

@@ -3,7 +3,7 @@ whole report in `report`).
 
 Programs append one JSON row per finished run to `results.jsonl` in their
 run directory (replicate, seed, level, arm, setting, density, final metrics,
-early-stop point, eval curve, per-layer density, status). This module reads
+early-stop point, eval curve, per-layer density, FLOPs, status). This module reads
 those files and writes markdown tables, a CSV and PNG plots. It is host-side
 only (numpy and matplotlib, no JAX), so a report can be made on a laptop
 from copied run directories.
@@ -18,6 +18,9 @@ import pathlib
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from sparsejax.programs.flops_columns import (FLOPS_COLUMNS, FLOPS_NOTE, flops_cells,
+                                              flops_means, has_flops)
 
 Row = dict[str, Any]
 EARLY_STOP_PREFIX = 'early_stop_'
@@ -160,8 +163,10 @@ def level_table(rows: Sequence[Row], metric: str = 'test_accuracy',
   ok = [r for r in leveled if not failed(r)]
   # early stopping needs a validation split: without one the column would be all '-'
   early = any((r.get('early_stop') or {}).get('step') is not None for r in ok)
+  flops = has_flops(ok)
   header = ['level', '% weights remaining', *(f'{a} {metric}' for a in arms),
-            *([f'early-stop iter ({arms[0]})'] if early else [])]
+            *([f'early-stop iter ({arms[0]})'] if early else []),
+            *([f'{name} ({arms[0]})' for name, _ in FLOPS_COLUMNS] if flops else [])]
   body = []
   for level in sorted({r['level'] for r in leveled}):
     at = [r for r in ok if r['level'] == level]
@@ -176,8 +181,10 @@ def level_table(rows: Sequence[Row], metric: str = 'test_accuracy',
              and (r.get('early_stop') or {}).get('step') is not None]
     if early:
       line.append(format_stats(steps, decimals=0))
+    if flops:
+      line += flops_cells(r for r in at if r.get('arm') == arms[0])
     body.append(line)
-  text = _markdown(header, body) + '\n\n' + _note(metric)
+  text = _markdown(header, body) + '\n\n' + _note(metric) + (FLOPS_NOTE if flops else '')
   bad = [r for r in leveled if failed(r)]
   if bad:
     text += '\n\n' + '\n'.join(
@@ -255,6 +262,7 @@ def summary_table(rows: Sequence[Row], group_by: Sequence[str] = ('arm', 'settin
   """Markdown table for sweeps: mean ± std (n) of `metric` per group."""
   names, groups = group_rows(rows, group_by)
   percent = is_percent(metric)
+  flops = has_flops(rows)
   body = []
   for key, members in groups:
     vals, bad = _group_stats(members, metric)
@@ -262,29 +270,37 @@ def summary_table(rows: Sequence[Row], group_by: Sequence[str] = ('arm', 'settin
     if bad:
       note = f'failed ({len(bad)} of {len(members)}): {_error(bad[0], 60)}'
       cell = f'{cell}; {note}' if cell else note
-    body.append(['-' if v is None else str(v) for v in key] + [cell])
-  return _markdown([*names, metric], body) + '\n\n' + _note(metric)
+    body.append(['-' if v is None else str(v) for v in key] + [cell]
+                + (flops_cells(members) if flops else []))
+  header = [*names, metric, *([name for name, _ in FLOPS_COLUMNS] if flops else [])]
+  return _markdown(header, body) + '\n\n' + _note(metric) + (FLOPS_NOTE if flops else '')
 
 
 def write_csv(rows: Sequence[Row], path, group_by: Sequence[str] = ('arm', 'setting'),
               metric: str = 'test_accuracy') -> pathlib.Path:
-  """CSV with columns group..., n, mean, std, n_failed, density.
+  """CSV with columns group..., n, mean, std, n_failed, density (and
+  train_flops_ratio, inference_flops_ratio where runs recorded FLOPs).
 
   Values are as recorded (accuracies as fractions, not percent); std is
-  empty for n < 2 and density is the mean over the group's finished runs.
+  empty for n < 2, density and the FLOPs ratios are means over the group's
+  finished runs.
   """
   names, groups = group_rows(rows, group_by)
+  flops = has_flops(rows)
   path = pathlib.Path(path)
   with open(path, 'w', newline='') as f:
     w = csv.writer(f)
-    w.writerow([*names, 'n', 'mean', 'std', 'n_failed', 'density'])
+    w.writerow([*names, 'n', 'mean', 'std', 'n_failed', 'density',
+                *(['train_flops_ratio', 'inference_flops_ratio'] if flops else [])])
     for key, members in groups:
       vals, bad = _group_stats(members, metric)
       n, mean, std = _stats(vals)
       dens = [r['density'] for r in members if not failed(r) and r.get('density') is not None]
       w.writerow(['' if v is None else v for v in key]
                  + [n, repr(mean) if n else '', repr(std) if n > 1 else '', len(bad),
-                    repr(float(np.mean(dens))) if dens else ''])
+                    repr(float(np.mean(dens))) if dens else '']
+                 + (['' if v is None else repr(v) for v in flops_means(members)] if flops
+                    else []))
   return path
 
 

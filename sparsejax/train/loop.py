@@ -21,7 +21,7 @@ from sparsejax.core import schedules, transform
 from sparsejax.core import tree as tree_lib
 from sparsejax.data import base as data_base
 from sparsejax.train import checkpoint as ckpt_lib, compiled, distill as distill_lib
-from sparsejax.train import feed as feed_lib, initial as initial_lib
+from sparsejax.train import feed as feed_lib, flop_count, initial as initial_lib
 from sparsejax.train import metrics as metrics_lib
 from sparsejax.train import sharding as sharding_lib, step as step_lib
 from sparsejax.train import teacher as teacher_lib
@@ -280,7 +280,10 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
   # checkpointed: a resumed run rebuilds it from its inputs (the record holds
   # its checksum).
   teacher = () if run.teacher is None else (teacher_lib.place(run),)
-  program_steps = {s for s in update_program_steps(run) if s >= start}
+  all_program_steps = update_program_steps(run)
+  program_steps = {s for s in all_program_steps if s >= start}
+  flops = flop_count.Counter(run, all_program_steps, workdir, start)
+  flops.begin(start, state)
   update_steps = {s for s in mask_update_steps(run) if s >= start}
   dynamics = None
   if update_steps:   # a resumed run's initial mask is a function of the seed
@@ -302,6 +305,8 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
           warm.add(program)
           t_window, n_window = time.perf_counter(), 0
         done = step + 1
+        if program:
+          flops.record(done, state)
         if step in update_steps:
           writer.write('mask_update', done, dynamics.after(state, t_update))
         log_now = done % t.log_every == 0 or done == t.steps
@@ -342,6 +347,7 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
               best = _copy_weights(state)
               ckpts.save_named('best', best)
             save_now = save_now or stopper.should_stop
+        flops.write(writer)
         writer.flush()
         if save_now or stop:
           ckpts.save(done, state, {'step': done, 'data_position': feed.position}, wait=stop)
@@ -367,12 +373,14 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
     feed.close()
     writer.close()
     ckpts.close()
+  stats = density_stats(state.opt_state)
   summary = {'steps': t.steps, 'workdir': str(workdir), 'eval': last_eval,
-             **density_stats(state.opt_state), 'schedule': run.schedule.describe(),
+             **stats, 'schedule': run.schedule.describe(),
              'warnings': run.warnings,
              'train_seconds_this_process': time.perf_counter() - t_start,
              'resumed_from': start or None, 'final_step': int(state.step),
              'stopped_early': stopper.should_stop,
+             'flops': flops.summary(int(state.step), stats['layer_density']),
              'best_validation': ({'step': stopper.best_step, 'loss': stopper.best,
                                   'eval': best_eval}
                                  if stopper.best is not None else None)}
