@@ -8,7 +8,8 @@
   sparsejax prune   --config FILE --workdir DIR --method magnitude|wanda|sparsegpt
                     (--sparsity S | --nm N:M) [--calibration N] [--from WEIGHTS]
                     [--owl [--owl-m M] [--owl-lambda L]] [--per-row]
-  sparsejax sweep   --config FILE --workdir DIR [--jobs N] [--index I] [--collect]
+  sparsejax sweep   --config FILE --workdir DIR [--jobs N] [--index I]
+                    [--collect | --count | --list]
   sparsejax export  DIR [--format csr|nm|ell] [--out DIR]
   sparsejax export  DIR --peft-delta [--out DIR] [--base WEIGHTS]
   sparsejax merge   DELTA --out FILE.npz [--base WEIGHTS]
@@ -108,10 +109,17 @@ def _parser() -> argparse.ArgumentParser:
   sw.add_argument('--config', required=True)
   sw.add_argument('--workdir', required=True)
   sw.add_argument('--jobs', type=int, default=1, help='points run at the same time')
-  sw.add_argument('--index', type=int, default=None,
-                  help='run only this point (one process per point on a cluster)')
-  sw.add_argument('--collect', action='store_true',
-                  help='run nothing: gather the finished points into the report')
+  sw.add_argument('--index', default=None,
+                  help='run only point I, 0 to count-1 (one process per point on a cluster; '
+                  'default: $SLURM_ARRAY_TASK_ID when set, so a job array task runs its own)')
+  only = sw.add_mutually_exclusive_group()
+  only.add_argument('--collect', action='store_true',
+                    help='run nothing: gather the finished points into the report')
+  only.add_argument('--count', action='store_true',
+                    help='run nothing: print the number of points (size a job array with it)')
+  only.add_argument('--list', action='store_true',
+                    help='run nothing: print each point\'s index, status (done, failed, '
+                    'todo), run directory and overrides, one line each')
   sw.add_argument('--metric', default='test_accuracy')
   ex = sub.add_parser('export', help='strip the masks into a compact sparse checkpoint')
   ex.add_argument('path', help="a run's workdir")
@@ -264,18 +272,47 @@ def recovery_command(config_path, config, overrides, pruned) -> str:
 
 
 def _sweep(args) -> int:
-  import pathlib
+  """Runs a sweep, or one point of it (--index, or a job array task's
+  $SLURM_ARRAY_TASK_ID), or only reads it (--count, --list, --collect).
+  Exit 1 when a point that was to run failed: any of the whole sweep's, or
+  the one point's, so that the array task shows as failed."""
   from sparsejax import sweep
   from sparsejax.programs import report
-  if args.collect:
-    points, _ = sweep.load_sweep(args.config)
-    rows = sweep.collect(pathlib.Path(args.workdir).absolute(), points)
-  else:
-    rows = sweep.run_sweep(args.config, args.workdir, jobs=args.jobs, index=args.index)
-  if args.index is None:
-    print()
-    print(report.report(pathlib.Path(args.workdir).absolute(), metric=args.metric))
-  return 1 if any(r.get('status') == 'failed' for r in rows) and args.index is None else 0
+  if args.count or args.list or args.collect:
+    return _sweep_read(args)
+  rows = sweep.run_sweep(args.config, args.workdir, jobs=args.jobs, index=args.index,
+                         environ=os.environ)
+  one = sweep.point_index(args.index, len(rows), os.environ)   # already checked
+  if one is not None:
+    return 1 if rows[one].get('status') == 'failed' else 0
+  print()
+  print(report.report(pathlib.Path(args.workdir).absolute(), metric=args.metric))
+  return 1 if any(r.get('status') == 'failed' for r in rows) else 0
+
+
+def _sweep_read(args) -> int:
+  """`sweep --count`, `--list` or `--collect`: runs no point."""
+  from sparsejax import config as config_lib
+  from sparsejax import sweep
+  from sparsejax.programs import report
+  if args.index is not None:
+    raise config_lib.ConfigError('--index runs one point; --count, --list and --collect '
+                                 'run none: give one or the other')
+  root = pathlib.Path(args.workdir).absolute()
+  points, _ = sweep.load_sweep(args.config)
+  if args.count:
+    print(len(points))
+    return 0
+  if args.list:
+    print('\n'.join(sweep.list_lines(root, points)))
+    return 0
+  if not root.is_dir():
+    raise config_lib.ConfigError(f'--workdir {args.workdir!r} does not exist: no sweep ran '
+                                 'there to collect')
+  rows = sweep.collect(root, points)
+  print()
+  print(report.report(root, metric=args.metric))
+  return 1 if any(r.get('status') == 'failed' for r in rows) else 0
 
 
 def _export(args) -> int:

@@ -13,28 +13,40 @@ A module-level `PROGRAM` says what each point runs: 'train' (default) or
 DIR/<name> --config.KEY=VALUE ...`, N at a time; its directory is named by
 the arm and a hash of its overrides, so re-running the sweep skips finished
 points (their summary.json exists), resumes interrupted ones exactly, and a
-point that fails is recorded with its error while the others go on. On a
-cluster, launch one process per point with `--index I` (a job array), then
-`sparsejax sweep ... --collect` (or `sparsejax report DIR`) gathers them.
+point that fails is recorded with its error while the others go on.
+
+On a cluster, run one process per point: `--count` says how many points
+there are, `--list` which index is which, and `--index I` (by default
+$SLURM_ARRAY_TASK_ID, so a SLURM job array task needs no argument) runs
+point I alone. Points are numbered in `get_sweep()`'s order, so it must
+yield them in the same order every time. Each process collects the sweep's
+results.jsonl under a lock when its point ends, so after the last task
+`sparsejax report DIR` reads every point; `sparsejax sweep ... --collect`
+gathers them again from the run directories (scripts/slurm_sweep.sbatch
+does both).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import pathlib
+import shlex
 import subprocess
 import sys
 import time
-from typing import Callable
+import uuid
+from typing import Callable, Mapping
 
 from sparsejax import config as config_lib
 from sparsejax.programs import results as results_lib
 
 PROGRAMS = ('train', 'finetune')
+ARRAY_TASK_ENV = 'SLURM_ARRAY_TASK_ID'   # the default of --index: a job array task's number
 
 
 def load_sweep(path) -> tuple[list[dict], str]:
@@ -76,14 +88,62 @@ def point_name(point: dict) -> str:
   return f'{point.get("_arm", "point")}_{digest}'
 
 
-def command(program: str, config_path, workdir, point: dict, root='') -> list[str]:
-  args = [sys.executable, '-m', 'sparsejax.cli', program, '--config', str(config_path),
-          '--workdir', str(workdir), '--no-progress']
+def override_args(point: dict, root='') -> list[str]:
+  """The point's overrides as `--config.KEY=VALUE` arguments, '{workdir}' in
+  string values replaced by `root`."""
+  args = []
   for k, v in overrides(point).items():
     if isinstance(v, str):
-      v = v.replace('{workdir}', str(root))
-    args.append(f'--config.{k}={v!r}' if not isinstance(v, str) else f'--config.{k}={v}')
+      args.append(f'--config.{k}={v.replace("{workdir}", str(root))}')
+    else:
+      args.append(f'--config.{k}={v!r}')
   return args
+
+
+def command(program: str, config_path, workdir, point: dict, root='') -> list[str]:
+  return [sys.executable, '-m', 'sparsejax.cli', program, '--config', str(config_path),
+          '--workdir', str(workdir), '--no-progress', *override_args(point, root)]
+
+
+def point_index(given, count: int, environ: Mapping[str, str] | None = None) -> int | None:
+  """The one point to run: `given` (--index) if not None, else
+  $SLURM_ARRAY_TASK_ID when `environ` sets it (a task of a job array), else
+  None (every point). A value that is not an integer in [0, count) raises
+  ConfigError naming where it came from and the valid range: a job array
+  sized from a stale count must fail loudly, not run some other point."""
+  environ = {} if environ is None else environ
+  if given is not None:
+    source, text = '--index', str(given)
+  elif environ.get(ARRAY_TASK_ENV, '').strip():
+    source, text = ARRAY_TASK_ENV, environ[ARRAY_TASK_ENV]
+  else:
+    return None
+  valid = (f'the sweep has {count} points, valid indices 0-{count - 1}' if count
+           else 'the sweep has no points')
+  try:
+    index = int(text.strip())
+  except ValueError:
+    raise config_lib.ConfigError(f'{source}={text!r} is not an integer; {valid}') from None
+  if not 0 <= index < count:
+    raise config_lib.ConfigError(f'{source}={index} is out of range; {valid}')
+  return index
+
+
+def point_status(root, point: dict) -> str:
+  """'done' (its summary.json exists), 'failed' (its error.txt) or 'todo'."""
+  workdir = pathlib.Path(root) / point_name(point)
+  if (workdir / 'summary.json').exists():
+    return 'done'
+  return 'failed' if (workdir / 'error.txt').exists() else 'todo'
+
+
+def list_lines(root, points: list[dict]) -> list[str]:
+  """One line per point, tab-separated: index, status, run directory name and
+  the overrides it runs with, to size a job array and to see which tasks to
+  submit again."""
+  root = pathlib.Path(root).absolute()
+  return ['\t'.join((str(i), point_status(root, p), point_name(p),
+                     shlex.join(override_args(p, root)))) for i, p in enumerate(points)]
 
 
 def _env(config_path) -> dict:
@@ -124,8 +184,49 @@ def _last_error_line(text: str) -> str:
   return (useful or lines or ['unknown error'])[-1][:500]
 
 
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+  """Writes `text` to `path` through a temporary file of its own (a random
+  name: pids repeat across a cluster's nodes), since the tasks of a job array
+  write the same files at once."""
+  tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')
+  tmp.write_text(text)
+  tmp.replace(path)
+
+
+@contextlib.contextmanager
+def _locked(root: pathlib.Path):
+  """Holds an exclusive lock (flock) on `root`'s .sweep.lock, so the collects
+  of a job array's tasks run one after another and the last one sees every
+  finished point. Where the file system has no locks it goes on without:
+  `--collect` after the array still gathers everything."""
+  try:
+    import fcntl
+    lock = open(root / '.sweep.lock', 'a')
+  except (ImportError, OSError):
+    yield
+    return
+  with lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+    except OSError:
+      pass
+    yield
+
+
 def collect(root: pathlib.Path, points: list[dict]) -> list[dict]:
-  """Result rows of all points, failed ones with their error; writes results.jsonl."""
+  """Result rows of all points, failed ones with their error; writes
+  results.jsonl. Safe to run from several processes at once."""
+  root = pathlib.Path(root)
+  with _locked(root):
+    rows = _rows(root, points)
+    mine = root / f'.results.{uuid.uuid4().hex}.jsonl'
+    results_lib.write_rows(mine, rows)    # its own temporary file is ours alone too
+    mine.replace(root / 'results.jsonl')
+  return rows
+
+
+def _rows(root: pathlib.Path, points: list[dict]) -> list[dict]:
+  """The result row of each point, in the sweep's order."""
   rows = []
   for i, point in enumerate(points):
     workdir = root / point_name(point)
@@ -144,17 +245,21 @@ def collect(root: pathlib.Path, points: list[dict]) -> list[dict]:
           _last_error_line((workdir / 'error.txt').read_text()), **ids))
     else:
       rows.append(results_lib.failed_row('not run yet', **ids))
-  results_lib.write_rows(root / 'results.jsonl', rows)
   return rows
 
 
-def run_sweep(config_path, workdir, *, jobs: int = 1, index: int | None = None,
+def run_sweep(config_path, workdir, *, jobs: int = 1, index: int | str | None = None,
+              environ: Mapping[str, str] | None = None,
               log: Callable[[str], None] = print) -> list[dict]:
-  """Runs the sweep (or one point of it) and returns the collected rows."""
+  """Runs the sweep (or one point of it) and returns the collected rows.
+
+  `index` runs that point alone; so does $SLURM_ARRAY_TASK_ID when `index`
+  is None and `environ` (the command line passes os.environ) sets it."""
   points, program = load_sweep(config_path)
+  index = point_index(index, len(points), environ)
   root = pathlib.Path(workdir).absolute()
   root.mkdir(parents=True, exist_ok=True)
-  (root / 'sweep.json').write_text(json.dumps(
+  _write_atomic(root / 'sweep.json', json.dumps(
       {'config': str(pathlib.Path(config_path).absolute()), 'program': program,
        'points': points}, indent=1, default=str) + '\n')
   todo = list(enumerate(points)) if index is None else [(index, points[index])]
