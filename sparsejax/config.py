@@ -72,7 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, epochs=0, log_every=10, eval_every=500, checkpoint_every=500,
       keep_checkpoints=3, eval_splits=('test',), eval_at_start=False, early_stopping=0,
-      optimizer_state=None, compute_dtype=None, param_dtype=None, pack_masks=None))
+      optimizer_state=None, compute_dtype=None, param_dtype=None, pack_masks=None, writers=()))
   # train.optimizer_state: None or 'dense' (the inner optimizer's state is
   # params-shaped), or 'compact' (state for the kept weights only, with their
   # indices: sparsejax.core.compact; fixed-mask runs only, e.g. fine-tuning
@@ -311,6 +311,16 @@ def _plain(x):
   return x
 
 
+def _writers(value) -> tuple[str, ...]:
+  """train.writers: import paths 'pkg.module:fn' of metric-writer factories."""
+  items = (value,) if isinstance(value, str) else tuple(value or ())
+  for w in items:
+    if not isinstance(w, str) or ':' not in w:
+      raise ConfigError(f"config key 'train.writers': {w!r} is not an import path "
+                        "'pkg.module:fn' of a factory workdir -> metric writer")
+  return items
+
+
 def show(config: ml_collections.ConfigDict) -> list[str]:
   """Every key of the config with its value, and its default where the
   config changes it: the config keys, plus what the named pieces take with
@@ -426,7 +436,8 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
                                   ('dense', 'compact')),
           compute_dtype=choice('train.compute_dtype', t['compute_dtype'] or 'float32', DTYPES),
           param_dtype=choice('train.param_dtype', t['param_dtype'] or 'float32', DTYPES),
-          pack_masks=bool_value('train.pack_masks', t['pack_masks'] or False)),
+          pack_masks=bool_value('train.pack_masks', t['pack_masks'] or False),
+          writers=_writers(t['writers'])),
       mesh=MeshSettings(shape=shape, rules=tuple(rules),
                         fsdp=bool_value('mesh.fsdp', mesh['fsdp'] or False)),
       lottery=lottery_settings(merged['lottery']),

@@ -216,7 +216,7 @@ def build_task(config, *, dataset=None, schedule=None) -> task_lib.Task:
                eval_splits=t.eval_splits, eval_at_start=t.eval_at_start,
                early_stopping=t.early_stopping, optimizer_state=t.optimizer_state,
                compute_dtype=t.compute_dtype, param_dtype=t.param_dtype,
-               pack_masks=t.pack_masks,
+               pack_masks=t.pack_masks, writers=t.writers,
                mesh_shape=s.mesh.shape,
                mesh_rules=s.mesh.rules, mesh_fsdp=s.mesh.fsdp, prefetch=s.data.prefetch, on_device=s.data.on_device)
 

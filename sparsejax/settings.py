@@ -59,6 +59,7 @@ class TrainSettings:
   compute_dtype: str = 'float32'   # the model's forward/backward ('bfloat16': mixed precision)
   param_dtype: str = 'float32'     # how params and optimizer moments are stored
   pack_masks: bool = False         # masks as bits in the optimizer state
+  writers: tuple[str, ...] = ()    # import paths of metric-writer factories (train.metrics)
 
 
 @dataclasses.dataclass(frozen=True)

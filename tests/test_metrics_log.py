@@ -1,11 +1,16 @@
 """The metrics writer without a terminal: plain progress lines on stderr, and
 mask_update rows kept and truncated on resume like every other row."""
 
+import pathlib
 import re
 
 import numpy as np
 
+import pytest
+
 from sparsejax.train import metrics as metrics_lib
+
+MLP = str(pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'mnist1d_mlp.py')
 
 
 def test_plain_progress_lines(tmp_path, capsys):
@@ -82,18 +87,76 @@ def test_mask_update_rows_resume(tmp_path):
   assert max(r['step'] for r in rows if r['kind'] == 'train') == 20
 
 
-def test_mask_update_tensorboard_tags(tmp_path):
-  tags = []
+class ListWriter:
+  """A metric writer with clu.metric_writers' methods, keeping what it gets."""
 
-  class FakeTB:
-    def add_scalar(self, tag, value, step):
-      tags.append((tag, value, step))
+  def __init__(self, workdir=None):
+    self.scalars, self.hparams, self.closed = [], [], False
 
-  w = metrics_lib.MetricsWriter(tmp_path, total_steps=10, progress=False, tensorboard=False)
-  w._tb = FakeTB()
+  def write_scalars(self, step, scalars):
+    self.scalars.append((step, dict(scalars)))
+
+  def write_hparams(self, hparams):
+    self.hparams.append(dict(hparams))
+
+  def flush(self):
+    pass
+
+  def close(self):
+    self.closed = True
+
+
+def test_mask_update_tags_reach_every_writer(tmp_path):
+  got = ListWriter()
+  w = metrics_lib.MetricsWriter(tmp_path, total_steps=10, progress=False, tensorboard=False,
+                                writers=(lambda workdir: got,), hparams={'seed': 3})
   w.write('mask_update', 5, {'dropped': 2, 'overlap_initial': 0.5})
-  w.write('train', 5, {'loss': 1.0})
-  assert tags == [('mask/dropped', 2, 5), ('mask/overlap_initial', 0.5, 5),
-                  ('train/loss', 1.0, 5)]
-  w._tb = None
+  w.write('train', 5, {'loss': 1.0, 'finite': True})
+  w.write('train', 6, {'loss': 0.5}, summary=False)       # per-step rows: JSONL only
   w.close()
+  assert got.scalars == [(5, {'mask/dropped': 2, 'mask/overlap_initial': 0.5}),
+                         (5, {'train/loss': 1.0})]
+  assert got.hparams == [{'seed': 3}] and got.closed
+
+
+def _tfrecords(path):
+  """The Event protos of a TensorBoard event file (TFRecord framing)."""
+  import struct
+  from tensorboardX.proto import event_pb2
+  data, i, out = path.read_bytes(), 0, []
+  while i < len(data):
+    (n,) = struct.unpack('<Q', data[i:i + 8])
+    event = event_pb2.Event()
+    event.ParseFromString(data[i + 12:i + 12 + n])
+    out.append(event)
+    i += 12 + n + 4
+  return out
+
+
+def test_config_writers_get_scalars_and_the_config_as_hparams(tmp_path, monkeypatch):
+  """`train.writers` names a factory by import path; it gets the logged
+  scalars and, once, the run's config (dotted keys) as hparams, and so do
+  the TensorBoard event files (HParams plugin), next to metrics.jsonl as
+  before. A bad entry is one config error."""
+  pytest.importorskip('tensorboardX')
+  from sparsejax import config as config_lib, experiment
+  (tmp_path / 'mywriters.py').write_text(
+      'from test_metrics_log import ListWriter\nMADE = []\n'
+      'def make(workdir):\n  MADE.append(ListWriter(workdir))\n  return MADE[-1]\n')
+  monkeypatch.syspath_prepend(str(tmp_path))
+  config = config_lib.apply_overrides(config_lib.load_config(MLP), {
+      'train.steps': 20, 'train.log_every': 10, 'train.eval_every': 20,
+      'train.checkpoint_every': 20, 'train.writers': ('mywriters:make',)})
+  experiment.train_and_evaluate(config, tmp_path / 'run', progress=False)
+  import mywriters
+  [got] = mywriters.MADE
+  assert got.closed and [step for step, _ in got.scalars] == [10, 20, 20]
+  assert 'train/loss' in got.scalars[0][1] and 'eval/test_accuracy' in got.scalars[2][1]
+  [hp] = got.hparams
+  assert hp['config.train.steps'] == 20 and hp['config.model.name'] == 'mnist1d_mlp'
+  assert hp['resolved.schedule.type'].endswith('Dense')
+  events = [e for f in (tmp_path / 'run' / 'tensorboard').iterdir() for e in _tfrecords(f)]
+  plugins = {v.metadata.plugin_data.plugin_name for e in events for v in e.summary.value}
+  assert 'hparams' in plugins
+  with pytest.raises(config_lib.ConfigError, match="train.writers"):
+    config_lib.to_settings(config_lib.apply_overrides(config, {'train.writers': ('nocolon',)}))

@@ -27,7 +27,7 @@ _INITS: collections.OrderedDict = collections.OrderedDict()
 # which reaches the step only through the state's rng).
 _LOOP_ONLY = ('schedule', 'seed', 'steps', 'learning_rate', 'log_every', 'eval_every',
               'checkpoint_every', 'keep_checkpoints', 'eval_splits', 'eval_at_start',
-              'early_stopping', 'prefetch')
+              'early_stopping', 'prefetch', 'writers')
 
 
 def program_key(run):

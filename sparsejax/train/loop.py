@@ -232,7 +232,9 @@ def train(task: Task, workdir, *, start: Start | None = None, snapshots: tuple[i
     log(banner(run, workdir))
     for text in run.warnings:
       log(f'warning: {text}')
-  return _loop(run, workdir, snapshots, progress)
+  return _loop(run, workdir, snapshots, progress,
+               hparams=metrics_lib.flat_hparams({k: v for k, v in record.items()
+                                                 if k != 'warnings'}))
 
 
 def _restore_or_init(run: Run, ckpts, snapshots):
@@ -258,7 +260,7 @@ def _make_feed(run: Run, start: int):
   return feed_lib.HostFeed(t.dataset.train, t.batch_size, t.seed, start, t.prefetch, run.mesh)
 
 
-def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
+def _loop(run: Run, workdir: pathlib.Path, snapshots, progress, hparams=None) -> Result:
   t = run.task
   x_nd = 1 + len(t.dataset.input_shape)
   y_nd = x_nd if t.dataset.task == 'lm' else 1
@@ -266,7 +268,8 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress) -> Result:
   ckpts = ckpt_lib.Checkpoints(workdir / 'checkpoints', keep=t.keep_checkpoints)
   state = _restore_or_init(run, ckpts, snapshots)
   start = int(state.step)
-  writer = metrics_lib.MetricsWriter(workdir, t.steps, start, progress=progress)
+  writer = metrics_lib.MetricsWriter(workdir, t.steps, start, progress=progress,
+                                     writers=t.writers, hparams=hparams)
   stopper = EarlyStopping(t.early_stopping,
                           metrics_lib.read_rows(workdir / 'metrics.jsonl') if start else ())
   evaluate = lambda: evaluate_splits(t, run.mesh, state, eval_fn, t.eval_splits)

@@ -1,4 +1,15 @@
-"""Metrics out: JSONL rows, TensorBoard event files and a progress bar.
+"""Metrics out: JSONL rows, metric writers (TensorBoard, and your own) and a
+progress bar.
+
+A metric writer is any object with CLU's `MetricWriter` methods
+(`clu.metric_writers`: `write_scalars(step, scalars)`,
+`write_hparams(hparams)`, `flush()`, `close()`), so a CLU writer works as
+it is, and W&B or MLflow is a class of a few lines. TensorBoard is one such
+writer (`TensorBoardWriter`, tensorboardX); `Task.writers` (config key
+`train.writers`) adds factories `workdir -> writer` or their import paths
+'pkg.module:fn'. Every writer gets the scalars of the logged rows (not the
+per-step rows) as `<kind>/<name>` (`mask/...` for mask updates), and once,
+at the start, the run's resolved config flattened to dotted keys as hparams.
 
 Only process 0 writes. Rows carry a `kind` ('train', 'eval' or 'mask_update',
 the drop/grow statistics of a mask update, shown in TensorBoard under
@@ -23,7 +34,46 @@ from typing import Any, Mapping
 import jax
 
 TIMING_KEYS = ('steps_per_sec', 'seconds', 'step_seconds')
-TB_PREFIX = {'mask_update': 'mask'}   # TensorBoard tag prefix by row kind (default: the kind)
+TB_PREFIX = {'mask_update': 'mask'}   # writers' tag prefix by row kind (default: the kind)
+
+
+class TensorBoardWriter:
+  """The CLU writer interface over tensorboardX: scalars as scalar summaries,
+  hparams through TensorBoard's HParams plugin in the same event files (no
+  separate run folder, as `SummaryWriter.add_hparams` would make)."""
+
+  def __init__(self, logdir, purge_step: int | None = None):
+    from tensorboardX import SummaryWriter
+    self._w = SummaryWriter(str(logdir), purge_step=purge_step)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    for k, v in scalars.items():
+      self._w.add_scalar(k, v, step)
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    from tensorboardX.summary import hparams as hparams_summary
+    clean = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+             for k, v in hparams.items()}
+    for summary in hparams_summary(clean, {}):
+      self._w.file_writer.add_summary(summary)
+
+  def flush(self) -> None:
+    self._w.flush()
+
+  def close(self) -> None:
+    self._w.close()
+
+
+def flat_hparams(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  """{'train.steps': 1000, ...}: nested dicts flattened to dotted keys, lists
+  and tuples as their string."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping) and v:
+      out.update(flat_hparams(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = str(v) if isinstance(v, (list, tuple, dict)) else v
+  return out
 
 
 def _clean(v):
@@ -54,10 +104,10 @@ class MetricsWriter:
   """JSONL + TensorBoard + progress bar; a no-op on processes other than 0."""
 
   def __init__(self, workdir, total_steps: int, start_step: int = 0, progress: bool = True,
-               tensorboard: bool = True):
+               tensorboard: bool = True, writers=(), hparams: Mapping[str, Any] | None = None):
     self.enabled = jax.process_index() == 0
     self.path = pathlib.Path(workdir) / 'metrics.jsonl'
-    self._tb = None
+    self._writers = []
     self._bar = None
     self._plain = False          # one plain line per progress() call (no terminal / no bar)
     self._total, self._start_step = int(total_steps), int(start_step)
@@ -75,13 +125,17 @@ class MetricsWriter:
     self._file = open(self.path, 'a')
     if tensorboard:
       try:
-        from tensorboardX import SummaryWriter
+        self._writers.append(TensorBoardWriter(
+            pathlib.Path(workdir) / 'tensorboard',
+            purge_step=start_step + 1 if start_step else None))
       except ImportError:
         print('note: tensorboardX is not installed; no TensorBoard event files',
               file=sys.stderr)
-      else:
-        self._tb = SummaryWriter(str(pathlib.Path(workdir) / 'tensorboard'),
-                                 purge_step=start_step + 1 if start_step else None)
+    self._writers.extend(make_writer(w, workdir) for w in writers)
+    if hparams:
+      for w in self._writers:
+        if hasattr(w, 'write_hparams'):
+          w.write_hparams(dict(hparams))
     if progress:
       from tqdm import tqdm
       # disable=None: a bar on a terminal, nothing in logs or CI.
@@ -104,17 +158,19 @@ class MetricsWriter:
       else:
         row[k] = _clean(v)
     self._file.write(json.dumps(row) + '\n')
-    if self._tb is not None and summary:
+    if self._writers and summary:
       prefix = TB_PREFIX.get(kind, kind)
+      scalars = {}
       for k, v in row.items():
         if k in ('kind', 'step'):
           continue
         if isinstance(v, Mapping):
-          for kk, vv in v.items():
-            if isinstance(vv, (int, float)):
-              self._tb.add_scalar(f'{prefix}/{k}/{kk}', vv, step)
+          scalars.update({f'{prefix}/{k}/{kk}': vv for kk, vv in v.items()
+                          if isinstance(vv, (int, float)) and not isinstance(vv, bool)})
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
-          self._tb.add_scalar(f'{prefix}/{k}', v, step)
+          scalars[f'{prefix}/{k}'] = v
+      for w in self._writers:
+        w.write_scalars(int(step), scalars)
 
   def write_steps(self, kind: str, first_step: int, names, values) -> None:
     """Rows for consecutive steps from a (steps, len(names)) array of finite
@@ -135,8 +191,8 @@ class MetricsWriter:
   def flush(self) -> None:
     if self.enabled:
       self._file.flush()
-      if self._tb is not None:
-        self._tb.flush()
+      for w in self._writers:
+        w.flush()
 
   def progress(self, step: int, **postfix) -> None:
     """Moves the bar; without one, prints a line such as
@@ -175,10 +231,24 @@ class MetricsWriter:
     if not self.enabled:
       return
     self._file.close()
-    if self._tb is not None:
-      self._tb.close()
+    for w in self._writers:
+      w.close()
     if self._bar is not None:
       self._bar.close()
+
+
+def make_writer(spec, workdir):
+  """A writer from a factory `workdir -> writer` or its import path
+  'pkg.module:fn'; it must have write_scalars, flush and close."""
+  from sparsejax.core import imports
+  factory = imports.import_object(spec, 'metric writer') if isinstance(spec, str) else spec
+  writer = factory(pathlib.Path(workdir))
+  missing = [m for m in ('write_scalars', 'flush', 'close') if not hasattr(writer, m)]
+  if missing:
+    from sparsejax.train.task import SetupError
+    raise SetupError(f'metric writer {spec!r} gave {type(writer).__name__}, which has no '
+                     f'{", ".join(missing)} (the clu.metric_writers interface)')
+  return writer
 
 
 def _fmt(v) -> str:

@@ -20,7 +20,7 @@ LAG = 8
 # Record keys that change what is logged or saved, not what is trained: a
 # resumed run may change them (matched on the last part of the dotted key).
 NO_EFFECT_KEYS = ('log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints',
-                  'eval_splits', 'prefetch', 'eval_batch_size')
+                  'eval_splits', 'prefetch', 'eval_batch_size', 'writers')
 
 
 class NonFiniteError(RuntimeError):

@@ -95,6 +95,8 @@ class Task:
   distill: distill_lib.Distill | None = None   # a teacher's term in the training loss
   compute_dtype: str = 'float32'          # the model's forward/backward ('bfloat16': mixed)
   param_dtype: str = 'float32'            # how params (and so optimizer moments) are stored
+  writers: tuple = ()                     # metric writers: factories workdir -> writer, or
+                                          # their import paths (train.metrics)
 
   def __post_init__(self):
     if self.model is None and (self.init is None or self.loss is None):
@@ -113,6 +115,10 @@ class Task:
       v = getattr(self, name)
       if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise SetupError(f'{name} must be a positive integer, got {v!r}')
+    if not isinstance(self.writers, tuple) or not all(
+        isinstance(w, str) or callable(w) for w in self.writers):
+      raise SetupError(f'writers must be a tuple of factories workdir -> writer or their '
+                       f"import paths 'pkg.module:fn', got {self.writers!r}")
     for name in ('compute_dtype', 'param_dtype'):
       if getattr(self, name) not in DTYPES:
         raise SetupError(f'{name} must be one of {list(DTYPES)}, got {getattr(self, name)!r}')
