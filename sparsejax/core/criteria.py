@@ -103,8 +103,8 @@ def snip_scores(loss_fn: Callable, params, batch):
 def grasp_scores(loss_fn: Callable, params, batch):
   """GraSP (Wang et al. 2020): keep score w * (H g).
 
-  GraSP removes the weights with the largest -w*(Hg), the ones whose removal
-  would reduce gradient flow the least; keeping the largest w*(Hg) is the same
+  GraSP removes the weights with the largest `-w*(Hg)`, the ones whose removal
+  would reduce gradient flow the least; keeping the largest `w*(Hg)` is the same
   choice. Hg is a Hessian-vector product on `batch` with g held fixed.
   """
   grad_fn = jax.grad(loss_fn)

@@ -19,15 +19,15 @@ Training. Appendix H: "we count backward passes as two times the
 computational expense of the forward pass", the gradient of the activations
 and the gradient of the parameters, so a step costs 3 f_S per example (f_S
 the sparse forward FLOPs, f_D the dense ones): "Static Sparse and Dense.
-Scales with 3*f_S and 3*f_D FLOPs, respectively"; "Pruning. E_t[3*f_D*(1-s_t)]
+Scales with `3*f_S` and `3*f_D` FLOPs, respectively"; "Pruning. `E_t[3*f_D*(1-s_t)]`
 FLOPs where s_t is the sparsity of the model at iteration t"; "SET. ... the
-total FLOPs for SET scales with 3*f_S"; "SNFS. Forward pass and
-back-propagating the error signal needs 2*f_S FLOPs. However, the dense
+total FLOPs for SET scales with `3*f_S`"; "SNFS. Forward pass and
+back-propagating the error signal needs `2*f_S` FLOPs. However, the dense
 gradient needs to be calculated at every iteration. Thus, the total number of
-FLOPs scales with 2*f_S+f_D"; "RigL. Iterations with no connection updates
-need 3*f_S FLOPs. However, at every Delta T iteration we need to calculate
+FLOPs scales with `2*f_S+f_D`"; "RigL. Iterations with no connection updates
+need `3*f_S` FLOPs. However, at every Delta T iteration we need to calculate
 the dense gradients. This results in the average FLOPs for RigL given by
-(3*f_S*Delta T+2*f_S+f_D)/(Delta T+1)."
+`(3*f_S*Delta T+2*f_S+f_D)/(Delta T+1)`."
 
 `train_flops` integrates this over the steps of a run: step t costs
 2 f_S(t) + f_S(t), or 2 f_S(t) + f_D on a step whose update reads the dense

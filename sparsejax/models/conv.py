@@ -103,7 +103,7 @@ class ResNet20(nn.Module):
   """CIFAR ResNet-20 (He et al. 2016, section 4.2), about 0.27M parameters.
 
   A 3x3 conv of `width` channels, then 3 stages of `blocks_per_stage` basic
-  blocks with width, 2*width, 4*width channels (stride 2 at the first block
+  blocks with `width`, `2*width`, `4*width` channels (stride 2 at the first block
   of stages 2 and 3), global average pooling and the `output` layer.
   Shortcuts are projections (option B: 1x1 conv + BN) where the shape
   changes and identities elsewhere; the paper's CIFAR nets use option A

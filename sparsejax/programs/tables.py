@@ -80,9 +80,9 @@ def is_percent(metric: str) -> bool:
 
 
 def metric_value(row: Row, metric: str) -> float | None:
-  """row['final'][metric]; row['early_stop'][rest] for 'early_stop_<rest>';
-  row['after_pruning'][rest] (fine-tuning: before any update) for
-  'after_pruning_<rest>'.
+  """`row['final'][metric]`; `row['early_stop'][rest]` for `'early_stop_<rest>'`;
+  `row['after_pruning'][rest]` (fine-tuning: before any update) for
+  `'after_pruning_<rest>'`.
 
   None when the row does not record it; 'nan' strings (how the metrics
   writer stores non-finite numbers) become float NaN.
