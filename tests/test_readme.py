@@ -427,6 +427,27 @@ def test_config_naming_own_pieces_by_import_path(repo_like, monkeypatch, capsys,
   assert summary['eval']['test']['loss'] == pytest.approx(focal, rel=1e-4)
 
 
+@runs('class PrintWriter:')
+def test_metric_writer_example(repo_like, monkeypatch, capsys, request):
+  """The docs' writer, saved as mywriters.py and named by `train.writers`,
+  prints the hparams line at the start and each evaluation's scalars; the
+  same workdir is accepted again without it and with another log interval
+  (neither changes what is trained)."""
+  request.addfinalizer(lambda: sys.modules.pop('mywriters', None))
+  (repo_like / 'mywriters.py').write_text(block('class PrintWriter:').code)
+  monkeypatch.syspath_prepend(str(repo_like))
+  args = ['train', '--config', 'configs/mnist1d_mlp.py', '--workdir', 'runs/w',
+          '--config.train.steps=20', '--config.train.eval_every=10',
+          '--config.train.checkpoint_every=10', '--no-progress']
+  capsys.readouterr()
+  assert cli.main(args + ["--config.train.writers=('mywriters:PrintWriter',)"]) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert out[0].endswith('hparams, steps=20'), out
+  assert out[1].startswith("10 {'eval/test_") and out[2].startswith("20 {'eval/test_"), out
+  # the same run again without the writer and with another log interval: accepted
+  assert cli.main(args + ['--config.train.log_every=5']) == 0
+
+
 # --- fine-tuning trained models -------------------------------------------------------------
 
 C_PY = '''

@@ -115,8 +115,11 @@ def check_record(workdir: pathlib.Path, record: dict, write: bool = False) -> No
   text = json.dumps(record, indent=2, sort_keys=True, default=str)
   if path.exists():
     old, new = flat(json.loads(path.read_text())), flat(json.loads(text))
+    # (settings_hash is a digest of the config keys compared one by one here: a
+    # change of a no-effect key changes it too)
     changed = sorted(k for k in set(old) | set(new)
-                     if old.get(k) != new.get(k) and k.rsplit('.', 1)[-1] not in NO_EFFECT_KEYS)
+                     if old.get(k) != new.get(k) and k != 'settings_hash'
+                     and k.rsplit('.', 1)[-1] not in NO_EFFECT_KEYS)
     if changed:
       raise SetupError(f'{workdir} holds a run of a different config (keys that differ: '
                        f'{changed}); use a new workdir or the same config')
