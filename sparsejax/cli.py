@@ -10,9 +10,11 @@
                     [--owl [--owl-m M] [--owl-lambda L]] [--per-row]
   sparsejax sweep   --config FILE --workdir DIR [--jobs N] [--index I]
                     [--collect | --count | --list]
-  sparsejax export  DIR [--format csr|nm|ell] [--out DIR]
-  sparsejax export  DIR --peft-delta [--out DIR] [--base WEIGHTS]
-  sparsejax merge   DELTA --out FILE.npz [--base WEIGHTS]
+  sparsejax export  DIR [--format csr|nm|ell|dense] [--safetensors] [--out DIR]
+  sparsejax export  DIR --hf OUT_DIR
+  sparsejax export  DIR --peft-delta [--layout sparsejax|peft] [--safetensors] [--out DIR]
+                    [--base WEIGHTS]
+  sparsejax merge   DELTA --out FILE.npz|FILE.safetensors [--base WEIGHTS]
   sparsejax report  DIR [DIR ...] [--out DIR] [--metric test_accuracy]
   sparsejax reproduce NAME --workdir DIR [--jobs N] [--collect]
   sparsejax perplexity --model smollm2|FILE.gguf|HF_DIR [--weights DIR]
@@ -121,19 +123,33 @@ def _parser() -> argparse.ArgumentParser:
                     help='run nothing: print each point\'s index, status (done, failed, '
                     'todo), run directory and overrides, one line each')
   sw.add_argument('--metric', default='test_accuracy')
-  ex = sub.add_parser('export', help='strip the masks into a compact sparse checkpoint')
-  ex.add_argument('path', help="a run's workdir")
-  ex.add_argument('--format', default='csr', choices=('csr', 'nm', 'ell'))
+  ex = sub.add_parser('export', help='strip the masks into a compact sparse checkpoint, or '
+                      'write a Llama as a Hugging Face folder, or a PEFT run\'s delta')
+  ex.add_argument('path', help="a run's or a `sparsejax prune` workdir")
+  ex.add_argument('--format', default=None, choices=('csr', 'nm', 'ell', 'dense'),
+                  help='csr (default), nm, ell: the masked matrices compact; dense: every '
+                  'weight, pruned zeros and masks included, as a weights file that '
+                  'finetune.init_from and prune --from read')
+  ex.add_argument('--safetensors', action='store_true',
+                  help='weights.safetensors instead of weights.npz (same array names); with '
+                  '--peft-delta, delta.safetensors')
   ex.add_argument('--out', default=None)
+  ex.add_argument('--hf', default=None, metavar='OUT_DIR',
+                  help="a 'llama' run's model as a Hugging Face folder (model.safetensors, "
+                  'config.json, tokenizer.json of model.options.pretrained, '
+                  'generation_config.json) that transformers and perplexity --model load')
   ex.add_argument('--peft-delta', action='store_true',
                   help='of a PEFT run, write only what was trained (row deltas and indices, '
                   'LoRA factors, the head) and a reference (path, sha256) to its base weights')
+  ex.add_argument('--layout', default=None, choices=('sparsejax', 'peft'),
+                  help="with --peft-delta: sparsejax (default, every method) or peft: a LoRA "
+                  "run as the PEFT library's adapter_model.safetensors + adapter_config.json")
   ex.add_argument('--base', default=None,
                   help='with --peft-delta: the base weights (default: finetune.init_from)')
-  mg = sub.add_parser('merge', help='apply a PEFT delta (export --peft-delta) to its base '
-                      'weights and write the full model as .npz')
+  mg = sub.add_parser('merge', help='apply a PEFT delta (export --peft-delta, either layout) '
+                      'to its base weights and write the full model as .npz or .safetensors')
   mg.add_argument('delta', help='a folder written by export --peft-delta')
-  mg.add_argument('--out', required=True, help='the .npz to write')
+  mg.add_argument('--out', required=True, help='the .npz or .safetensors to write (by suffix)')
   mg.add_argument('--base', default=None,
                   help="the base weights (default: the path in the delta's manifest)")
   rep = sub.add_parser('report', help='tables and plots of lottery or sweep results')
@@ -317,10 +333,15 @@ def _sweep_read(args) -> int:
 
 def _export(args) -> int:
   """The export, then its outputs checked on test examples: exit 1 past
-  `export.tolerance`; a run started from Python is said to be unverified."""
-  from sparsejax import experiment
+  `export.tolerance`; a run started from Python is said to be unverified.
+  A `sparsejax prune` workdir is checked with its recorded config."""
+  from sparsejax import experiment, prune_run
   from sparsejax.programs import export
-  rep = export.export(args.path, args.format, args.out)
+  if args.hf is not None:
+    return _export_hf(args)
+  if args.layout is not None:
+    raise export.ExportError('--layout applies to --peft-delta')
+  rep = export.export(args.path, args.format or 'csr', args.out, safetensors=args.safetensors)
   print(f"{rep['file']}: {rep['bytes_on_disk']:,} bytes on disk, dense "
         f"{rep['dense_bytes_on_disk']:,} ({100 * rep['ratio']:.1f}%)")
   for leaf, kind in rep['leaves'].items():
@@ -329,7 +350,9 @@ def _export(args) -> int:
   try:
     with warnings.catch_warnings():   # printed below, as one line
       warnings.simplefilter('ignore', export.CheckedDense)
-      check = experiment.verify_export(args.path, pathlib.Path(rep['file']).parent, report=True)
+      verify = (prune_run.verify_export if prune_run.is_workdir(args.path)
+                else experiment.verify_export)
+      check = verify(args.path, pathlib.Path(rep['file']).parent, report=True)
   except export.NotVerifiable as e:
     print(f'outputs not verified: {_one_line(e)}')
     return 0
@@ -345,13 +368,44 @@ def _export(args) -> int:
   return 0 if check['ok'] else 1
 
 
+def _export_hf(args) -> int:
+  """`export --hf DIR`: the folder, then read back: exit 1 unless its
+  weights are the run's bitwise and its config.json gives the same model."""
+  from sparsejax.programs import export
+  given = [f for f, v in (('--format', args.format), ('--safetensors', args.safetensors),
+                          ('--out', args.out), ('--peft-delta', args.peft_delta),
+                          ('--layout', args.layout), ('--base', args.base)) if v]
+  if given:
+    raise export.ExportError(f'--hf writes a Hugging Face folder (safetensors) to its own '
+                             f'argument; {given[0]} does not apply to it')
+  rep = export.export_hf(args.path, args.hf)
+  eos = (f"end-of-sequence ids {rep['eos_ids']}" if rep['eos_ids'] else
+         'no end-of-sequence ids known (no generation_config.json)')
+  print(f"{rep['folder']}: {', '.join(rep['files'])}; model.safetensors {rep['bytes']:,} "
+        f"bytes; tokenizer of {rep['pretrained']}, {eos}")
+  what = (f"read back: max |difference| {rep['max_abs_diff']:.2e}, same architecture: "
+          f"{rep['same_config']}")
+  print(what)
+  if rep['max_abs_diff'] != 0.0 or not rep['same_config']:   # NaN fails too
+    print(f'sparsejax: --hf check failed: {what}: the folder does not hold the run\'s model',
+          file=sys.stderr)
+    return 1
+  return 0
+
+
 PEFT_TOLERANCE = 1e-5   # max |delta merged - merged.npz| over the weights (rows: exactly 0)
 
 
 def _peft_delta(args) -> int:
   from sparsejax.programs import peft_checkpoint
-  rep = peft_checkpoint.save_delta(args.path, args.out, base=args.base)
-  print(f"{rep['delta']}: {rep['method']} delta, {rep['delta_bytes']:,} bytes on disk; full "
+  for flag, value in (('--format', args.format), ('--hf', args.hf)):
+    if value is not None:
+      raise peft_checkpoint.DeltaError(f'{flag} does not apply to --peft-delta')
+  rep = peft_checkpoint.save_delta(args.path, args.out, base=args.base,
+                                   layout=args.layout or 'sparsejax',
+                                   safetensors=args.safetensors)
+  print(f"{rep['delta']}: {rep['method']} delta ({rep.get('layout', 'sparsejax')} layout), "
+        f"{rep['delta_bytes']:,} bytes on disk; full "
         f"model {rep['full_array_bytes']:,} bytes of arrays ({100 * rep['ratio']:.2f}%)")
   if 'merged_npz_bytes' in rep:
     diff = rep['max_abs_diff_vs_merged_npz']

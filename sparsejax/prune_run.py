@@ -3,6 +3,9 @@
 `run_prune` loads trained weights, prunes them layer by layer with
 calibration batches (`sparsejax.posttrain`: magnitude, Wanda, SparseGPT) and
 writes a pruned checkpoint with its masks; `load_pruned` reads it back.
+`sparsejax export WORKDIR --format dense --safetensors` (or csr, nm, ell)
+writes that checkpoint as a portable file, checked by `verify_export`, and
+`--hf DIR` a Llama's as a Hugging Face folder.
 """
 
 from __future__ import annotations
@@ -106,3 +109,31 @@ def load_pruned(workdir) -> tuple[Any, Any]:
   from sparsejax.train import checkpoint as ckpt_lib
   tree = ckpt_lib.restore_raw(pathlib.Path(workdir) / 'state')
   return tree['params'], tree['masks']
+
+
+def is_workdir(path) -> bool:
+  """Whether `path` is a `run_prune` workdir (prune.json and its state)."""
+  import pathlib
+  path = pathlib.Path(path)
+  return (path / 'prune.json').is_file() and (path / 'state').is_dir()
+
+
+def verify_export(workdir, export_dir, batch: int = 128, report: bool = False):
+  """`experiment.verify_export` for a `run_prune` workdir: the model of its
+  recorded config (prune.json), its pruned params and the first `batch`
+  test examples, against the export in `export_dir`."""
+  import json
+  import pathlib
+  import ml_collections
+  import numpy as np
+  from sparsejax.programs import export
+  from sparsejax.train import weights as weights_lib
+  recorded = json.loads((pathlib.Path(workdir) / 'prune.json').read_text())
+  s = config_lib.to_settings(ml_collections.ConfigDict(recorded['config']))
+  dataset = experiment.build_dataset(s.data)
+  model = experiment.build_model(s.model, dataset)
+  params, model_state, _ = weights_lib.final_weights(workdir)
+  x = dataset.test.get(np.arange(min(batch, len(dataset.test))))[0]
+  check = export.verify_report(model.apply, params, model_state, x, export_dir,
+                               **task_lib.train_kwarg(model, False))
+  return check if report else check['max_abs_diff']

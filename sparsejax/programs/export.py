@@ -1,7 +1,7 @@
 """Sparse export: a trained run's masks stripped into a compact checkpoint,
 and loading it back for inference.
 
-Formats (one .npz plus export.json):
+Formats (one weights file plus export.json):
 - 'csr': each masked matrix as compressed sparse rows (values, column
   indices in the smallest unsigned type that fits, row pointers); loads as
   `jax.experimental.sparse` BCOO arrays, and `sparse_apply` runs the model
@@ -17,13 +17,29 @@ Formats (one .npz plus export.json):
   column its row indices and values, columns grouped by count); loads as
   `sparse_inference.EllMatrix`, which `sparse_apply` multiplies by gathers
   (faster than dense on CPU at small batches, see that module).
+- 'dense': every leaf as the run holds it (pruned weights are zeros there),
+  keyed as a weights file is ('params/<leaf>', 'model_state/<leaf>', see
+  `train.weights`), plus each masked leaf's mask as bool under
+  'masks/<leaf>' (`load_masks`). Not smaller, but a plain file that
+  `finetune.init_from`, `sparsejax prune --from` and `perplexity --weights`
+  read as it is: the pruned checkpoint in a portable container.
 Leaves without a mask are stored dense. Either way the outputs equal the
 masked dense model's: `verify_report` checks that on given inputs, within
 `tolerance` (1e-5 of max(1, max |output|)).
+
+The arrays go to weights.npz, or with `safetensors=True` to
+weights.safetensors under the same names (index dtypes, bit-packed
+positions and bool masks included; export.json names the file, and an
+export.json without that name means weights.npz). A run or `sparsejax
+prune` workdir is exported from its final checkpoint (`export`), or as a
+Hugging Face Llama folder (`export_hf`: model.safetensors with Hugging Face
+names, config.json, tokenizer.json, generation_config.json) that
+transformers, `sparsejax perplexity --model DIR` and other tools load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -39,9 +55,11 @@ from jax.experimental import sparse
 from sparsejax.core import tree as tree_lib
 from sparsejax.programs import results as results_lib
 from sparsejax.programs import sparse_inference
+from sparsejax.train import weights as weights_lib
 
 PyTree = Any
-FORMATS = ('csr', 'nm', 'ell')
+FORMATS = ('csr', 'nm', 'ell', 'dense')
+CONTAINERS = {False: 'weights.npz', True: 'weights.safetensors'}   # by `safetensors`
 
 
 TOLERANCE = 1e-5    # of max |output difference|, relative to max(1, max |output|)
@@ -109,18 +127,20 @@ def _unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
   return out.ravel()[:count]
 
 
-def export(workdir, fmt: str = 'csr', out=None) -> dict:
-  """Exports a run's final checkpoint to `out` (default workdir/export_<fmt>);
-  returns the size report."""
+def export(workdir, fmt: str = 'csr', out=None, safetensors: bool = False) -> dict:
+  """Exports a run's final checkpoint (or a `sparsejax prune` workdir's
+  pruned state) to `out` (default workdir/export_<fmt>), as weights.npz or
+  with `safetensors` weights.safetensors; returns the size report."""
   if fmt not in FORMATS:
     raise ValueError(f'unknown export format {fmt!r}; choose from {list(FORMATS)}')
   params, model_state, masks = results_lib.final_weights(workdir)
   return write_export(params, model_state, masks, fmt,
-                      out or pathlib.Path(workdir) / f'export_{fmt}')
+                      out or pathlib.Path(workdir) / f'export_{fmt}', safetensors=safetensors)
 
 
-def write_export(params, model_state, masks, fmt: str, out) -> dict:
-  """Writes params under `masks` (None leaves: dense) in format `fmt` to `out`."""
+def write_export(params, model_state, masks, fmt: str, out, safetensors: bool = False) -> dict:
+  """Writes params under `masks` (None leaves: dense) in format `fmt` to
+  `out`: weights.npz, or weights.safetensors with `safetensors`."""
   if fmt not in FORMATS:
     raise ValueError(f'unknown export format {fmt!r}; choose from {list(FORMATS)}')
   flat_masks = dict(tree_lib.leaves_with_paths(masks))
@@ -133,11 +153,48 @@ def write_export(params, model_state, masks, fmt: str, out) -> dict:
                         "be stored dense. Use format 'csr', or prune with pattern 'nm'")
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
+  if fmt == 'dense':
+    arrays, meta = _dense_arrays(params, model_state, flat_masks)
+  else:
+    arrays, meta = _sparse_arrays(params, model_state, flat_masks, fmt)
+  name = CONTAINERS[bool(safetensors)]
+  meta['file'] = name
+  weights_lib.write_arrays(out / name, arrays, f'sparsejax-export-{fmt}')
+  sparse_bytes = (out / name).stat().st_size
+  dense_path = out / f'dense_reference{pathlib.Path(name).suffix}'
+  weights_lib.write_arrays(dense_path, {p: np.asarray(x) for p, x in
+                                        tree_lib.leaves_with_paths(params)}, 'reference')
+  dense_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
+  report = {'format': fmt, 'file': str(out / name), 'bytes_on_disk': sparse_bytes,
+            'dense_bytes_on_disk': dense_path.stat().st_size, 'dense_array_bytes': dense_bytes,
+            'ratio': sparse_bytes / dense_path.stat().st_size,
+            'leaves': {p: v['kind'] for p, v in meta['leaves'].items()}}
+  dense_path.unlink()
+  meta['report'] = report
+  (out / 'export.json').write_text(json.dumps(meta, indent=1) + '\n')
+  return report
+
+
+def _dense_arrays(params, model_state, flat_masks) -> tuple[dict, dict]:
+  """Format 'dense': a weights file's keys, plus 'masks/<leaf>' (bool) for
+  each leaf with a mask that prunes something."""
+  arrays = weights_lib.flat_arrays(params, model_state)
+  meta = {'format': 'dense', 'leaves': {}}
+  for path, w in tree_lib.leaves_with_paths(params):
+    m = flat_masks.get(path)
+    masked = m is not None and not np.all(np.asarray(m))
+    if masked:
+      arrays[f'masks/{path}'] = np.asarray(m, bool)
+    meta['leaves'][path] = {'kind': 'dense', 'shape': list(np.shape(w)), 'masked': masked}
+  return arrays, meta
+
+
+def _sparse_arrays(params, model_state, flat_masks, fmt: str) -> tuple[dict, dict]:
+  """Formats 'csr', 'nm', 'ell': each masked matrix's arrays under
+  '<leaf>#<part>', the rest under '<leaf>#dense'."""
   arrays, meta = {}, {'format': fmt, 'leaves': {}}
-  dense_bytes = 0
   for path, w in tree_lib.leaves_with_paths(params):
     w = np.asarray(w)
-    dense_bytes += w.nbytes
     m = flat_masks.get(path)
     m = None if m is None else np.asarray(m)
     if m is not None and fmt == 'csr' and w.ndim == 2:
@@ -167,32 +224,29 @@ def write_export(params, model_state, masks, fmt: str, out) -> dict:
       meta['leaves'][path] = {'kind': 'dense', 'shape': list(w.shape)}
   for path, x in tree_lib.leaves_with_paths(model_state or {}):
     arrays[f'model_state/{path}#dense'] = np.asarray(x)
-  np.savez(out / 'weights.npz', **arrays)
-  sparse_bytes = (out / 'weights.npz').stat().st_size
-  dense_path = out / 'dense_reference.npz'
-  np.savez(dense_path, **{p: np.asarray(x) for p, x in tree_lib.leaves_with_paths(params)})
-  report = {'format': fmt, 'file': str(out / 'weights.npz'), 'bytes_on_disk': sparse_bytes,
-            'dense_bytes_on_disk': dense_path.stat().st_size, 'dense_array_bytes': dense_bytes,
-            'ratio': sparse_bytes / dense_path.stat().st_size,
-            'leaves': {p: v['kind'] for p, v in meta['leaves'].items()}}
-  dense_path.unlink()
-  meta['report'] = report
-  (out / 'export.json').write_text(json.dumps(meta, indent=1) + '\n')
-  return report
+  return arrays, meta
+
+
+def _read(path: pathlib.Path) -> tuple[dict, dict]:
+  """(export.json, {name: array}) of an export folder: the file export.json
+  names (weights.npz when it names none: exports written before
+  safetensors)."""
+  meta = json.loads((path / 'export.json').read_text())
+  return meta, weights_lib.read_arrays(path / meta.get('file', 'weights.npz'))
 
 
 def load(path, as_sparse: bool = True) -> tuple[PyTree, dict]:
-  """(params, model_state) of an export; CSR leaves as BCOO and ELL leaves as
-  `sparse_inference.EllMatrix` when `as_sparse`, else dense."""
+  """(params, model_state) of an export (weights.npz or .safetensors); CSR
+  leaves as BCOO and ELL leaves as `sparse_inference.EllMatrix` when
+  `as_sparse`, else dense."""
   path = pathlib.Path(path)
-  meta = json.loads((path / 'export.json').read_text())
-  with np.load(path / 'weights.npz') as f:
-    arrays = {k: f[k] for k in f.files}
+  meta, arrays = _read(path)
   flat, state = {}, {}
   for p, info in meta['leaves'].items():
     kind, shape = info['kind'], tuple(info['shape'])
     if kind == 'dense':
-      flat[p] = jnp.asarray(arrays[f'{p}#dense'])
+      key = f'params/{p}' if meta['format'] == 'dense' else f'{p}#dense'
+      flat[p] = jnp.asarray(arrays[key])
     elif kind == 'csr':
       data = jnp.asarray(arrays[f'{p}#data'])
       bcsr = sparse.BCSR((data, jnp.asarray(arrays[f'{p}#indices'].astype(np.int32)),
@@ -207,8 +261,19 @@ def load(path, as_sparse: bool = True) -> tuple[PyTree, dict]:
       flat[p] = jnp.asarray(_nm_dense(arrays, p, info))
   for k, v in arrays.items():
     if k.startswith('model_state/'):
-      state[k[len('model_state/'):-len('#dense')]] = jnp.asarray(v)
+      name = k[len('model_state/'):]
+      state[name[:-len('#dense')] if name.endswith('#dense') else name] = jnp.asarray(v)
   return _nest(flat), _nest(state)
+
+
+def load_masks(path) -> PyTree:
+  """The masks of a 'dense' export (bool numpy, None for leaves it keeps
+  whole), e.g. for `FixedMask(masks=...)`; other formats hold their masks in
+  their sparsity pattern (load them with `as_sparse=False`)."""
+  meta, arrays = _read(pathlib.Path(path))
+  if meta['format'] != 'dense':
+    raise ExportError(f"{path} is a {meta['format']!r} export; only 'dense' stores masks")
+  return _nest({p: arrays.get(f'masks/{p}') for p in meta['leaves']})
 
 
 def _nm_dense(arrays, p, info) -> np.ndarray:
@@ -360,3 +425,81 @@ def verify(apply_fn, params, model_state, x, export_dir, **apply_kwargs) -> floa
   is not); `verify_report` has the tolerance and what was exercised."""
   return verify_report(apply_fn, params, model_state, x, export_dir,
                        **apply_kwargs)['max_abs_diff']
+
+
+# --- Hugging Face Llama folders ------------------------------------------------------------
+
+def recorded_config(workdir) -> dict:
+  """The config a run recorded (config.json) or a `sparsejax prune` workdir
+  (prune.json), as plain JSON."""
+  workdir = pathlib.Path(workdir)
+  for name in ('config.json', 'prune.json'):
+    path = workdir / name
+    if path.is_file():
+      recorded = json.loads(path.read_text())
+      if 'config' not in recorded:
+        raise ExportError(f'{path} records a run started from Python, not from a config: '
+                          'its model is unknown here')
+      return recorded['config']
+  raise ExportError(f'{workdir} has no config.json or prune.json: not a sparsejax run or '
+                    'prune workdir')
+
+
+def llama_architecture(config: dict):
+  """(`LlamaConfig`, pretrained spec or None) of a recorded config whose
+  model is 'llama': `model.options.pretrained`'s architecture with the
+  other options over it, as `experiment.build_model` builds the model
+  (settings that are not the architecture's, e.g. dtype, remat, pool, are
+  left out)."""
+  from sparsejax.models import pretrained
+  from sparsejax.models.llama import LlamaConfig
+  model = config.get('model') or {}
+  options = dict(model.get('options') or {})
+  spec = options.pop('pretrained', None)
+  base = {}
+  if spec:
+    try:
+      base = dataclasses.asdict(pretrained.architecture(spec))
+    except (OSError, ImportError, ValueError) as e:
+      raise ExportError(f'model.options.pretrained={spec!r}: {e}') from None
+  fields = {f.name for f in dataclasses.fields(LlamaConfig)}
+  return LlamaConfig(**{**base, **{k: v for k, v in options.items() if k in fields}}), spec
+
+
+def export_hf(workdir, out) -> dict:
+  """Writes a run's (or `sparsejax prune` workdir's, or PEFT run's merged)
+  Llama-family model to the folder `out` as Hugging Face names
+  (`llama_weights.save_hf`: model.safetensors, config.json), the tokenizer of
+  `model.options.pretrained` (tokenizer.json) and its end-of-sequence ids
+  (generation_config.json, where `lm_tokenizer.eos_ids` and transformers
+  read them), so that `sparsejax perplexity --model out`, transformers and
+  other tools load it. Reads the folder back: 'max_abs_diff' (0.0 for a
+  faithful write) and 'same_config' in the returned report."""
+  from sparsejax.models import llama_weights as lw, pretrained
+  workdir = pathlib.Path(workdir)
+  config = recorded_config(workdir)
+  name = (config.get('model') or {}).get('name')
+  if name != 'llama':
+    raise ExportError(f"--hf writes Llama-family models (model 'llama'); {workdir} is a run "
+                      f'of model {name!r}: export it with --format')
+  arch, spec = llama_architecture(config)
+  if not spec:
+    raise ExportError(f"{workdir}: model 'llama' without model.options.pretrained; --hf takes "
+                      'the tokenizer from that model, and this run names none')
+  try:
+    tokenizer, eos, _ = pretrained.load_tokenizer(spec)
+  except (OSError, ImportError, ValueError) as e:
+    raise ExportError(f'model.options.pretrained={spec!r}: {e}') from None
+  params, _ = weights_lib.load_weights(workdir, lw.abstract_params(arch))
+  out = pathlib.Path(out)
+  lw.save_hf(out, params, arch, tokenizer)
+  if eos:
+    (out / 'generation_config.json').write_text(json.dumps(
+        {'eos_token_id': eos[0] if len(eos) == 1 else list(eos)}, indent=2) + '\n')
+  back, back_arch = lw.load_hf(out)
+  mine = dict(tree_lib.leaves_with_paths(params))
+  diff = max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(mine[p], np.float64)),
+                          initial=0.0)) for p, x in tree_lib.leaves_with_paths(back))
+  return {'folder': str(out), 'pretrained': spec, 'files': sorted(f.name for f in out.iterdir()),
+          'bytes': (out / 'model.safetensors').stat().st_size, 'eos_ids': list(eos),
+          'max_abs_diff': diff, 'same_config': back_arch == arch}

