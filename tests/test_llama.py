@@ -195,7 +195,7 @@ def test_mesh_rules_split_the_matrices_megatron_style():
 def test_registered_and_config_fields_are_its_settings():
   assert MODELS['llama'] is Llama
   fields = [f.name for f in dataclasses.fields(LlamaConfig)]
-  assert model_settings('llama') == fields + ['dtype', 'remat']
+  assert model_settings('llama') == fields + ['dtype', 'remat', 'pool', 'pad_id']
 
 
 def test_unpermute_inverts_llama_cpp_permute():

@@ -248,6 +248,16 @@ def test_every_config_runs_two_steps(name, tmp_path, tfds_mock):
   if c.model.name == 'bert':    # a tiny BERT: this checks the plumbing, not MiniLM
     over['model.options'] = {'hidden': 32, 'num_layers': 1, 'num_heads': 2,
                              'intermediate': 64}
+  if c.model.name == 'llama':   # SmolLM2's tokenizer and options, a tiny random body
+    over['model.options'] = {**{k: v for k, v in c.model.options.items() if k != 'pretrained'},
+                             'vocab_size': 49152, 'hidden': 32, 'num_layers': 1,
+                             'num_heads': 2, 'num_kv_heads': 1, 'intermediate': 64}
+  if c.data.name == 'corpus':
+    over['data.options'] = {**c.data.options, 'seqlen': 16, 'train_windows': 8,
+                            'test_windows': 2}
+  if c.data.name == 'kjv_books':   # a few verses a book: the plumbing, not the task
+    over['data.options'] = {**c.data.options, 'train_per_book': 2, 'validation_per_book': 1,
+                            'test_per_book': 1}
   if c.model.name in ('conv2', 'conv4', 'conv6', 'resnet20'):
     over['model.options'] = ({'width': 0.125} if c.model.name.startswith('conv')
                              else {'width': 4, 'blocks_per_stage': 1})

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import inspect
 
-from sparsejax.data import corpus, files, mnist, mnist1d, stdlib_topics, text, tfds_source
+from sparsejax.data import (corpus, files, kjv_books, mnist, mnist1d, stdlib_topics, text,
+                            tfds_source)
 from sparsejax.data.base import (ArraySource, DataError, Dataset, Source, TrainBatches,
                                  batch_indices, cache_dir, eval_batches, steps_per_epoch)
 
@@ -23,6 +24,7 @@ LOADERS = {
     'text': text.dataset,
     'stdlib_topics': stdlib_topics.dataset,
     'corpus': corpus.dataset,
+    'kjv_books': kjv_books.dataset,
 }
 
 __all__ = ['ArraySource', 'DataError', 'Dataset', 'LOADERS', 'Source', 'TrainBatches',

@@ -16,6 +16,10 @@ Every weight matrix is a plain 2-D leaf, prunable by the default rule:
 `block_0/norm_1/scale`, `norm/scale` and, untied, `output/kernel`. Exclude
 the embedding (the head too, when tied) with `PrunableRule(exclude='^embed/')`.
 
+`pool='last'` (with `pad_id`) returns only the logits after each row's last
+real token, (B, vocab): the LM as a classifier by likelihood, with the same
+params (`sparsejax.data.kjv_books`).
+
 Decoding uses an explicit KV cache pytree passed in and returned (no mutable
 Flax collection): `init_cache` makes one, and
 `logits, cache = model.apply(variables, tokens, cache=cache)` writes the
@@ -36,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 _INIT = nn.initializers.normal(stddev=0.02)   # Llama's initializer_range
+POOLS = ('all', 'last')
 
 # (regex over leaf paths, partition spec): column-parallel q/k/v/gate/up,
 # row-parallel out/down, embedding split over the vocabulary. For
@@ -219,6 +224,15 @@ class Llama(nn.Module):
   `remat`, which recomputes each block's activations in the backward pass
   (`nn.remat`, Chen et al. 2016) without changing params or their paths.
   `train` is accepted for the common interface; Llama has no dropout.
+
+  `pool='last'` makes it a classifier over the vocabulary: logits (B,
+  vocab_size) at each row's last token that is not `pad_id` (rows padded on
+  the right), i.e. the next-token distribution after a prompt, for
+  classification by likelihood (the label is the answer's first token). The
+  head runs at that one position only; attention is causal, so padding after
+  it changes nothing, and the params and their paths are those of 'all'
+  (pretrained weights and PEFT targets carry over). A row of padding only
+  reads position 0.
   """
   vocab_size: int = 256
   hidden: int = 64
@@ -242,6 +256,8 @@ class Llama(nn.Module):
   sliding_window: int | None = None
   dtype: Any = jnp.float32
   remat: bool = False
+  pool: str = 'all'        # 'all': (B, T, vocab) logits; 'last': (B, vocab), see above
+  pad_id: int = 0          # pool='last': the padding token
 
   @property
   def config(self) -> LlamaConfig:
@@ -253,6 +269,10 @@ class Llama(nn.Module):
     del train
     if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
       raise ValueError(f'expected int tokens (B, T); got {tokens.dtype} {tokens.shape}')
+    if self.pool not in POOLS:
+      raise ValueError(f'Llama pool={self.pool!r}: choose one of {POOLS}')
+    if self.pool == 'last' and cache is not None:
+      raise ValueError("Llama pool='last' classifies whole prompts; decode with pool='all'")
     c = self.config
     start = jnp.zeros((), jnp.int32) if cache is None else cache['index']
     positions = start + jnp.arange(tokens.shape[1], dtype=jnp.int32)
@@ -266,6 +286,8 @@ class Llama(nn.Module):
       x, layer_cache = block(c, self.dtype, name=name)(
           x, positions, None if cache is None else cache[name])
       new_cache[name] = layer_cache
+    if self.pool == 'last':
+      x = jnp.take_along_axis(x, last_token(tokens, self.pad_id)[:, None, None], axis=1)[:, 0]
     x = RMSNorm(c.rms_eps, self.dtype, name='norm')(x)
     if c.tie_embeddings:
       logits = embed.attend(x)
@@ -277,6 +299,13 @@ class Llama(nn.Module):
       return logits
     new_cache['index'] = start + tokens.shape[1]
     return logits, new_cache
+
+
+def last_token(tokens: jax.Array, pad_id: int) -> jax.Array:
+  """(B,) int32: the index of each row's last token that is not `pad_id`
+  (0 for a row of padding only)."""
+  index = jnp.arange(tokens.shape[1], dtype=jnp.int32)
+  return jnp.max(jnp.where(tokens != pad_id, index, 0), axis=1)
 
 
 def init_cache(model: Llama, batch: int, length: int, dtype: Any = None) -> dict:

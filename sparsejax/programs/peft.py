@@ -23,6 +23,16 @@ fine-tuning.
 Params matching `FinetuneSettings.head` (a new task head) are trained in full and
 freshly initialised by every method.
 
+Memory and time, measured (`row['peft']`): the process's peak RSS
+('peak_rss_mb', loading and scoring included); the peak RSS of training
+('peak_rss_train_mb', `peak_memory.Phase`): from the first logged training
+row on ('peak_rss_train_settled'; the compiled steps, evaluations and
+checkpoints after it), or from the start of the loop when the run logged no
+row; the accelerator allocator's peak where there is one
+('peak_device_bytes', the whole process); and 'ms_per_step' (median of the
+logged rates, the compiling window left out). The 'bytes_*' figures are
+counted from shapes.
+
 Every method is the ordinary training stack with a reparametrised model
 whose `params` are only the trainable tree; the frozen weights ride along as
 the 'frozen' variable collection (never differentiated, never in the
@@ -44,7 +54,7 @@ from typing import Any
 import jax
 
 from sparsejax.core import schedules, tree as tree_lib
-from sparsejax.programs import results as results_lib
+from sparsejax.programs import peak_memory, results as results_lib
 from sparsejax.train import loop, metrics as metrics_lib, weights as weights_lib
 from sparsejax.train.task import SetupError, Task
 
@@ -76,6 +86,7 @@ def run_peft(task: Task, f: FinetuneSettings, workdir, *, progress: bool = False
   base_run = loop.build(task)
   fresh = jax.device_get(loop.initial_state(base_run).params)
   params, model_state = peft_select.load_pretrained(f, base_run, fresh)
+  del fresh     # a whole random model, needed only for a new head's leaves
   head = tuple(p for p, _ in tree_lib.leaves_with_paths(params)
                if f.head and re.search(f.head, p))
   targets = tuple(p for p in target_paths(params, f.targets) if p not in head)
@@ -87,7 +98,10 @@ def run_peft(task: Task, f: FinetuneSettings, workdir, *, progress: bool = False
   start = loop.Start(trainable0, {**frozen, **(model_state or {})})
   peft_task = task.replace(model=Reparametrized(task.model, method), rule=NOTHING_PRUNABLE,
                            eval_at_start=True)
-  result = loop.train(peft_task, workdir, start=start, record=record, progress=progress)
+  # the peak of training: loading, choosing rows and compiling left out
+  with peak_memory.Phase(peak_memory.after_rows(pathlib.Path(workdir) / 'metrics.jsonl')
+                         ) as phase:
+    result = loop.train(peft_task, workdir, start=start, record=record, progress=progress)
   final = _state_dict(result.state)
   rows = metrics_lib.read_rows(pathlib.Path(workdir) / 'metrics.jsonl')
   rates = [r['steps_per_sec'] for r in rows if 'steps_per_sec' in r][1:]
@@ -95,6 +109,9 @@ def run_peft(task: Task, f: FinetuneSettings, workdir, *, progress: bool = False
           'total_params': trainable_count(params),
           **memory_bytes(method, params, trainable0, final['opt_state']),
           'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+          'peak_rss_train_mb': phase.host_mib, 'peak_rss_train_reset': phase.reset,
+          'peak_rss_train_settled': phase.settled,
+          'peak_device_bytes': peak_memory.device_peak_bytes(),
           'ms_per_step': 1000 / statistics.median(rates) if rates else None,
           'targets': len(targets), 'rows': [len(r) for r in method.rows] or None}
   row = results_lib.run_row(workdir, seed=task.seed, arm=f.method)
