@@ -50,7 +50,7 @@ except ImportError:   # run from a checkout without PYTHONPATH=.
 sys.path.insert(0, str(HERE))
 from bench_core import OtherLoad, load_line, source_fingerprint  # noqa: E402
 from sparsejax import models  # noqa: E402
-from sparsejax.programs import export, sparse_inference as si  # noqa: E402
+from sparsejax.programs import export, export_formats, sparse_inference as si  # noqa: E402
 
 MODELS = {
     'MLP 784-1024-1024-10': lambda: models.get_model('mlp', features=(1024, 1024)),
@@ -86,7 +86,7 @@ def bench_case(model, params, sparsity, batches, rounds, window_s, tmp):
   pruned, masks = sparsejax.prune(params, sparsity)
   sizes, loaded = {}, {'dense': pruned}
   for fmt in ('csr', 'ell'):
-    rep = export.write_export(pruned, {}, masks, fmt, pathlib.Path(tmp) / f'{sparsity}_{fmt}')
+    rep = export_formats.write_export(pruned, {}, masks, fmt, pathlib.Path(tmp) / f'{sparsity}_{fmt}')
     sizes['dense'], sizes[fmt] = rep['dense_bytes_on_disk'], rep['bytes_on_disk']
     loaded[fmt] = export.load(pathlib.Path(tmp) / f'{sparsity}_{fmt}')[0]
   is_ell = lambda l: isinstance(l, si.EllMatrix)

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 import sparsejax as sj  # noqa: E402
 from sparsejax import config as config_lib, experiment, models  # noqa: E402
 from sparsejax.core import select, tree as tree_lib  # noqa: E402
-from sparsejax.programs import export as export_lib, peft  # noqa: E402
+from sparsejax.programs import export as export_lib, export_formats, peft  # noqa: E402
 
 WINDOW = 100
 
@@ -141,13 +141,13 @@ def sparse_inference(rounds, tmp):
   params = models.init_variables(model, jax.random.key(0), (28, 28, 1))['params']
   dense_apply = jax.jit(lambda p, x: model.apply({'params': p}, x))
   nm_pruned, nm_masks = sj.prune(params, 0.5, pattern=select.NM(2, 4))
-  size = export_lib.write_export(nm_pruned, {}, nm_masks, 'nm', pathlib.Path(tmp) / 'exp_nm')
+  size = export_formats.write_export(nm_pruned, {}, nm_masks, 'nm', pathlib.Path(tmp) / 'exp_nm')
   rows.append(('export size on disk, 2:4 (50% sparse)', 'packed 2:4 file / dense file',
                size['bytes_on_disk'] / 2 ** 20, size['ratio']))
   for s in (0.9, 0.95, 0.99):
     pruned, masks = sj.prune(params, s)
     d = pathlib.Path(tmp) / f'exp_{s}'
-    size = export_lib.write_export(pruned, {}, masks, 'csr', d)
+    size = export_formats.write_export(pruned, {}, masks, 'csr', d)
     rows.append((f'export size on disk, {100 * s:.0f}% sparse', 'CSR file / dense file',
                  size['bytes_on_disk'] / 2 ** 20, size['ratio']))
     sparse_params, _ = export_lib.load(d, as_sparse=True)

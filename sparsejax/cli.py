@@ -333,7 +333,7 @@ def _sweep_read(args) -> int:
 
 def _export(args) -> int:
   """The export, then its outputs checked on test examples: exit 1 past
-  `export.tolerance`; a run started from Python is said to be unverified.
+  `export_check.tolerance`; a run started from Python is said to be unverified.
   A `sparsejax prune` workdir is checked with its recorded config."""
   from sparsejax import experiment, prune_run
   from sparsejax.programs import export
@@ -548,7 +548,7 @@ def main(argv=None) -> int:
   from sparsejax.core.schedules import ScheduleError
   from sparsejax.data.base import DataError
   from sparsejax.optim import OptimizerError
-  from sparsejax.programs.export import ExportError
+  from sparsejax.programs.export_formats import ExportError
   from sparsejax.train import checkpoint as ckpt_lib
   from sparsejax.train.task import SetupError
   try:

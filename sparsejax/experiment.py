@@ -410,7 +410,7 @@ def run_finetune(config, workdir, *, progress: bool = False) -> dict:
 
 
 def verify_export(workdir, export_dir, batch: int = 128, report: bool = False):
-  """`export.verify` (with `report`: `export.verify_report`'s dict) for a run
+  """`export.verify` (with `report`: `export_check.verify_report`'s dict) for a run
   made from a config: its model, its final weights and the first `batch` test
   examples. A run started from Python records no config to rebuild its model
   from: `export.NotVerifiable`, saying how to verify from Python."""
@@ -418,7 +418,7 @@ def verify_export(workdir, export_dir, batch: int = 128, report: bool = False):
   import pathlib
   import ml_collections
   import numpy as np
-  from sparsejax.programs import export, results as results_lib
+  from sparsejax.programs import export, export_check, results as results_lib
   recorded = json.loads((pathlib.Path(workdir) / 'config.json').read_text())
   if 'config' not in recorded:
     raise export.NotVerifiable(
@@ -431,6 +431,6 @@ def verify_export(workdir, export_dir, batch: int = 128, report: bool = False):
   model = build_model(s.model, dataset)
   params, model_state, _ = results_lib.final_weights(workdir)
   x = dataset.test.get(np.arange(min(batch, len(dataset.test))))[0]
-  check = export.verify_report(model.apply, params, model_state, x, export_dir,
-                               **task_lib.train_kwarg(model, False))   # as Task passes it
+  check = export_check.verify_report(model.apply, params, model_state, x, export_dir,
+                                     **task_lib.train_kwarg(model, False))   # as Task passes it
   return check if report else check['max_abs_diff']

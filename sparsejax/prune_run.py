@@ -126,7 +126,7 @@ def verify_export(workdir, export_dir, batch: int = 128, report: bool = False):
   import pathlib
   import ml_collections
   import numpy as np
-  from sparsejax.programs import export
+  from sparsejax.programs import export_check
   from sparsejax.train import weights as weights_lib
   recorded = json.loads((pathlib.Path(workdir) / 'prune.json').read_text())
   s = config_lib.to_settings(ml_collections.ConfigDict(recorded['config']))
@@ -134,6 +134,6 @@ def verify_export(workdir, export_dir, batch: int = 128, report: bool = False):
   model = experiment.build_model(s.model, dataset)
   params, model_state, _ = weights_lib.final_weights(workdir)
   x = dataset.test.get(np.arange(min(batch, len(dataset.test))))[0]
-  check = export.verify_report(model.apply, params, model_state, x, export_dir,
-                               **task_lib.train_kwarg(model, False))
+  check = export_check.verify_report(model.apply, params, model_state, x, export_dir,
+                                     **task_lib.train_kwarg(model, False))
   return check if report else check['max_abs_diff']

@@ -42,6 +42,7 @@ API_MODULES = {
     'programs.md': ['sparsejax.programs.lottery', 'sparsejax.programs.finetune',
                     'sparsejax.programs.grid', 'sparsejax.programs.results',
                     'sparsejax.programs.report', 'sparsejax.programs.export',
+                    'sparsejax.programs.export_formats', 'sparsejax.programs.export_check',
                     'sparsejax.programs.sparse_inference'],
     'posttrain.md': ['sparsejax.posttrain'],
     'models.md': ['sparsejax.models', 'sparsejax.models.llama', 'sparsejax.models.pretrained',

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sparsejax import config as config_lib, experiment
-from sparsejax.programs import export
+from sparsejax.programs import export, export_formats
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -48,8 +48,8 @@ def test_nm_export_is_exact(tmp_path):
 @pytest.mark.parametrize('bits', [1, 2, 3, 4])
 def test_bit_packing_roundtrip(bits):
   values = np.random.default_rng(bits).integers(0, 2 ** bits, 1001).astype(np.uint8)
-  packed = export._pack_bits(values, bits)
-  np.testing.assert_array_equal(export._unpack_bits(packed, bits, len(values)), values)
+  packed = export_formats._pack_bits(values, bits)
+  np.testing.assert_array_equal(export_formats._unpack_bits(packed, bits, len(values)), values)
 
 
 def test_unknown_format(tmp_path):

@@ -18,7 +18,7 @@ from jax.experimental import sparse
 import sparsejax as sj
 from sparsejax import cli, config as config_lib, experiment
 from sparsejax.data import ArraySource, Dataset
-from sparsejax.programs import export, sparse_inference as si
+from sparsejax.programs import export, export_check, export_formats, sparse_inference as si
 from sparsejax.train import loop
 from sparsejax.train.task import Task, nnx_model
 
@@ -69,11 +69,11 @@ def pruned_cnn():
 @pytest.mark.parametrize('fmt', ['csr', 'ell'])
 def test_nnx_cnn_export_verifies_with_sparse_products(tmp_path, fmt):
   model, pruned, masks, x = pruned_cnn()
-  rep = export.write_export(pruned, {}, masks, fmt, tmp_path)
+  rep = export_formats.write_export(pruned, {}, masks, fmt, tmp_path)
   assert rep['leaves']['hidden/kernel'] == fmt and rep['leaves']['head/kernel'] == fmt
   assert rep['leaves']['conv/kernel'] == 'dense'        # 4-D: stored dense, zeros included
   assert export.verify(model.apply, pruned, {}, x, tmp_path) <= 1e-5   # was 0.73: zero kernels
-  check = export.verify_report(model.apply, pruned, {}, x, tmp_path)
+  check = export_check.verify_report(model.apply, pruned, {}, x, tmp_path)
   assert check['ok'] and check['sparse_products'] and not check['dense_leaves']
   assert check['max_abs_diff'] <= 1e-5
   loaded, _ = export.load(tmp_path)
@@ -84,7 +84,7 @@ def test_nnx_cnn_export_verifies_with_sparse_products(tmp_path, fmt):
 
 def test_nnx_sparse_kernels_are_the_ones_multiplied(tmp_path):
   model, pruned, masks, x = pruned_cnn()
-  export.write_export(pruned, {}, masks, 'csr', tmp_path)
+  export_formats.write_export(pruned, {}, masks, 'csr', tmp_path)
   loaded, _ = export.load(tmp_path)
   head = loaded['head']['kernel']
   assert isinstance(head, sparse.BCOO)
@@ -96,7 +96,7 @@ def test_nnx_sparse_kernels_are_the_ones_multiplied(tmp_path):
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
   assert float(jnp.max(jnp.abs(got - model.apply({'params': pruned}, x)))) > 1e-2
   # ELL: one sparse_inference.matmul per Linear layer
-  export.write_export(pruned, {}, masks, 'ell', tmp_path / 'ell')
+  export_formats.write_export(pruned, {}, masks, 'ell', tmp_path / 'ell')
   loaded, _ = export.load(tmp_path / 'ell')
   calls = []
   real = si.matmul
@@ -114,13 +114,13 @@ def test_kernel_outside_dense_is_an_error_not_a_wrong_number(tmp_path):
   model = OwnMatmul()
   x = jax.random.normal(jax.random.key(1), (8, 12))
   pruned, masks = sj.prune(model.init(jax.random.key(0), x)['params'], 0.8)
-  export.write_export(pruned, {}, masks, 'csr', tmp_path)
+  export_formats.write_export(pruned, {}, masks, 'csr', tmp_path)
   loaded, _ = export.load(tmp_path)
   with pytest.raises(export.ExportError, match="leaf 'w' is stored sparse.*as_sparse=False"):
     export.sparse_apply(model.apply, loaded, x)
   # verify checks the export loaded dense instead, and says so
-  with pytest.warns(export.CheckedDense, match="'w'.*not exercised"):
-    check = export.verify_report(model.apply, pruned, {}, x, tmp_path)
+  with pytest.warns(export_check.CheckedDense, match="'w'.*not exercised"):
+    check = export_check.verify_report(model.apply, pruned, {}, x, tmp_path)
   assert check['ok'] and check['max_abs_diff'] <= 1e-5
   assert check['dense_leaves'] == ['w'] and not check['sparse_products']
 
@@ -139,7 +139,7 @@ def test_model_state_reaches_the_sparse_products(tmp_path):
   variables = model.init(jax.random.key(1), x)
   state = {'batch_stats': jax.tree.map(lambda a: a + 0.5, variables['batch_stats'])}
   pruned, masks = sj.prune(variables['params'], 0.8)
-  export.write_export(pruned, state, masks, 'csr', tmp_path)
+  export_formats.write_export(pruned, state, masks, 'csr', tmp_path)
   assert export.verify(model.apply, pruned, state, x, tmp_path, train=False) <= 1e-5
   loaded, loaded_state = export.load(tmp_path)
   got = export.sparse_apply(model.apply, loaded, x, model_state=loaded_state, train=False)
@@ -148,12 +148,12 @@ def test_model_state_reaches_the_sparse_products(tmp_path):
 
 
 def test_tolerance_and_non_finite_outputs(tmp_path):
-  assert export.tolerance(jnp.asarray([0.1, -0.5])) == pytest.approx(1e-5)
-  assert export.tolerance(jnp.asarray([3.0, -200.0])) == pytest.approx(2e-3)
+  assert export_check.tolerance(jnp.asarray([0.1, -0.5])) == pytest.approx(1e-5)
+  assert export_check.tolerance(jnp.asarray([3.0, -200.0])) == pytest.approx(2e-3)
   model, pruned, masks, x = pruned_cnn()
-  export.write_export(pruned, {}, masks, 'csr', tmp_path)
+  export_formats.write_export(pruned, {}, masks, 'csr', tmp_path)
   nan_head = {**pruned, 'head': {**pruned['head'], 'bias': pruned['head']['bias'] * jnp.nan}}
-  check = export.verify_report(model.apply, nan_head, {}, x, tmp_path)
+  check = export_check.verify_report(model.apply, nan_head, {}, x, tmp_path)
   assert np.isnan(check['max_abs_diff']) and not check['ok']     # NaN never passes
 
 
@@ -177,8 +177,8 @@ def test_cli_export_of_an_nnx_run_and_a_failing_check(tmp_path, capsys, monkeypa
   assert cli.main(['export', str(tmp_path), '--format', 'ell']) == 0
   assert experiment.verify_export(tmp_path, tmp_path / 'export_ell', report=True)['ok']
   # a check past its tolerance: exit 1 and one sparsejax: line naming both numbers
-  real = export.sparse_apply
-  monkeypatch.setattr(export, 'sparse_apply', lambda *a, **k: real(*a, **k) + 10.7)
+  real = export_check.sparse_apply
+  monkeypatch.setattr(export_check, 'sparse_apply', lambda *a, **k: real(*a, **k) + 10.7)
   capsys.readouterr()
   assert cli.main(['export', str(tmp_path), '--format', 'csr']) == 1
   err = capsys.readouterr().err.strip().splitlines()

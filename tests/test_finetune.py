@@ -228,12 +228,12 @@ def test_a_peft_run_directory_loads_as_its_merged_weights(pretrained, peft_run, 
 # --- PEFT deltas: only what was trained, merged back onto the base ----------------
 
 def test_row_delta_holds_only_trained_parts_and_merges_bitwise(pretrained, peft_run, tmp_path):
-  from sparsejax.programs import peft_checkpoint as pc
+  from sparsejax.programs import peft_base, peft_checkpoint as pc
   workdir, row = peft_run('row')
   rep = pc.save_delta(workdir, tmp_path / 'delta')
   assert rep['max_abs_diff_vs_merged_npz'] == 0.0
   manifest = json.loads((tmp_path / 'delta' / 'delta.json').read_text())
-  assert manifest['base']['sha256'] == pc.sha256_of(inspection.resolve(pretrained))
+  assert manifest['base']['sha256'] == peft_base.sha256_of(inspection.resolve(pretrained))
   method = json.loads((workdir / 'peft.json').read_text())
   with np.load(tmp_path / 'delta' / 'delta.npz') as f:
     stored = {k: f[k] for k in f.files}
@@ -273,14 +273,14 @@ def test_lora_delta_merges_to_the_lora_models_outputs(peft_run, tmp_path):
 
 
 def test_delta_refuses_another_base_naming_both_hashes(pretrained, peft_run, tmp_path):
-  from sparsejax.programs import peft_checkpoint as pc
+  from sparsejax.programs import peft_base, peft_checkpoint as pc
   from sparsejax.train import weights as weights_lib
   pc.save_delta(peft_run('row')[0], tmp_path / 'delta')
-  want = pc.sha256_of(inspection.resolve(pretrained))
+  want = peft_base.sha256_of(inspection.resolve(pretrained))
   params = final(pretrained)['params']
   params['hidden_0']['kernel'][0, 0] += 1.0
   other = weights_lib.write_npz(tmp_path / 'other.npz', params)
-  got = pc.sha256_of(other)
+  got = peft_base.sha256_of(other)
   with pytest.raises(pc.DeltaError, match=f'{other}.*{got}.*{want}'):
     pc.merge(tmp_path / 'delta', other)
 
@@ -308,7 +308,7 @@ def test_delta_of_a_bert_safetensors_base(tmp_path, kind):
   leaves, the delta a small part of it, merged as the Method merges."""
   save_file = pytest.importorskip('safetensors.numpy').save_file
   from sparsejax.models import bert, safetensors_io as sio
-  from sparsejax.programs import peft_checkpoint as pc
+  from sparsejax.programs import peft_base, peft_checkpoint as pc
   model = bert.BertEncoder(vocab_size=500, hidden=64, num_layers=2, num_heads=2,
                            intermediate=128, max_len=16, num_classes=3)
   params = jax.device_get(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params'])
@@ -324,7 +324,7 @@ def test_delta_of_a_bert_safetensors_base(tmp_path, kind):
   trainable = jax.tree.map(lambda x: np.asarray(x) + np.asarray(jax.random.normal(
       jax.random.key(2), x.shape)), jax.device_get(trainable))
   rep = pc.write_delta(tmp_path / 'delta', method, trainable, params,
-                       pc.base_reference(str(tmp_path / 'base.safetensors')))
+                       peft_base.base_reference(str(tmp_path / 'base.safetensors')))
   assert rep['ratio'] < 0.05
   merged, _ = pc.merge(tmp_path / 'delta')
   want = method.merged_params(params, trainable)

@@ -20,7 +20,8 @@ from sparsejax import cli, config as config_lib, experiment, prune_run  # noqa: 
 from sparsejax.core import tree as tree_lib  # noqa: E402
 from sparsejax.data.base import ArraySource, Dataset  # noqa: E402
 from sparsejax.models import llama_weights as lw, pretrained  # noqa: E402
-from sparsejax.programs import export, peft, peft_checkpoint as pc  # noqa: E402
+from sparsejax.programs import (export, export_formats, peft, peft_base,  # noqa: E402
+                                peft_checkpoint as pc)
 from sparsejax.train import checkpoint as ckpt_lib, weights as weights_lib  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -123,8 +124,8 @@ def test_export_as_safetensors_loads_as_the_npz_export(tmp_path, fmt):
   params, masks = _masked()
   state = {'stats': {'mean': np.arange(3.0, dtype=np.float32)}}
   for st in (False, True):
-    rep = export.write_export(params, state, masks, fmt, tmp_path / str(st), safetensors=st)
-    assert pathlib.Path(rep['file']).name == export.CONTAINERS[st]
+    rep = export_formats.write_export(params, state, masks, fmt, tmp_path / str(st), safetensors=st)
+    assert pathlib.Path(rep['file']).name == export_formats.CONTAINERS[st]
   npz, npz_state = export.load(tmp_path / 'False', as_sparse=False)
   got, got_state = export.load(tmp_path / 'True', as_sparse=False)
   for (p, a), (_, b) in zip(tree_lib.leaves_with_paths(npz), tree_lib.leaves_with_paths(got)):
@@ -141,7 +142,7 @@ def test_export_as_safetensors_loads_as_the_npz_export(tmp_path, fmt):
 
 def test_an_export_written_before_safetensors_still_loads(tmp_path):
   params, masks = _masked()
-  export.write_export(params, {}, masks, 'csr', tmp_path)
+  export_formats.write_export(params, {}, masks, 'csr', tmp_path)
   meta = json.loads((tmp_path / 'export.json').read_text())
   del meta['file']                         # export.json as it was written before
   (tmp_path / 'export.json').write_text(json.dumps(meta))
@@ -262,7 +263,7 @@ def _mlp():
 def test_adapter_of_another_model_uses_our_names_and_saves_the_head(tmp_path):
   params, method, trainable = _mlp()
   weights_lib.write_weights(tmp_path / 'base.safetensors', params)
-  base = pc.base_reference(str(tmp_path / 'base.safetensors'))
+  base = peft_base.base_reference(str(tmp_path / 'base.safetensors'))
   pc.write_delta(tmp_path / 'ad', method, trainable, params, base, layout='peft')
   config = json.loads((tmp_path / 'ad' / 'adapter_config.json').read_text())
   assert (config['target_modules'], config['modules_to_save']) == (['hidden'], ['output'])

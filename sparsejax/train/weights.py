@@ -1,7 +1,7 @@
 """Weights in and out: sparsejax run directories and their checkpoints (final
 and named), .npz / .safetensors files keyed by leaf path, and pretrained
 Llama-family LMs ('smollm2', .gguf, Hugging Face folders), checked against
-a model's structure. (Sparse formats: `programs.export`.)
+a model's structure. (Sparse formats: `programs.export_formats`.)
 
 A weights file holds one array per leaf under 'params/<leaf path>' (and
 'model_state/<leaf path>'; a pruned export adds 'masks/<leaf path>'), as
