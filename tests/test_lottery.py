@@ -110,6 +110,7 @@ def _comparable(root):
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_killed_lottery_finishes_like_an_uninterrupted_one(tmp_path):
   ref = subprocess.run(_cmd(tmp_path / 'ref'), env=_env(), cwd=ROOT, capture_output=True,
                        text=True, timeout=600)

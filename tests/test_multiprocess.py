@@ -41,6 +41,7 @@ def _train_losses(workdir):
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_two_processes_match_one(tmp_path):
   cmd = [sys.executable, '-m', 'sparsejax.cli', 'train', *ARGS]
   single = subprocess.run(cmd + ['--workdir', str(tmp_path / 'one')], env=_env(), cwd=ROOT,

@@ -79,6 +79,7 @@ def final_state(workdir):
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_killed_and_terminated_run_resumes_bitwise(tmp_path):
   ref, run = tmp_path / 'reference', tmp_path / 'interrupted'
   proc = subprocess.run(command(ref), env=env(), cwd=ROOT, capture_output=True, text=True,

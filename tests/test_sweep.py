@@ -79,6 +79,7 @@ def _kill_group(proc):
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_sweep_killed_rerun_and_failure(tmp_path):
   path = tmp_path / 'sweep_cfg.py'
   path.write_text(SWEEP.format(configs=str(ROOT / 'configs')))
