@@ -9,7 +9,7 @@ counts such as early-stop steps) are not checked, so a clean run is not a
 proof.
 
 A README number matches when some number in some cell of the folder's CSV
-files (plain cells and numbers inside text cells such as "1.36 ± 0.01 (n=3)")
+files (the folder's own and those in its results/) (plain cells and numbers inside text cells such as "1.36 ± 0.01 (n=3)")
 gives it, at the README's printed digits, as itself, as a percentage (0.9751
 -> 97.51) or as an error (0.9751 -> 2.49, or 97.51 -> 2.49); the sign is
 ignored.
@@ -68,10 +68,14 @@ class Candidate:
     return f'README.md:{self.line}: {self.number}  | {self.context}'
 
 
+def csv_files(folder: pathlib.Path) -> list[pathlib.Path]:
+  return sorted([*folder.glob('*.csv'), *folder.glob('results/*.csv')])
+
+
 def csv_numbers(folder: pathlib.Path) -> list[float]:
   """Every number in every cell of the folder's CSV files."""
   values = set()
-  for path in sorted(folder.glob('*.csv')):
+  for path in csv_files(folder):
     with open(path, newline='') as f:
       for row in csv.reader(f):
         for cell in row:
@@ -229,7 +233,7 @@ def main(argv=None) -> int:
     candidates = [c for c, how in numbers if how is None]
     found += len(candidates)
     print(f'{folder.name}: {len(candidates)} number(s) in README.md not in its CSV files'
-          f' ({", ".join(p.name for p in sorted(folder.glob("*.csv"))) or "no CSV"})')
+          f' ({", ".join(str(p.relative_to(folder)) for p in csv_files(folder)) or "no CSV"})')
     for c, how in numbers:
       if how is None:
         print(f'  {c}')

@@ -112,7 +112,8 @@ def collect(root: pathlib.Path, seeds):
     rows.append({'run': name, 'start_perplexity': round(points[0][1], 4),
                  'final_perplexity': round(math.exp(nll.mean()), 4),
                  'dense_perplexity': round(dense_ppl, 4),
-                 'ratio_vs_dense_ci95_tokens': f'{math.exp(lo):.4f}..{math.exp(hi):.4f}',
+                 'ratio_vs_dense_ci95_tokens_lo': round(math.exp(lo), 4),
+                 'ratio_vs_dense_ci95_tokens_hi': round(math.exp(hi), 4),
                  'steps': summary.get('final_step'),
                  'train_seconds': round(summary.get('train_seconds_this_process', 0.0), 1),
                  'peak_rss_mib': round(parse_time_v(root / f'{name}.time')['peak_rss_mib'], 1)})
@@ -136,7 +137,7 @@ def claims(rows, nlls, seeds, dense_ppl) -> list[dict]:
     lo, hi = bootstrap_ci(diff, np.random.default_rng(0), axis_windows=False)
     out.append({'claim': f'R1 distilled < plain at step 100 ({model})',
                 'ours': f'{pd:.3f} vs {pp:.3f}; mean NLL diff {diff.mean():+.4f} '
-                        f'(95% CI {lo:+.4f}..{hi:+.4f}), {len(both)} seed(s)',
+                        f'(95% CI {lo:+.4f} to {hi:+.4f}), {len(both)} seed(s)',
                 'verdict': 'pass' if pd < pp else 'miss'})
   for kind in ('distilled', 'plain'):
     runs = [by[n] for n in (run_name(kind, 'wanda_2of4', s) for s in seeds) if n in by]

@@ -138,8 +138,10 @@ def collect(root: pathlib.Path, seeds) -> tuple[list[dict], dict[tuple, np.ndarr
         'calibration_tokens': report.get('calibration_tokens', ''),
         'perplexity': round(ppl, 4), 'dense_perplexity': round(math.exp(dense['nll'].mean()), 4),
         'ppl_ratio_vs_dense': round(math.exp(diff.mean()), 4),
-        'ratio_ci95_tokens': f'{math.exp(tok[0]):.4f}..{math.exp(tok[1]):.4f}',
-        'ratio_ci95_windows': f'{math.exp(win[0]):.4f}..{math.exp(win[1]):.4f}',
+        'ratio_ci95_tokens_lo': round(math.exp(tok[0]), 4),
+        'ratio_ci95_tokens_hi': round(math.exp(tok[1]), 4),
+        'ratio_ci95_windows_lo': round(math.exp(win[0]), 4),
+        'ratio_ci95_windows_hi': round(math.exp(win[1]), 4),
         'pruned_fraction': round(report.get('pruned_fraction', float('nan')), 5),
         'prune_seconds': round(report['wall_seconds'], 1),
         'command_seconds': round(timing['command_wall_s'], 1),
@@ -196,7 +198,7 @@ def claims(summary: list[dict], nlls: dict, seeds) -> list[dict]:
     diff = np.concatenate([nlls[(*a, s)] - nlls[(*b, s)] for s in both])
     lo, hi = bootstrap_ci(diff, np.random.default_rng(0), axis_windows=False)
     add(f'{number}. {claim}', f'{pa:.3f} vs {pb:.3f}; mean NLL diff {diff.mean():+.4f} '
-        f'(95% CI {lo:+.4f}..{hi:+.4f} over tokens)', bool(pa <= pb), str(len(both)))
+        f'(95% CI {lo:+.4f} to {hi:+.4f} over tokens)', bool(pa <= pb), str(len(both)))
   return out
 
 
