@@ -266,4 +266,8 @@ def test_every_config_runs_two_steps(name, tmp_path, tfds_mock):
     summary = experiment.train_and_evaluate(c, tmp_path, progress=False)
   assert np.isfinite(summary['eval']['test']['loss'])
   assert summary['density'] == pytest.approx(expected, abs=0.02) or c.pruning.pattern == 'nm'
-  assert json.loads((tmp_path / 'summary.json').read_text())['steps'] == 2
+  recorded = json.loads((tmp_path / 'summary.json').read_text())
+  assert recorded['steps'] == 2
+  memory = recorded['memory']    # measured: the process's peak RSS; a device peak off CPU
+  assert memory['peak_rss_mib'] > 50
+  assert (memory['peak_device_bytes'] is None) == (jax.default_backend() == 'cpu')

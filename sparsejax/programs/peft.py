@@ -54,7 +54,8 @@ from typing import Any
 import jax
 
 from sparsejax.core import schedules, tree as tree_lib
-from sparsejax.programs import peak_memory, results as results_lib
+from sparsejax.programs import results as results_lib
+from sparsejax.train import peak_memory
 from sparsejax.train import loop, metrics as metrics_lib, weights as weights_lib
 from sparsejax.train.task import SetupError, Task
 

@@ -22,7 +22,7 @@ from sparsejax.core import tree as tree_lib
 from sparsejax.data import base as data_base
 from sparsejax.train import checkpoint as ckpt_lib, compiled, distill as distill_lib
 from sparsejax.train import feed as feed_lib, flop_count, initial as initial_lib
-from sparsejax.train import metrics as metrics_lib
+from sparsejax.train import metrics as metrics_lib, peak_memory
 from sparsejax.train import sharding as sharding_lib, step as step_lib
 from sparsejax.train import teacher as teacher_lib
 from sparsejax.train.mask_dynamics import MaskDynamics
@@ -384,6 +384,8 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress, hparams=None) ->
              'resumed_from': start or None, 'final_step': int(state.step),
              'stopped_early': stopper.should_stop,
              'flops': flops.summary(int(state.step), stats['layer_density']),
+             'memory': {'peak_rss_mib': peak_memory.host_peak_mib(),   # the process so far
+                        'peak_device_bytes': peak_memory.device_peak_bytes()},
              'best_validation': ({'step': stopper.best_step, 'loss': stopper.best,
                                   'eval': best_eval}
                                  if stopper.best is not None else None)}
