@@ -24,6 +24,7 @@ from test_perplexity import byte_tokenizer  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.extended
 def test_smoke_run_on_the_tiny_llama(tmp_path):
   try:
     corpus.kjv_db_path()

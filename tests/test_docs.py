@@ -89,6 +89,7 @@ def test_script_cells_parse_as_jupytext_writes_them():
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_quickstart_runs_end_to_end_within_a_minute(tmp_path):
   """The script as a user runs it: RigL on its own MLP, the 3-level lottery,
   the report with its plots (under a temporary folder), in under a minute of

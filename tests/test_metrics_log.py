@@ -3,6 +3,7 @@ mask_update rows kept and truncated on resume like every other row."""
 
 import pathlib
 import re
+import sys
 
 import numpy as np
 
@@ -140,16 +141,17 @@ def test_config_writers_get_scalars_and_the_config_as_hparams(tmp_path, monkeypa
   before. A bad entry is one config error."""
   pytest.importorskip('tensorboardX')
   from sparsejax import config as config_lib, experiment
-  (tmp_path / 'mywriters.py').write_text(
+  (tmp_path / 'listwriters.py').write_text(
       'from test_metrics_log import ListWriter\nMADE = []\n'
       'def make(workdir):\n  MADE.append(ListWriter(workdir))\n  return MADE[-1]\n')
   monkeypatch.syspath_prepend(str(tmp_path))
+  monkeypatch.delitem(sys.modules, 'listwriters', raising=False)
   config = config_lib.apply_overrides(config_lib.load_config(MLP), {
       'train.steps': 20, 'train.log_every': 10, 'train.eval_every': 20,
-      'train.checkpoint_every': 20, 'train.writers': ('mywriters:make',)})
+      'train.checkpoint_every': 20, 'train.writers': ('listwriters:make',)})
   experiment.train_and_evaluate(config, tmp_path / 'run', progress=False)
-  import mywriters
-  [got] = mywriters.MADE
+  import listwriters
+  [got] = listwriters.MADE
   assert got.closed and [step for step, _ in got.scalars] == [10, 20, 20]
   assert 'train/loss' in got.scalars[0][1] and 'eval/test_accuracy' in got.scalars[2][1]
   [hp] = got.hparams

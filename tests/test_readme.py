@@ -433,6 +433,7 @@ def test_metric_writer_example(repo_like, monkeypatch, capsys, request):
   prints the hparams line at the start and each evaluation's scalars; the
   same workdir is accepted again without it and with another log interval
   (neither changes what is trained)."""
+  sys.modules.pop('mywriters', None)     # another test's module of that name
   request.addfinalizer(lambda: sys.modules.pop('mywriters', None))
   (repo_like / 'mywriters.py').write_text(block('class PrintWriter:').code)
   monkeypatch.syspath_prepend(str(repo_like))

@@ -148,6 +148,7 @@ def _finetune(workdir, method, **keys):
   return json.loads((workdir / 'row.json').read_text())
 
 
+@pytest.mark.extended
 def test_row_structural_and_lora_change_only_what_they_train(tiny, tmp_path):
   base, _ = _tiny_params()
   base = {p: np.asarray(w) for p, w in tree_lib.leaves_with_paths(base)}

@@ -144,6 +144,7 @@ def test_concurrent_collects_do_not_collide(tiny, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_array_tasks_collect_like_one_sweep(tiny, tmp_path, capsys, monkeypatch):
   """Point 0 as an array task (SLURM_ARRAY_TASK_ID set, no --index), then
   points 1 and 2 at the same time (--index, two threads: their trainings are

@@ -227,7 +227,9 @@ def test_tfds_mock_data_trains(tmp_path, tfds_mock):
 CONFIG_FILES = sorted(p.name for p in CONFIGS.glob('*.py'))
 
 
-@pytest.mark.parametrize('name', CONFIG_FILES)
+# gpt2_small_text (31 s even at its tiny size) runs with the extended checks
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.extended)
+                                  if n == 'gpt2_small_text.py' else n for n in CONFIG_FILES])
 def test_every_config_runs_two_steps(name, tmp_path, tfds_mock):
   # GPT-2 small's shape (163M params) takes minutes to compile on CPU: its
   # tiny size is the same program (bf16, remat, FSDP, packed masks, RigL)
