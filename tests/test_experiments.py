@@ -22,7 +22,7 @@ CHECKED = ('dst_lenet_mnist', 'dst_mnist1d', 'han_lenet_mnist', 'lm_prune_text',
            'gpt2_small_fsdp', 'lottery_lenet_mnist', 'pai_lenet_mnist', 'lottery_mnist1d',
            'peft_minilm',
            'peft_mnist_transfer', 'prune_minilm', 'recovery_lenet_mnist', 'rigl_lenet_mnist',
-           'snip_lenet_mnist', 'sweep_resume_demo')
+           'smollm2_prune', 'snip_lenet_mnist', 'sweep_resume_demo')
 
 
 @pytest.mark.parametrize('name', CHECKED)

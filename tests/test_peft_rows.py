@@ -62,7 +62,7 @@ def final_params(workdir):
 
 
 @pytest.mark.parametrize('model,score', [
-    ('conv2', 'l2'), pytest.param('resnet20', 'structural', marks=pytest.mark.slow)])
+    ('conv2', 'l2'), pytest.param('resnet20', 'structural', marks=[pytest.mark.slow, pytest.mark.extended])])
 def test_conv_rows_are_output_channels_and_only_they_change(conv_pretrained, tmp_path, model,
                                                             score):
   make, pre = conv_pretrained(model)

@@ -513,6 +513,7 @@ def test_post_training_pruning_and_teacher_guided_retraining(repo_like, capsys):
 
 
 @runs('sparsejax perplexity --model smollm2 --corpus eval')
+@pytest.mark.extended
 def test_llm_perplexity_prune_retrain_generate(repo_like, capsys, monkeypatch):
   """The LLM block as written, with the tiny Llama fixture (a save_hf folder
   with a byte-level tokenizer) standing in for SmolLM2 under its name, and

@@ -44,8 +44,9 @@ def _report(stdout, stderr):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('script', ['sharding_check.py', pytest.param(
-    'train_sharding_check.py', marks=pytest.mark.extended)])
+@pytest.mark.parametrize('script', [pytest.param('sharding_check.py', marks=pytest.mark.extended),
+                                    pytest.param('train_sharding_check.py',
+                                                 marks=pytest.mark.extended)])
 def test_sharded_matches_unsharded(script):
   path = TESTS / script
   try:

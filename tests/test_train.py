@@ -227,9 +227,13 @@ def test_tfds_mock_data_trains(tmp_path, tfds_mock):
 CONFIG_FILES = sorted(p.name for p in CONFIGS.glob('*.py'))
 
 
-# gpt2_small_text (31 s even at its tiny size) runs with the extended checks
+# gpt2_small_text (31 s even at its tiny size) and the SmolLM2 configs (its
+# tokenizer over the corpus) run with the extended checks
+EXTENDED_CONFIGS = ('gpt2_small_text.py', 'smollm2_kjv.py', 'smollm2_sft.py')
+
+
 @pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.extended)
-                                  if n == 'gpt2_small_text.py' else n for n in CONFIG_FILES])
+                                  if n in EXTENDED_CONFIGS else n for n in CONFIG_FILES])
 def test_every_config_runs_two_steps(name, tmp_path, tfds_mock):
   # GPT-2 small's shape (163M params) takes minutes to compile on CPU: its
   # tiny size is the same program (bf16, remat, FSDP, packed masks, RigL)
