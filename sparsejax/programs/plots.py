@@ -59,6 +59,19 @@ def _point_key(row: Row, ignore: frozenset = frozenset()):
   return ('density', round(float(row['density']), 4))
 
 
+def _arm_points(rows: Sequence[Row], arm: str, metric: str, ignore, keep=lambda r: True
+                ) -> dict[Any, list[Row]]:
+  """{point key: rows} of `arm`'s finished rows that have a density, a value
+  of `metric` and pass `keep`: one plotted point per setting or level, its
+  replicates together."""
+  points: dict[Any, list[Row]] = {}
+  for r in rows:
+    if (str(r.get('arm', '?')) == arm and not failed(r) and r.get('density') is not None
+        and metric_value(r, metric) is not None and keep(r)):
+      points.setdefault(_point_key(r, ignore), []).append(r)
+  return points
+
+
 def plot_accuracy_vs_density(rows: Sequence[Row], path, metric: str = 'test_accuracy',
                              title: str | None = None) -> pathlib.Path:
   """Metric against % weights remaining (log axis, 100 at the left), per arm.
@@ -73,11 +86,7 @@ def plot_accuracy_vs_density(rows: Sequence[Row], path, metric: str = 'test_accu
   xs_all = []
   ignore = frozenset(seed_keys(rows))
   for i, arm in enumerate(_arms(rows)):
-    points: dict[Any, list[Row]] = {}
-    for r in rows:
-      if (str(r.get('arm', '?')) == arm and not failed(r) and r.get('density') is not None
-          and metric_value(r, metric) is not None):
-        points.setdefault(_point_key(r, ignore), []).append(r)
+    points = _arm_points(rows, arm, metric, ignore)
     if not points:
       continue
     stats = sorted((100 * np.mean([r['density'] for r in p]),
@@ -131,11 +140,7 @@ def plot_accuracy_vs_train_flops(rows: Sequence[Row], path, metric: str = 'test_
   xs_all = []
   ignore = frozenset(seed_keys(rows))
   for i, arm in enumerate(_arms(rows)):
-    points: dict[Any, list[Row]] = {}
-    for r in rows:
-      if (str(r.get('arm', '?')) == arm and not failed(r) and flops_value(r) is not None
-          and metric_value(r, metric) is not None and r.get('density') is not None):
-        points.setdefault(_point_key(r, ignore), []).append(r)
+    points = _arm_points(rows, arm, metric, ignore, keep=lambda r: flops_value(r) is not None)
     if not points:
       continue
     stats = sorted((np.mean([flops_value(r) for r in p]),
