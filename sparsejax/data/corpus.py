@@ -163,6 +163,17 @@ def window_index(total: int, max_windows: int | None) -> np.ndarray:
   return (np.arange(max_windows) * total) // max_windows
 
 
+def cut_windows(ids, seqlen: int, max_windows: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray, int]:
+  """(windows int32 (n, seqlen), their indices, total windows): `ids` cut
+  into non-overlapping windows of `seqlen`, the remainder dropped, all of
+  them or `max_windows` spread evenly (`window_index`)."""
+  ids = np.asarray(ids)
+  total = len(ids) // seqlen
+  index = window_index(total, max_windows)
+  return ids[:total * seqlen].reshape(total, seqlen)[index].astype(np.int32), index, total
+
+
 @functools.lru_cache(maxsize=4)
 def _tokenizer(spec: str):
   from sparsejax.data import lm_tokenizer
@@ -198,9 +209,7 @@ def dataset(*, tokenizer: str = 'smollm2', seqlen: int = 256, train_windows: int
                       f'got {value!r}')
   splits = {}
   for part, keep in (('calibration', train_windows), ('eval', test_windows)):
-    ids = _token_ids(str(tokenizer), part)
-    total = len(ids) // seqlen
-    windows = ids[:total * seqlen].reshape(total, seqlen)[window_index(total, keep)]
+    windows, _, _ = cut_windows(_token_ids(str(tokenizer), part), int(seqlen), keep)
     splits[part] = ArraySource(windows[:, :-1], windows[:, 1:])
   vocab = _tokenizer(str(tokenizer)).get_vocab_size()
   return Dataset(name=f'corpus:kjv ({tokenizer})', train=splits['calibration'],

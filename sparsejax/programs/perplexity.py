@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsejax.data.corpus import window_index  # noqa: F401  (the windows' spread)
+from sparsejax.data.corpus import cut_windows, window_index  # noqa: F401  (window_index: the spread)
 from sparsejax.train.task import SetupError
 
 
@@ -79,13 +79,10 @@ def token_windows(ids, seqlen: int, max_windows: int | None = None
   if int(seqlen) != seqlen or seqlen < 2:
     raise SetupError(f'seqlen must be an integer of at least 2 (one prediction needs two '
                      f'tokens), got {seqlen!r}')
-  ids = np.asarray(ids)
-  total = len(ids) // seqlen
-  if total < 1:
+  if len(ids) < seqlen:
     raise SetupError(f'the text has {len(ids)} tokens, fewer than one window of seqlen='
                      f'{seqlen}: give a longer text or a smaller --seqlen')
-  index = window_index(total, max_windows)
-  return ids[:total * seqlen].reshape(total, seqlen)[index].astype(np.int32), index, total
+  return cut_windows(ids, int(seqlen), max_windows)
 
 
 def nll_program(apply_fn: Callable[[Any, jax.Array], jax.Array]) -> Callable:
