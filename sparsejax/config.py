@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from sparsejax import optim
+from sparsejax import bundled, optim
 from sparsejax.config_blocks import (DTYPES, bool_value, choice, distill_settings,  # noqa: F401
                                      finetune_settings, lottery_settings, optimizer_spec,
                                      positive)
@@ -116,16 +116,25 @@ def default_config() -> ml_collections.ConfigDict:
 
 # --- loading and overriding --------------------------------------------------------------
 
+def config_file(text: str | pathlib.Path) -> tuple[pathlib.Path, str | None]:
+  """(file, argument) that a --config names: a path, `file.py:arg`, or a
+  shipped config by name or by its repository path (`configs/...`,
+  `experiments/...`), found in an installed wheel too (sparsejax.bundled)."""
+  text, arg = str(text), None
+  found = bundled.find(text)
+  if found is None and ':' in text:
+    text, arg = text.rsplit(':', 1)
+    found = bundled.find(text)
+  if found is None:
+    names = ', '.join(bundled.config_names())
+    raise ConfigError(f'config file {text!r} does not exist (shipped configs by name: {names})')
+  return found, arg
+
+
 def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
   """Runs `get_config()` from a Python config file; `file.py:arg` calls
   `get_config(arg)` (the ml_collections config_flags convention)."""
-  arg = None
-  text = str(path)
-  if not pathlib.Path(text).is_file() and ':' in text:
-    text, arg = text.rsplit(':', 1)
-  path = pathlib.Path(text)
-  if not path.is_file():
-    raise ConfigError(f'config file {str(path)!r} does not exist')
+  path, arg = config_file(path)
   spec = importlib.util.spec_from_file_location(f'_sparsejax_config_{path.stem}', path)
   module = importlib.util.module_from_spec(spec)
   try:

@@ -19,11 +19,11 @@ import importlib.util
 import pathlib
 from typing import Callable
 
-from sparsejax import sweep
+from sparsejax import bundled, sweep
 from sparsejax.config import ConfigError
 from sparsejax.programs import report as report_lib
 
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / 'experiments'
+EXPERIMENTS = bundled.folder('experiments')   # the checkout's, or the installed copy
 
 
 @dataclasses.dataclass(frozen=True)

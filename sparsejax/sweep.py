@@ -51,7 +51,7 @@ ARRAY_TASK_ENV = 'SLURM_ARRAY_TASK_ID'   # the default of --index: a job array t
 
 def load_sweep(path) -> tuple[list[dict], str]:
   """(points, program) of a sweep config file."""
-  path = pathlib.Path(path)
+  path, _ = config_lib.config_file(path)    # a path, or one shipped with the package
   config_lib.load_config(path)   # the base config must be valid on its own
   spec = importlib.util.spec_from_file_location(f'_sparsejax_sweep_{path.stem}', path)
   module = importlib.util.module_from_spec(spec)
@@ -255,6 +255,7 @@ def run_sweep(config_path, workdir, *, jobs: int = 1, index: int | str | None = 
 
   `index` runs that point alone; so does $SLURM_ARRAY_TASK_ID when `index`
   is None and `environ` (the command line passes os.environ) sets it."""
+  config_path, _ = config_lib.config_file(config_path)
   points, program = load_sweep(config_path)
   index = point_index(index, len(points), environ)
   root = pathlib.Path(workdir).absolute()

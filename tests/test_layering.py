@@ -9,7 +9,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'sparsejax'
 
 # Layer of each module (by dotted name prefix, most specific first).
 LAYERS = [
-    ('sparsejax.core', 0),
+    ('sparsejax.core', 0), ('sparsejax.bundled', 0),
     ('sparsejax.data', 1),
     ('sparsejax.models', 2),
     ('sparsejax.train', 3),
