@@ -1,6 +1,6 @@
 """Claims of the Han et al. 2015 reproduction: LeNet-300-100 pruned 12x with
 their per-layer rates and L2 retraining, iterative (table 1: 1.64% error
-dense, 1.59% pruned; table 4: 8% / 9% / 26% of fc1 / fc2 / fc3 kept). Ours:
+dense, 1.59% pruned; table 2: 8% / 9% / 26% of fc1 / fc2 / fc3 kept). Ours:
 final test error, mean over seeds, dense (level 0) and after round 4."""
 
 import statistics

@@ -2,7 +2,7 @@
 from results.csv (one row per run) into derived.csv.
 
 Each arm's error is the mean over its seeds of 100 * (1 - best_test_accuracy),
-as in reproduce.py; the paper's numbers (Lee et al. 2019, Table 2) are
+as in reproduce.py; the paper's numbers (Lee et al. 2019, Table 1) are
 written out below. Differences are of the unrounded means.
 
   python experiments/snip_lenet_mnist/derived.py

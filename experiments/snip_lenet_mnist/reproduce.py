@@ -1,5 +1,5 @@
 """Claims of the SNIP reproduction: the paper's LeNet-300-100 errors (Lee et
-al. 2019, Table 2: reference 1.7%, SNIP 1.6% at 95% and 2.4% at 98%) against
+al. 2019, Table 1: reference 1.7%, SNIP 1.6% at 95% and 2.4% at 98%) against
 ours, from the best-validation checkpoint's test accuracy, mean over seeds."""
 
 import statistics

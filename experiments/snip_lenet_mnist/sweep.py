@@ -3,8 +3,9 @@ and 98% sparsity, beside GraSP, SynFlow and a random mask with SNIP's
 per-layer sparsities, 3 seeds, plus the dense network.
 
 SNIP's protocol (section 5 and appendix): saliency |w * dL/dw| from one batch
-of 100 at variance-scaling initialisation (Flax's default lecun_normal is
-that initialiser), one global threshold; then SGD with momentum 0.9, batch
+of 100 at variance-scaling initialisation (the authors' code uses
+TensorFlow's variance_scaling_initializer; our LeNet300100 draws Flax's
+glorot_normal, see anchor.md), one global threshold; then SGD with momentum 0.9, batch
 100, weight decay 5e-4, learning rate 0.1 decayed by 10x every 25k
 iterations; 10% of the training set held out (54k / 6k / 10k). The paper
 does not give the total; we train 100k iterations (four learning-rate
