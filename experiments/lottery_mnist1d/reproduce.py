@@ -14,10 +14,16 @@ import statistics
 from sparsejax.reproduce import Claim
 
 LOTTERY = ['config_kernel_row.py', 'config_notebook.py']
-# The notebook's printed accuracies (NOTEBOOK_DIFFERENCES.md): random control
-# at 0.89-0.90 sparsity over three runs, ticket at 0.99 over two.
-NOTEBOOK_RANDOM_90 = (61.2, 67.4)
-NOTEBOOK_TICKET_99 = (44.5, 46.6)
+# The current notebook's printed accuracies (anchor.md: lottery-tickets.ipynb,
+# content of commit 6d96bd4, unchanged at 7878d96): random control at
+# 0.89-0.90 sparsity over two trials, tickets at 0.90 and 0.99 over two. The
+# bands were (61.2, 67.4) and (44.5, 46.6) from the earlier notebook
+# (59074907) until the anchor was checked; no ticket-at-90% claim existed.
+NOTEBOOK_RANDOM_90 = (60.5, 65.7)
+NOTEBOOK_TICKET_90 = (74.1, 74.3)
+NOTEBOOK_TICKET_99 = (41.5, 41.9)
+# ticket at 0.90 minus the mean of the four random values at 0.89 / 0.90
+NOTEBOOK_TICKET_GAIN_90 = 74.2 - (63.3 + 60.5 + 63.9 + 65.7) / 4
 SLACK = 2.0   # points around the notebook's range
 
 
@@ -59,27 +65,31 @@ def claims(rows):
     before = ours.get((level, 'random_prune'), float('nan'))
     after = _acc(rows, kr, 'random_prune', level)
     out.append(Claim(f'random control, level {level}: biases pruned (kernel_row) vs dense '
-                     'biases (results.csv)', 'lower, toward the notebook (61-67)',
+                     'biases (results.csv)', 'lower, toward the notebook (60.5-65.7)',
                      f'{_fmt(rows, kr, "random_prune", level)} vs {before:.2f}',
                      '>= 4 points lower', after <= before - 4))
   before = ours.get((21, 'ticket'), float('nan'))
   after = _acc(rows, kr, 'ticket', 21)
   out.append(Claim('ticket at 99.08%: biases pruned vs dense biases', 'toward the '
-                   'notebook (44.5-46.6)', f'{_fmt(rows, kr, "ticket", 21)} vs {before:.2f}',
+                   'notebook (41.5-41.9)', f'{_fmt(rows, kr, "ticket", 21)} vs {before:.2f}',
                    '>= 5 points lower', after <= before - 5))
   lv = _level_at(rows, nb, 0.899)
   if lv is not None:
     random_90 = _acc(rows, nb, 'random_prune', lv)
     out.append(Claim(f'notebook setting: random control at 89.9% (level {lv})',
-                     '61.2-67.4', f'{random_90:.2f}', f'± {SLACK} around the range',
+                     '60.5-65.7', f'{random_90:.2f}', f'± {SLACK} around the range',
                      _within(random_90, NOTEBOOK_RANDOM_90)))
     ticket_90 = _acc(rows, nb, 'ticket', lv)
-    out.append(Claim('notebook setting: ticket minus random at 89.9%', 'about +8',
+    out.append(Claim(f'notebook setting: ticket at 89.9% (level {lv})', '74.1-74.3',
+                     f'{ticket_90:.2f}', f'± {SLACK} around the range',
+                     _within(ticket_90, NOTEBOOK_TICKET_90)))
+    out.append(Claim('notebook setting: ticket minus random at 89.9%',
+                     f'about {NOTEBOOK_TICKET_GAIN_90:+.1f}',
                      f'{ticket_90 - random_90:+.2f}', '>= +5', ticket_90 - random_90 >= 5))
   lv = _level_at(rows, nb, 0.9899)
   if lv is not None:
     ticket_99 = _acc(rows, nb, 'ticket', lv)
-    out.append(Claim(f'notebook setting: ticket at 98.99% (level {lv})', '44.5-46.6',
+    out.append(Claim(f'notebook setting: ticket at 98.99% (level {lv})', '41.5-41.9',
                      f'{ticket_99:.2f}', f'± {SLACK} around the range',
                      _within(ticket_99, NOTEBOOK_TICKET_99)))
   return out
