@@ -1,6 +1,11 @@
-"""Claims of the RigL appendix reproduction (Evci et al. 2020): LeNet-300-100
-at about 87% sparsity, 1.44-1.48% test error; static and SET beside it. Our
-number is the final test error, mean over seeds."""
+"""Claims of the RigL appendix reproduction (Evci et al. 2020, appendix B,
+Table 2, row RigL: 1.44 (1.48); anchor.md): LeNet-300-100 with 99% / 89% of
+the first / second layer's connections removed (97.5% of the network), 1.44%
+the lowest test error seen during training, 1.48% the final one. The arm
+`rigl_paper` runs that setting (5 seeds); its claims were added, with the
+arm, before any of its runs. The first claims, at about 87% overall, stand
+on a misread anchor (the paper's "0.870" is the sparsity of the network left
+after dead neurons are removed) and are kept beside, as recorded."""
 
 import statistics
 
@@ -10,6 +15,8 @@ SWEEP = 'sweep.py'
 METRIC = 'test_accuracy'
 TOLERANCE = 0.2   # percentage points of error around the paper's range
 LOW, HIGH = 1.44, 1.48
+BEST, FINAL = 1.44, 1.48   # the paper's best-during-training and final error
+T95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571}   # t(0.975, n - 1)
 
 
 def _errors(rows, arm):
@@ -23,9 +30,45 @@ def _fmt(errs):
   return f'{statistics.mean(errs):.2f} ± {sd:.2f} (n={len(errs)})'
 
 
+def _best_errors(rows, arm):
+  """The lowest test error over each run's evaluations (the paper's 1.44)."""
+  return [100 * (1 - max(m['test_accuracy'] for _, m in r['curve'] if 'test_accuracy' in m))
+          for r in rows if r['arm'] == arm and r.get('curve')]
+
+
+def _ci(errs):
+  """(mean, low, high): the 95% t-interval over seeds."""
+  m = statistics.mean(errs)
+  h = T95.get(len(errs), 2.0) * statistics.stdev(errs) / len(errs) ** 0.5 if len(errs) > 1 \
+      else float('inf')
+  return m, m - h, m + h
+
+
+def _paper_claim(name, paper, errs):
+  """Passes when the mean over seeds is within TOLERANCE of the paper's
+  number; the text says whether the whole 95% interval is."""
+  if len(errs) < 2:
+    return Claim(name, f'{paper}', _fmt(errs), f'± {TOLERANCE}', None)
+  m, lo, hi = _ci(errs)
+  inside = paper - TOLERANCE <= lo and hi <= paper + TOLERANCE
+  return Claim(name, f'{paper}', f'{m:.2f} (95% CI {lo:.2f}-{hi:.2f}, n={len(errs)}; '
+               f'CI {"inside" if inside else "not inside"} the tolerance)', f'± {TOLERANCE}',
+               abs(m - paper) <= TOLERANCE)
+
+
 def claims(rows):
+  out = [_paper_claim("RigL at the paper's sparsity (99% / 89% / dense output): final "
+                      'error %', FINAL, _errors(rows, 'rigl_paper')),
+         _paper_claim("RigL at the paper's sparsity: lowest error % during training "
+                      '(test set every epoch)', BEST, _best_errors(rows, 'rigl_paper'))]
+  out += _claims_at_87(rows)
+  return out
+
+
+def _claims_at_87(rows):
   rigl = _errors(rows, 'rigl')
-  out = [Claim('RigL error % at ~87% (layers s, 0.9 s, dense output)', f'{LOW}-{HIGH}',
+  out = [Claim('RigL error % at ~87% (layers s, 0.9 s, dense output; a misread anchor)',
+               f'{LOW}-{HIGH}',
                _fmt(rigl), f'± {TOLERANCE}',
                bool(rigl) and LOW - TOLERANCE <= statistics.mean(rigl) <= HIGH + TOLERANCE)]
   static, set_ = _errors(rows, 'static'), _errors(rows, 'set')
