@@ -1,7 +1,7 @@
 """The `sparsejax` command line.
 
   sparsejax train   --config FILE --workdir DIR [--config.KEY=VALUE ...]
-  sparsejax eval    --workdir DIR [--split test] [--step N]
+  sparsejax eval    --workdir DIR [--split test] [--step N] [--per-example FILE.npz]
   sparsejax inspect DIR_OR_CHECKPOINT
   sparsejax lottery --config FILE --workdir DIR [--config.KEY=VALUE ...]
   sparsejax finetune --config FILE --workdir DIR [--config.KEY=VALUE ...]
@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
   ev.add_argument('--workdir', required=True)
   ev.add_argument('--split', action='append', help='test, validation or train (repeatable)')
   ev.add_argument('--step', type=int, default=None)
+  ev.add_argument('--per-example', metavar='FILE.npz', default=None,
+                  help="also write each example's loss and accuracy (for paired intervals)")
   ins = sub.add_parser('inspect', help='per-layer table of a checkpoint')
   ins.add_argument('path', help='a workdir, its checkpoints folder or a step folder')
   lot = sub.add_parser('lottery', help='iterative magnitude pruning as levels, with controls')
@@ -460,35 +462,16 @@ def _train(args, overrides) -> int:
 
 
 def _eval(args) -> int:
-  import ml_collections
   from sparsejax import experiment
-  from sparsejax.core import schedules
-  from sparsejax.train import checkpoint as ckpt_lib, evaluation, loop, step as step_lib
+  from sparsejax.programs import evaluate
   workdir = pathlib.Path(args.workdir).absolute()
-  path = workdir / 'config.json'
-  if not path.exists():
-    raise ckpt_lib.CheckpointError(f'{workdir} has no config.json: not a sparsejax run')
-  recorded = json.loads(path.read_text())
-  if 'config' not in recorded:
-    raise ckpt_lib.CheckpointError(f'{path} records a run started from Python, not from a '
-                                   'config: evaluate it from Python (loop.build + restore)')
-  task = experiment.build_task(ml_collections.ConfigDict(recorded['config']))
-  if task.schedule.needs_start:   # a fine-tuning run: same state layout as Dense
-    task = task.replace(schedule=schedules.Dense())
-  run = loop.build(task.replace(distill=None))   # evaluation needs no teacher
-  ckpts = ckpt_lib.Checkpoints(workdir / 'checkpoints')
-  step = args.step if args.step is not None else ckpts.latest_step()
-  if step is None:
-    raise ckpt_lib.CheckpointError(f'{ckpts.steps_dir} holds no checkpoint')
-  state, _ = ckpts.restore(step, ckpt_lib.abstract_like(run.abstract, run.state_sh))
-  ckpts.close()
-  import jax
-  eval_fn = jax.jit(step_lib.make_eval_step(run.task))
-  splits = args.split or list(run.task.eval_splits)
-  summary = {'eval': evaluation.evaluate_splits(run.task, run.mesh, state, eval_fn, splits),
-             **evaluation.density_stats(state.opt_state)}
-  print(f'step {step} of {workdir}')
+  summary = evaluate.evaluate(experiment.task_of_run(workdir), workdir, args.split, args.step,
+                              per_example=bool(args.per_example))
+  print(f'step {summary["step"]} of {workdir}')
   print(results_table(summary))
+  if args.per_example:
+    path = evaluate.save_per_example(args.per_example, summary['per_example'])
+    print(f'per-example loss and metrics of {", ".join(summary["per_example"])} in {path}')
   return 0
 
 

@@ -409,6 +409,24 @@ def run_finetune(config, workdir, *, progress: bool = False) -> dict:
                      model_state=model_state, progress=progress, record=record(config))
 
 
+def task_of_run(workdir) -> task_lib.Task:
+  """The Task a run's recorded config (workdir/config.json) builds: what
+  `sparsejax eval` restores its checkpoints into."""
+  import json
+  import pathlib
+
+  import ml_collections
+  from sparsejax.train import checkpoint as ckpt_lib
+  path = pathlib.Path(workdir).absolute() / 'config.json'
+  if not path.exists():
+    raise ckpt_lib.CheckpointError(f'{path.parent} has no config.json: not a sparsejax run')
+  recorded = json.loads(path.read_text())
+  if 'config' not in recorded:
+    raise ckpt_lib.CheckpointError(f'{path} records a run started from Python, not from a '
+                                   'config: evaluate it from Python (programs.evaluate)')
+  return build_task(ml_collections.ConfigDict(recorded['config']))
+
+
 def verify_export(workdir, export_dir, batch: int = 128, report: bool = False):
   """`export.verify` (with `report`: `export_check.verify_report`'s dict) for a run
   made from a config: its model, its final weights and the first `batch` test

@@ -281,9 +281,9 @@ def test_train_eval_inspect_final_weights_and_ell_export(repo_like, capsys):
   the ELL export."""
   from sparsejax.programs import export, sparse_inference
   from sparsejax.train import weights
-  (train, out), (ev, ev_out), (ins, ins_out) = run_block(
+  (train, out), (ev, ev_out), (pe, pe_out), (ins, ins_out) = run_block(
       'sparsejax train --config configs/mnist1d_rigl.py', capsys, {'train': SHORT['rigl95']})
-  assert [a[1] for a in (train, ev, ins)] == ['train', 'eval', 'inspect']
+  assert [a[1] for a in (train, ev, pe, ins)] == ['train', 'eval', 'eval', 'inspect']
   workdir = repo_like / 'runs' / 'rigl95'
   summary = json.loads((workdir / 'summary.json').read_text())
   assert summary['density'] == pytest.approx(0.05, abs=1e-4)
@@ -294,6 +294,9 @@ def test_train_eval_inspect_final_weights_and_ell_export(repo_like, capsys):
   # eval restores the latest checkpoint and gets the run's own test numbers.
   assert 'step 40 of' in ev_out
   assert f"| test | {summary['eval']['test']['loss']:.4f} |" in ev_out
+  with np.load(repo_like / 'runs' / 'rigl95_test.npz') as f:     # one entry per test example
+    assert f['test_accuracy'].mean() == pytest.approx(summary['eval']['test']['accuracy'],
+                                                      abs=1e-6)
   assert re.search(r'\| prunable total \| +\| 13,750 \| 275,000 \| 0\.0500 \|', ins_out), ins_out
 
   scope = exec_block("results.final_weights('runs/rigl95')")

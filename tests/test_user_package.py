@@ -198,5 +198,16 @@ def export_and_eval(workdir, capsys):
   diff = float(out.split('max |output - masked dense output|')[1].split(':')[1].split()[0])
   assert diff <= 1e-5, out
   assert 'sparse products not exercised' not in out
-  assert cli.main(['eval', '--workdir', str(workdir)]) == 0
+  per_example = workdir.parent / f'{workdir.name}_per_example.npz'
+  assert cli.main(['eval', '--workdir', str(workdir), '--split', 'test',
+                   '--per-example', str(per_example)]) == 0
   assert 'accuracy' in capsys.readouterr().out
+  # one loss and one 0/1 accuracy per test example, whose means are the
+  # run's own final test evaluation (its last checkpoint is its last step)
+  final = json.loads((workdir / 'summary.json').read_text())['eval']['test']
+  with np.load(per_example) as f:
+    loss, accuracy = f['test_loss'], f['test_accuracy']
+  assert loss.shape == accuracy.shape == (final['examples'],)
+  assert set(np.unique(accuracy)) <= {0.0, 1.0}
+  assert float(accuracy.mean()) == pytest.approx(final['accuracy'], abs=1e-6)
+  assert float(loss.mean()) == pytest.approx(final['loss'], rel=1e-5)

@@ -7,6 +7,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sparsejax.core import masks as masks_lib
 from sparsejax.core import transform
@@ -29,6 +30,27 @@ def evaluate(task, mesh, params, model_state, eval_fn, split: str) -> dict:
   total = jax.device_get(total)
   n = float(total.pop('count'))
   return {**{k: float(v) / n for k, v in total.items()}, 'examples': int(len(source))}
+
+
+def per_example(task, mesh, params, model_state, per_example_fn, split: str) -> dict:
+  """{'loss', metrics...: numpy arrays, one entry per example of `split` in
+  its order (padding dropped)}: `per_example_fn` is a jitted
+  Task.eval_per_example. One process only: the examples of other hosts'
+  slices would be missing."""
+  if jax.process_count() != 1:
+    raise SetupError('per-example evaluation runs in one process; '
+                     f'this run has {jax.process_count()}')
+  source = getattr(task.dataset, split) if split in ('train', 'validation', 'test') else None
+  if source is None:
+    raise SetupError(f'split {split!r}: dataset {task.dataset.name!r} has no such split')
+  parts: dict[str, list] = {}
+  for x, y, w in data_base.eval_batches(source, task.eval_batch_size):
+    per, _ = jax.device_get(per_example_fn(params, model_state,
+                                           sharding_lib.put_batch(mesh, (x, y, w))))
+    keep = w > 0
+    for k, v in per.items():
+      parts.setdefault(k, []).append(np.asarray(v)[keep])
+  return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def evaluate_splits(task, mesh, state, eval_fn, splits) -> dict:

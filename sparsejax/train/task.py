@@ -237,19 +237,24 @@ class Task:
 
   def eval_sums(self, params, model_state, batch):
     """Sums over a padded eval batch (x, y, weight): {'loss', metrics..., 'count'}."""
+    per, wb = self.eval_per_example(params, model_state, batch)
+    return {**{k: jnp.sum(v * wb) for k, v in per.items()}, 'count': jnp.sum(wb)}
+
+  def eval_per_example(self, params, model_state, batch):
+    """({'loss', metrics...: one value per example, or per label for a
+    sequence (B, T)}, their weights): what eval_sums adds up, kept apart for
+    paired comparisons of two runs on the same test examples."""
     x, y, w = batch
     if self.loss is not None:
       def one(xi, yi):
         loss, metrics = _split(self.loss(params, (xi[None], yi[None]), None))
         return {'loss': loss, **metrics}
-      per = jax.vmap(one)(x, y)
-      return {**{k: jnp.sum(v * w) for k, v in per.items()}, 'count': jnp.sum(w)}
+      return jax.vmap(one)(x, y), w
     out, _ = self.apply(params, model_state, x, False)
     per = {'loss': self.output_loss(out, y)}
     if _is_classification(out, y):
       per['accuracy'] = (jnp.argmax(out, -1) == y).astype(jnp.float32)
-    wb = jnp.broadcast_to(w.reshape(w.shape + (1,) * (y.ndim - 1)), y.shape)
-    return {**{k: jnp.sum(v * wb) for k, v in per.items()}, 'count': jnp.sum(wb)}
+    return per, jnp.broadcast_to(w.reshape(w.shape + (1,) * (y.ndim - 1)), y.shape)
 
 
 DTYPES = ('float32', 'bfloat16', 'float16')
