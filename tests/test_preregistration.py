@@ -25,13 +25,15 @@ PREREGISTERED = {
     'rigl_lenet_mnist': ('reproduce.py', ['results.csv', 'claims.csv']),
     'snip_lenet_mnist': ('reproduce.py', ['results.csv', 'claims.csv', 'summary.csv']),
     'han_lenet_mnist': ('reproduce.py', ['results.csv', 'claims.csv']),
+    # the 5-seed protocol with SET on RigL's schedule (its earlier 3-seed
+    # results.csv predates the rule and is not judged by claims.md)
+    'dst_mnist1d': ('claims.md', ['results/*.csv']),
 }
 
 # folder: why it cannot pass the check (its tolerances are as committed,
 # not provably fixed before the runs)
 PREDATE = {
     'dst_lenet_mnist': 'tolerances stated in README.md, committed with results.csv',
-    'dst_mnist1d': 'tolerances stated in README.md, committed with results.csv',
     'gpt2_small_fsdp': 'a systems measurement; README and results in one commit',
     'lm_prune_text': 'claims.csv committed with results.csv (c0c935d)',
     'lottery_lenet_mnist': 'results.csv (40e1b08) predates reproduce.py\'s claims (e3467a6)',
