@@ -7,6 +7,14 @@ A "row" is one output neuron: a column of a Dense kernel (d_in, d_out), or
 one output channel of a Conv kernel (kh, kw, c_in, c_out), i.e. the
 kh*kw*c_in weights that feed it; its delta has the kernel's shape without the
 last axis, so the row method trains (r, d_in) or (r, kh, kw, c_in) per target.
+
+Training (`Reparametrized`) computes a row or LoRA delta of a Linen nn.Dense
+target as an extra term of that layer's output (`peft_forward`), so its
+gradient never forms the (d_in, d_out) cotangent of the whole kernel; every
+other case (unstructured, full, Conv kernels, NNX-wrapped and non-Linen
+models, kernels no plain nn.Dense multiplies) merges the delta into the
+weights (`Method.merge`) and differentiates through them: see `peft_forward`
+for the cases and why. `Method.merged_params` is always the merged weights.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.core import select, tree as tree_lib
+from sparsejax.programs import peft_forward
 from sparsejax.train import task as task_lib
 from sparsejax.train.task import SetupError
 
@@ -83,7 +92,9 @@ class Method:
                        for p, idx in zip(self.targets, self.entries) if idx}   # skip a matrix
     return out
 
-  def merge(self, frozen: PyTree, trainable: dict) -> PyTree:
+  def merge(self, frozen: PyTree, trainable: dict, skip=frozenset()) -> PyTree:
+    """The full params; targets in `skip` stay frozen (their deltas are added
+    in the forward pass instead: `peft_forward`)."""
     if self.kind == 'full':
       return trainable['all']
     rows = dict(zip(self.targets, self.rows))
@@ -92,6 +103,8 @@ class Method:
     def one(path, w):
       if path in trainable['head']:
         return trainable['head'][path]
+      if path in skip:
+        return w
       if self.kind == 'row' and path in rows:
         return add_rows(w, rows[path], trainable['rows'][path])
       if self.kind == 'lora' and path in trainable['lora']:
@@ -125,13 +138,16 @@ class Reparametrized:
   """A model whose params are the trainable tree; duck-types Linen's
   init/apply, so the training stack uses it unchanged. `base` is a Linen
   module or any model with Linen-style init/apply (an `nnx_model`): `train`
-  and `rngs` reach it only where its call takes them, as `Task` passes them."""
+  and `rngs` reach it only where its call takes them, as `Task` passes them.
+  Row and LoRA deltas of Linen nn.Dense targets are terms of the forward pass
+  (`peft_forward`); `forward=False` merges every target (the reference)."""
 
-  def __init__(self, base, method: Method):
+  def __init__(self, base, method: Method, forward: bool = True):
     check_base(base, method.kind)
-    self.base, self.method = base, method
+    self.base, self.method, self.forward = base, method, forward
     self._train = bool(task_lib.train_kwarg(base, False))
     self._rngs = task_lib.takes(base.apply, 'rngs')
+    self._merged_anyway: set[str] = set()   # targets no plain nn.Dense multiplied
 
   def init(self, rngs, x, train=False):
     variables = dict(self.base.init(rngs, x, **({'train': train} if self._train else {})))
@@ -143,19 +159,27 @@ class Reparametrized:
     return {'params': trainable, 'frozen': params, **variables}
 
   def apply(self, variables, x, train=False, rngs=None, mutable=False):
-    variables = dict(variables)
-    trainable, frozen = variables.pop('params'), variables.pop('frozen', None)
-    full = {'params': self.method.merge(frozen, trainable), **variables}
+    others = dict(variables)
+    trainable, frozen = others.pop('params'), others.pop('frozen', None)
+    terms = (peft_forward.forward_targets(self.base, self.method, frozen)
+             - self._merged_anyway) if self.forward else frozenset()
+    full = {'params': self.method.merge(frozen, trainable, skip=terms), **others}
     kwargs = {'train': train} if self._train else {}
     if rngs is not None and self._rngs:   # NNX-wrapped models take none
       kwargs['rngs'] = rngs
     kept = {'frozen': frozen} if frozen is not None else {}
     rest = [m for m in (mutable or ()) if m != 'frozen']
-    if rest:
-      out, new = self.base.apply(full, x, mutable=rest, **kwargs)
-      return out, {**dict(new), **kept}
-    out = self.base.apply(full, x, **kwargs)   # nothing of the base's is mutable
-    return (out, kept) if mutable else out
+    with peft_forward.extra_terms(self.method, trainable, terms) as reached:
+      if rest:
+        out, new = self.base.apply(full, x, mutable=rest, **kwargs)
+        out = out, {**dict(new), **kept}
+      else:
+        out = self.base.apply(full, x, **kwargs)   # nothing of the base's is mutable
+        out = (out, kept) if mutable else out
+    if terms - reached:   # not multiplied by a plain nn.Dense: merge those, trace again
+      self._merged_anyway |= terms - reached
+      return self.apply(variables, x, train=train, rngs=rngs, mutable=mutable)
+    return out
 
 
 def check_base(model, method: str) -> None:
