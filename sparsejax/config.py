@@ -28,7 +28,7 @@ from sparsejax import bundled, optim
 from sparsejax.config_blocks import (DTYPES, bool_value, choice, distill_settings,  # noqa: F401
                                      finetune_settings, lottery_settings, optimizer_spec,
                                      positive)
-from sparsejax.core import registry
+from sparsejax.core import allocation as alloc_lib, registry
 from sparsejax.settings import (CONTROLS, FINETUNE_METHODS, REWINDS, ROW_SCORES,  # noqa: F401
                                 ConfigError, DataSettings, DistillSettings, FinetuneSettings,
                                 LotterySettings, MeshSettings, ModelSettings, PruningSettings,
@@ -37,8 +37,8 @@ from sparsejax.settings import (CONTROLS, FINETUNE_METHODS, REWINDS, ROW_SCORES,
 FREE_FORM = ('options', 'pattern_options', 'overrides', 'scales')   # keys checked downstream
 # `pruning` keys that are not fields of the schedule: the prunable-leaf rule and
 # modifiers of the schedule's allocation and pattern.
-PRUNING_KEYS = ('schedule', 'include', 'exclude', 'min_ndim', 'overrides', 'scales',
-                'erk_power_scale', 'pattern_options')
+PRUNING_KEYS = ('schedule', 'include', 'exclude', 'min_ndim', *alloc_lib.MODIFIERS,
+                'pattern_options')
 # Schedule fields a config does not set: the run's own seed and sparsity, and
 # objects only Python can give.
 NOT_FROM_CONFIG = ('sparsity', 'seed', 'masks', 'score_fn', 'reference')
@@ -67,6 +67,8 @@ def default_config() -> ml_collections.ConfigDict:
   # The schedule by registry name or 'pkg.module:Class'; any other key here is
   # a field of that schedule's dataclass, and what is not set keeps the class's
   # default. Step fields (start, end, at_step) take fractions of the run as floats.
+  # pruning.allocation: 'uniform', 'global', 'er', 'erk' or 'pkg.module:Class'
+  # (sparsejax.core.allocation), with pruning.overrides/scales/erk_power_scale.
   c.pruning = ml_collections.ConfigDict(dict(
       schedule='dense', include=None, exclude=None, min_ndim=2))
   c.train = ml_collections.ConfigDict(dict(
@@ -398,7 +400,6 @@ def to_settings(config: ml_collections.ConfigDict) -> Settings:
   d, m, o, p, t, mesh = (merged[k] for k in ('data', 'model', 'optimizer', 'pruning', 'train',
                                              'mesh'))
   sparsity = merged['sparsity']
-  from sparsejax.core import allocation as alloc_lib   # the core's own range check
   try:
     sparsity = alloc_lib.check_sparsity(sparsity, "config key 'sparsity'")
   except ValueError as e:

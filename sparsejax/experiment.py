@@ -40,8 +40,7 @@ def build_schedule(p: config_lib.PruningSettings, seed: int = 0) -> schedules.Sc
   cls = _wrap("config key 'pruning.schedule'", registry.schedule_class, p.schedule)
   defaults = registry.schedule_fields(p.schedule)
   options = dict(p.options)
-  modifiers = {k: options.pop(k) for k in ('overrides', 'scales', 'erk_power_scale')
-               if k in options}
+  modifiers = {k: options.pop(k) for k in alloc_lib.MODIFIERS if k in options}
   pattern_options = options.pop('pattern_options', None)
   if modifiers:
     if 'allocation' not in defaults:
@@ -357,7 +356,7 @@ def build_lottery(config):
     o.update(schedule='constant', warmup_steps=0,
              learning_rate=float(task.learning_rate(task.updates)))
     finetune_tx, _ = optim.build_optimizer(o, task.updates)
-  mods = {k: v for k, v in s.pruning.options.items() if k in ('overrides', 'scales')}
+  mods = {k: v for k, v in s.pruning.options.items() if k in alloc_lib.MODIFIERS}
   allocation = _wrap("config key 'pruning.allocation'", alloc_lib.Allocation,
                      s.pruning.options.get('allocation', 'uniform'), **mods)
   spec = _wrap('lottery settings', lottery_lib.Lottery, levels=lot.levels,

@@ -93,8 +93,9 @@ class RigL(Schedule):
   def __post_init__(self):
     super().__post_init__()
     if self.allocation.is_global:
-      raise ValueError(f'{type(self).__name__} keeps per-layer counts; use uniform, er '
-                       'or erk allocation, not global')
+      per_layer = ', '.join(n for n, c in alloc_lib.ALLOCATIONS.items() if not c.pooled)
+      raise ValueError(f'{type(self).__name__} keeps per-layer counts; use an allocation '
+                       f'that sets each layer ({per_layer}), not {self.allocation.method}')
     pattern_drop_grow(self.pattern)
     if self.decay not in ('cosine', 'constant'):
       raise ValueError(f"decay must be 'cosine' or 'constant', got {self.decay!r}")

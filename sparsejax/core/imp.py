@@ -42,9 +42,7 @@ def prune_remaining(params: PyTree, masks: PyTree, fraction: float, *,
   """
   if isinstance(allocation, str):
     allocation = alloc_lib.Allocation(allocation)
-  if allocation.method in ('er', 'erk'):
-    raise ValueError('IMP prunes a fraction of what remains: use uniform (with scales '
-                     f'or overrides) or global allocation, not {allocation.method!r}')
+  allocation.check_prunes_remaining('IMP')
   pattern = pattern or select.Unstructured()
   masks = masks_lib.validate_masks(masks, params)
   shapes = {p: tuple(m.shape) for p, m in tree_lib.leaves_with_paths(masks)}
@@ -107,9 +105,7 @@ class IMP(Schedule):
                        f'sparsity at 0, got {self.sparsity}')
     if not 0.0 < self.prune_fraction < 1.0:
       raise ValueError(f'prune_fraction must be in (0, 1), got {self.prune_fraction}')
-    if self.allocation.method in ('er', 'erk'):
-      raise ValueError('IMP prunes a fraction of what remains: use uniform (with scales '
-                       f'or overrides) or global allocation, not {self.allocation.method!r}')
+    self.allocation.check_prunes_remaining('IMP')
     if self.every < 1 or self.rounds < 0 or not 0 <= self.rewind_step < self.every:
       raise ValueError(f'IMP needs every >= 1, rounds >= 0 and 0 <= rewind_step < every, got '
                        f'every={self.every}, rounds={self.rounds}, '

@@ -76,10 +76,7 @@ class Lottery:
                                                       self.sparsities)):
         raise SetupError('sparsities must increase strictly within (0, 1), got '
                          f'{self.sparsities!r}')
-    if self.allocation.method in ('er', 'erk'):
-      raise SetupError('the lottery prunes a fraction of what remains: use uniform (with '
-                       f'scales or overrides) or global allocation, not '
-                       f'{self.allocation.method!r}')
+    self.allocation.check_prunes_remaining('the lottery', SetupError)
 
   def fraction(self, level: int) -> float:
     """The share of the remaining weights that level `level` (>= 1) prunes."""
