@@ -10,15 +10,12 @@ function and are run before training (see `at_init.AtInit`).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from sparsejax.core import tree as tree_lib
 from sparsejax.core.imports import import_object
-
-PyTree = Any
 
 
 def magnitude(params, grads=None, key=None):
@@ -127,8 +124,3 @@ def synflow_scores(apply_fn: Callable, params, input_shape, masks=None):
     return jnp.sum(apply_fn(p, jnp.ones(input_shape, jnp.float32)))
   g = jax.grad(r)(params)
   return jax.tree.map(lambda w, gg: jnp.abs(w * gg), params, g)
-
-
-def leaf_scores(scores: PyTree) -> dict[str, jax.Array]:
-  """{path: score array} for inspection."""
-  return dict(tree_lib.leaves_with_paths(scores))
