@@ -5,7 +5,9 @@ calibration batches (`sparsejax.posttrain`: magnitude, Wanda, SparseGPT) and
 writes a pruned checkpoint with its masks; `load_pruned` reads it back.
 `sparsejax export WORKDIR --format dense --safetensors` (or csr, nm, ell)
 writes that checkpoint as a portable file, checked by `verify_export`, and
-`--hf DIR` a Llama's as a Hugging Face folder.
+`--hf DIR` a Llama's as a Hugging Face folder. `prune_options` turns the
+command's flags into `run_prune`'s options, `recovery_command` is the
+`sparsejax finetune` line it prints, and `check_export` checks any export.
 """
 
 from __future__ import annotations
@@ -102,6 +104,47 @@ def run_prune(config, workdir, *, method: str, sparsity: float | None = None, nm
   return report
 
 
+def prune_options(method: str, nm=None, *, percdamp: float | None = None,
+                  blocksize: int | None = None, per_row: bool = False, owl: bool = False,
+                  owl_m: float | None = None, owl_lambda: float | None = None) -> dict:
+  """`sparsejax prune`'s method flags as `run_prune`'s `options` and `owl`:
+  the SparseGPT settings (percdamp, blocksize, per_row), and a `posttrain.OWL`
+  (M, lambda) with --owl. A flag that does not apply: ConfigError."""
+  options = {k: v for k, v in (('percdamp', percdamp), ('blocksize', blocksize),
+                               ('per_row', per_row or None)) if v is not None}
+  if options and method != 'sparsegpt':
+    raise ConfigError(f'--{next(iter(options)).replace("_", "-")} applies to sparsegpt only')
+  if per_row and nm:
+    raise ConfigError('--per-row applies to unstructured targets (--sparsity)')
+  owl_args = {k: v for k, v in (('m', owl_m), ('lam', owl_lambda)) if v is not None}
+  if owl_args and not owl:
+    raise ConfigError('--owl-m and --owl-lambda need --owl')
+  if owl and nm:
+    raise ConfigError('--owl allocates unstructured sparsities; give --sparsity')
+  from sparsejax.posttrain import OWL
+  return {'options': options, 'owl': OWL(**owl_args) if owl else None}
+
+
+def recovery_command(config_path, config, overrides, pruned) -> str:
+  """The `sparsejax finetune` line that retrains the `sparsejax prune`
+  workdir `pruned` with its mask fixed: the prune's config file and
+  overrides (the same model), with the pruning block turned into a fixed
+  mask: the config's schedule settings that 'fixed' does not take unset and
+  a nonzero `sparsity` set to 0 (the mask comes from the pruned zeros)."""
+  import shlex
+  from sparsejax.core import registry
+  fixed = registry.schedule_fields('fixed')
+  keys = {**overrides, 'finetune.init_from': str(pruned), 'finetune.method': 'masked',
+          'pruning.schedule': 'fixed'}
+  for key, value in config.pruning.items():
+    if key not in config_lib.PRUNING_KEYS and key not in fixed and value is not None:
+      keys[f'pruning.{key}'] = 'None'
+  if config.get('sparsity'):
+    keys['sparsity'] = '0'
+  return ' '.join(['sparsejax finetune --config', shlex.quote(str(config_path)),
+                   '--workdir DIR'] + [shlex.quote(f'--config.{k}={v}') for k, v in keys.items()])
+
+
 def load_pruned(workdir) -> tuple[Any, Any]:
   """(params, masks) that `run_prune` wrote, as numpy; `FixedMask(masks=masks)`
   fine-tunes with exactly that mask."""
@@ -137,3 +180,19 @@ def verify_export(workdir, export_dir, batch: int = 128, report: bool = False):
   check = export_check.verify_report(model.apply, params, model_state, x, export_dir,
                                      **task_lib.train_kwarg(model, False))
   return check if report else check['max_abs_diff']
+
+
+def check_export(path, export_dir) -> dict:
+  """The outputs of the export in `export_dir` against the masked dense model
+  of `path` (a run, or a `run_prune` workdir with its recorded config) on test
+  examples: `export_check.verify_report`'s dict, or {'not_verified': the
+  `export.NotVerifiable`} for a run started from Python."""
+  import warnings
+  from sparsejax.programs import export
+  try:
+    with warnings.catch_warnings():   # the report's 'dense_leaves' says it
+      warnings.simplefilter('ignore', export.CheckedDense)
+      verify = verify_export if is_workdir(path) else experiment.verify_export
+      return verify(path, export_dir, report=True)
+  except export.NotVerifiable as e:
+    return {'not_verified': e}

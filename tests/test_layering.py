@@ -69,6 +69,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     'sparsejax.sweep': (7, 'entry'),
     'sparsejax.reproduce': (7, 'entry'),
     'sparsejax.cli': (7, 'entry'),
+    'sparsejax.cli_args': (7, 'entry'),   # the CLI's parser; the handlers pass themselves in
 }
 
 CONFIG = frozenset({'sparsejax.config', 'sparsejax.config_blocks', 'sparsejax.settings'})

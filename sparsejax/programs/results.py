@@ -58,6 +58,15 @@ def write_rows(path, rows) -> None:
   tmp.replace(path)
 
 
+def save_row(workdir, row: dict) -> pathlib.Path:
+  """Writes a fine-tuning run's row to workdir/row.json (what `sparsejax
+  finetune` leaves for a sweep to add its 'peft' and 'after_pruning' to the
+  run's row); returns the path."""
+  path = pathlib.Path(workdir) / 'row.json'
+  path.write_text(json.dumps(row, default=float) + '\n')
+  return path
+
+
 def _plain(x):
   if isinstance(x, np.generic):
     return x.item()
