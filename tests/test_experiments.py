@@ -2,10 +2,13 @@
 `from` comment (or is declared a paper number found in the folder's
 anchor.md, or not a result): experiments/check_numbers.py over the recorded
 folders and experiments/README.md, and the checker's own rules on small
-folders. Reads text files only; no training."""
+folders; experiments/summary.csv is what experiments/summary.py computes from
+the folders' CSVs, and experiments/README.md prints its table. Reads text
+files only; no training."""
 
 import importlib.util
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -164,3 +167,39 @@ def test_unsourced_numbers_warn_and_a_phrase_declares_one_occurrence(tmp_path, c
   assert kinds == ['from', 'unsourced', 'unsourced']
   assert check_numbers.main([str(tmp_path)]) == 1
   assert 'warning: README.md:1: 0.2: declared unsourced' in capsys.readouterr().out
+
+
+# experiments/summary.py: the headline table.
+
+_summary_spec = importlib.util.spec_from_file_location('experiments_summary',
+                                                       EXPERIMENTS / 'summary.py')
+summary = importlib.util.module_from_spec(_summary_spec)
+sys.modules.setdefault('experiments_summary', summary)   # dataclasses look the module up
+_summary_spec.loader.exec_module(summary)
+
+
+def test_summary_csv_is_current():
+  done = subprocess.run([sys.executable, str(EXPERIMENTS / 'summary.py'), '--check'],
+                        capture_output=True, text=True, timeout=60)
+  assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_readme_prints_the_summary_table():
+  table = summary.markdown(summary.build())
+  assert table in (EXPERIMENTS / 'README.md').read_text(), (
+      'experiments/README.md: paste the output of python experiments/summary.py --markdown')
+
+
+def test_summary_intervals():
+  # Student-t quantiles (scipy.stats.t.ppf(0.975, df)), and the intervals on small cases.
+  for df, q in ((1, 12.7062047), (2, 4.3026527), (4.7, 2.6207261), (30, 2.0422725)):
+    assert abs(summary.T975(df) - q) < 1e-6
+  v = summary.t_over([1.0, 2.0, 3.0])
+  assert (v.ours, v.n, v.kind) == (2.0, 3, 't')
+  assert abs(v.high - 2.0 - 4.3026527 / 3 ** 0.5) < 1e-6
+  assert summary.t_over([1.0]).low is None
+  w = summary.welch(5.0, 1.0, 3, 3.0, 1.0, 3)
+  assert abs(w.ours - 2.0) < 1e-12 and abs(w.high - 2.0 - 2.7764451 * (2 / 3) ** 0.5) < 1e-6
+  f = summary.fieller([18.0, 20.0, 22.0], [9.0, 10.0, 11.0])   # an exact ratio of 2
+  assert abs(f.ours - 2.0) < 1e-12 and abs(f.low - 2.0) < 1e-9 and abs(f.high - 2.0) < 1e-9
+  assert summary.fieller([1.0, -1.0, 0.5], [0.1, -0.1, 0.05]).low is None  # unbounded

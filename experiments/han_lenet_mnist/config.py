@@ -1,5 +1,5 @@
 """Han et al. 2015 ("Learning both Weights and Connections for Efficient
-Neural Networks", table 1 and 4): LeNet-300-100 on MNIST pruned 12x with
+Neural Networks", tables 1 and 2): LeNet-300-100 on MNIST pruned 12x with
 their per-layer rates, 8% / 9% / 26% of the weights kept in fc1 / fc2 /
 fc3, by magnitude within each layer, retrained with L2 regularisation,
 pruning and retraining repeated (iterative). Their numbers: 1.64% error
