@@ -9,9 +9,11 @@ paired bootstrap resamples test examples with the seeds averaged within an
 example (sparsejax.programs.stats.paired_bootstrap).
 
   .venv/bin/python experiments/dst_mnist1d/paired.py --workdir runs/dst_mnist1d [--record]
+  .venv/bin/python experiments/dst_mnist1d/paired.py --folder dst_lenet_mnist --workdir runs/dst_lenet [--record]
 
 --record writes results/paired.csv (every comparison) and results/claims.csv
-(D1-D4 with verdicts) into this folder.
+(D1-D4 with verdicts) into the experiment's folder (this one, or --folder's,
+whose sweep.py runs the same points and whose claims.md sets its own bars).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from sparsejax import experiment, sweep  # noqa: E402
 from sparsejax.programs import evaluate, stats  # noqa: E402
 
 FILE = 'test_per_example.npz'
-CLEAR, CLOSE = 2.0, 1.5      # points (claims.md)
+# folder -> (CLEAR, CLOSE) in points, from that folder's claims.md
+BARS = {'dst_mnist1d': (2.0, 1.5), 'dst_lenet_mnist': (0.5, 0.3)}
 
 
 def per_example(root: pathlib.Path, points) -> dict:
@@ -65,7 +68,9 @@ def compare(acc: dict, a: str, b: str, sparsity: float) -> dict | None:
           'examples': int(xa.shape[0])}
 
 
-def claims(rows: dict) -> list[dict]:
+def claims(rows: dict, bars=BARS['dst_mnist1d']) -> list[dict]:
+  clear, close = bars
+
   def row(a, b, sp):
     return rows.get((a, b, sp))
 
@@ -80,7 +85,7 @@ def claims(rows: dict) -> list[dict]:
     return (f"{r['a']} - {r['b']} at {r['sparsity']:.0%}: {r['diff_points']:+.2f} "
             f"(95% CI {r['ci95_lo']:+.2f} to {r['ci95_hi']:+.2f}, {r['seeds']} seeds)")
 
-  for number, sp, bound in (('D1', 0.8, 0.0), ('D2', 0.9, CLEAR)):
+  for number, sp, bound in (('D1', 0.8, 0.0), ('D2', 0.9, clear)):
     rs = [row(f'{m}-uniform', 'static-uniform', sp) for m in ('set_cosine', 'rigl')]
     if not all(rs):
       add(number, None, None, '')
@@ -91,8 +96,8 @@ def claims(rows: dict) -> list[dict]:
     add(number, passed, inside, '; '.join(map(fmt, rs)))
   rs = [row('rigl-uniform', 'set_cosine-uniform', sp) for sp in (0.8, 0.9)]
   if all(rs):
-    add('D3', all(abs(r['diff_points']) <= CLOSE for r in rs),
-        all(-CLOSE <= r['ci95_lo'] and r['ci95_hi'] <= CLOSE for r in rs),
+    add('D3', all(abs(r['diff_points']) <= close for r in rs),
+        all(-close <= r['ci95_lo'] and r['ci95_hi'] <= close for r in rs),
         '; '.join(map(fmt, rs)))
   else:
     add('D3', None, None, '')
@@ -120,8 +125,11 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--workdir', default='runs/dst_mnist1d')
   parser.add_argument('--record', action='store_true')
+  parser.add_argument('--folder', default=HERE.name, choices=sorted(BARS),
+                      help='the experiment folder whose sweep and claims to use')
   args = parser.parse_args(argv)
-  points, _ = sweep.load_sweep(HERE / 'sweep.py')
+  folder = HERE.parent / args.folder
+  points, _ = sweep.load_sweep(folder / 'sweep.py')
   acc = per_example(pathlib.Path(args.workdir), points)
   rows = {}
   for a, b in COMPARISONS:
@@ -131,12 +139,12 @@ def main(argv=None) -> None:
         rows[(a, b, sp)] = r
         print(f"{a:>20} - {b:<18} {sp:.0%}: {r['diff_points']:+6.2f} points "
               f"({r['ci95_lo']:+.2f} to {r['ci95_hi']:+.2f}), {r['seeds']} seeds")
-  verdicts = claims(rows)
+  verdicts = claims(rows, BARS[args.folder])
   for c in verdicts:
     print(f"{c['verdict']:>7}  {c['claim']}: {c['ours']} (interval {c['interval'] or '-'})")
   if args.record and rows:
-    write(HERE / 'results' / 'paired.csv', list(rows.values()))
-    write(HERE / 'results' / 'claims.csv', verdicts)
+    write(folder / 'results' / 'paired.csv', list(rows.values()))
+    write(folder / 'results' / 'claims.csv', verdicts)
 
 
 if __name__ == '__main__':
