@@ -4,17 +4,18 @@ A spec names any optax optimizer (or a user's `'pkg.module:function'` with the
 same calling convention), its keyword options, gradient transforms to apply
 before it and a learning-rate schedule, so configs stay plain data. Options are
 checked against the function's signature so a typo fails at build time with the
-key's name, not as a silent default. Pure optax/JAX: nothing from sparsejax.
+key's name, not as a silent default. Pure optax/JAX: nothing from sparsejax but
+the name resolver (`core.imports`).
 """
 
-import difflib
-import importlib
 import inspect
 import math
 from collections.abc import Mapping, Sequence
 
 import optax
 from optax import contrib
+
+from sparsejax.core import imports
 
 OPTIMIZER_DEFAULTS = dict(
     name='adam', learning_rate=1e-3, options={}, chain=(), schedule='constant',
@@ -35,8 +36,7 @@ class OptimizerError(ValueError):
 
 def _close(word, choices, n=3):
   """' (did you mean ...?)' for the nearest `choices`, or ''."""
-  near = difflib.get_close_matches(str(word), list(choices), n=n)
-  return f" (did you mean {' or '.join(map(repr, near))}?)" if near else ''
+  return imports.did_you_mean(imports.close_matches(word, choices, n))
 
 
 def _int(spec, key, minimum):
@@ -110,22 +110,18 @@ def in_steps(spec: Mapping, steps_per_epoch: int) -> dict:
 
 
 def _resolve(name, where):
-  """`getattr(optax, name)`, or the object at import path 'pkg.module:attr'."""
-  if ':' in name:
-    module, _, attr = name.partition(':')
-    try:
-      obj = importlib.import_module(module)
-      for part in attr.split('.'):
-        obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-      raise OptimizerError(where, f'{where}: cannot import {name!r}: {e}') from None
-  else:
-    obj = getattr(optax, name, None)
-    if obj is None:
-      public = [n for n in dir(optax) if not n.startswith('_') and callable(getattr(optax, n))]
-      hint = (f"write 'optax.contrib:{name}'" if hasattr(contrib, name) else
-              "a user function is written 'pkg.module:function'")
-      raise OptimizerError(where, f'{where}: optax has no {name!r}{_close(name, public, 5)}; {hint}')
+  """`getattr(optax, name)`, or the object at import path 'pkg.module:attr'
+  (`core.imports.resolve` over optax's namespace)."""
+  try:
+    obj = imports.resolve(name, imports.Namespace(optax), 'function')
+  except imports.UnknownName:
+    public = [n for n in dir(optax) if not n.startswith('_') and callable(getattr(optax, n))]
+    hint = (f"write 'optax.contrib:{name}'" if isinstance(name, str) and hasattr(contrib, name) else
+            "a user function is written 'pkg.module:function'")
+    raise OptimizerError(where, f'{where}: optax has no {name!r}{_close(name, public, 5)}; {hint}'
+                         ) from None
+  except ValueError as e:     # an import path that does not import
+    raise OptimizerError(where, f'{where}: {e}') from None
   if not callable(obj):
     raise OptimizerError(where, f'{where}: {name!r} is not callable')
   return obj

@@ -1,107 +1,64 @@
 """Post-training pruning from a config: `sparsejax prune` and its Python form.
 
-`run_prune` loads trained weights, prunes them layer by layer with
-calibration batches (`sparsejax.posttrain`: magnitude, Wanda, SparseGPT) and
-writes a pruned checkpoint with its masks; `load_pruned` reads it back.
-`sparsejax export WORKDIR --format dense --safetensors` (or csr, nm, ell)
-writes that checkpoint as a portable file, checked by `verify_export`, and
-`--hf DIR` a Llama's as a Hugging Face folder. `prune_options` turns the
-command's flags into `run_prune`'s options, `recovery_command` is the
-`sparsejax finetune` line it prints, and `check_export` checks any export.
+`run_prune` builds the config's task, loads trained weights and runs
+`programs.prune.prune` on them: layer by layer with calibration batches
+(`sparsejax.posttrain`: magnitude, Wanda, SparseGPT), writing a pruned
+checkpoint with its masks that `load_pruned` reads back. `sparsejax export
+WORKDIR --format dense --safetensors` (or csr, nm, ell) writes that
+checkpoint as a portable file, checked by `verify_export`, and `--hf DIR` a
+Llama's as a Hugging Face folder. `prune_options` turns the command's flags
+into `run_prune`'s options, `recovery_command` is the `sparsejax finetune`
+line it prints (`prune_command`: the command's whole output), and
+`check_export` checks any export.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import pathlib
+import shlex
+import warnings
 
-from sparsejax import config as config_lib, experiment, models
+import flax.linen as nn
+import ml_collections
+
+from sparsejax import build, config as config_lib, experiment
 from sparsejax.config import ConfigError
-from sparsejax.core import schedules
-from sparsejax.core import tree as tree_lib
-from sparsejax.train import loop, task as task_lib
+from sparsejax.core import registry
+from sparsejax.posttrain import OWL, nnx_layers
+from sparsejax.programs import export, export_verify, prune as prune_lib, summaries
+from sparsejax.programs.prune import is_workdir, load_pruned  # noqa: F401  (re-exported)
 
 
 def run_prune(config, workdir, *, method: str, sparsity: float | None = None, nm=None,
               calibration: int = 128, init_from: str | None = None,
               options: dict | None = None, owl=None, evaluate: bool = True,
               log=print) -> dict:
-  """Post-training pruning (`sparsejax.posttrain`) of the config's model, loaded
-  from `init_from` (default `finetune.init_from`: a run, checkpoint, .npz /
-  .safetensors, or 'minilm'), with the first `calibration` training examples
-  as calibration data; `options` are the method's (SparseGPT: percdamp,
-  blocksize, per_row) and `owl` a `posttrain.OWL` for per-block sparsities.
-  Writes `workdir/state` (params and masks; what `finetune.init_from=workdir`
-  with `pruning.schedule='fixed'` loads, and `load_pruned` reads) and
-  `workdir/prune.json`; returns the report, with the dense and pruned
-  evaluation under 'eval'."""
-  import json
-  import math
-  import pathlib
-  import time
-  import flax.linen as nn
-  import jax
-  import numpy as np
-  import orbax.checkpoint as ocp
-  from sparsejax import posttrain
-  from sparsejax.posttrain import nnx_layers
-  from sparsejax.models.bert import PAD_ID
-  from sparsejax.data import base as data_base
-  from sparsejax.train import evaluation, weights as weights_lib
+  """Post-training pruning (`programs.prune.prune`) of the config's model,
+  loaded from `init_from` (default `finetune.init_from`: a run, checkpoint,
+  .npz / .safetensors, or 'minilm'), with the first `calibration` training
+  examples as calibration data; `options` are the method's (SparseGPT:
+  percdamp, blocksize, per_row) and `owl` a `posttrain.OWL` for per-block
+  sparsities. Writes `workdir/state` (params and masks; what
+  `finetune.init_from=workdir` with `pruning.schedule='fixed'` loads, and
+  `load_pruned` reads) and `workdir/prune.json`; returns the report, with the
+  dense and pruned evaluation under 'eval'."""
   s = config_lib.to_settings(config)
   init_from = init_from or s.finetune.init_from
   if not init_from:
     raise ConfigError("post-training pruning needs trained weights: give --from or set "
                       "'finetune.init_from'")
-  task = experiment.build_task(config)   # (a distill block is for the fine-tuning that follows)
-  run = experiment.wrap_setup(loop.build, task.replace(schedule=schedules.Dense(), distill=None))
+  task = build.build_task(s)   # (a distill block is for the fine-tuning that follows)
+  run = experiment.dense_run(task)
   if not isinstance(task.model, nn.Module) and not nnx_layers.is_nnx(task.model):
     raise ConfigError(f'post-training pruning takes a Flax Linen or NNX model; {s.model.name!r} '
                       f'gave {type(task.model).__name__}')
-  if init_from == 'minilm':
-    from sparsejax.models import safetensors_io
-    params, _, _ = safetensors_io.load_minilm(num_classes=task.dataset.num_classes,
-                                              seed=s.seed)
-    tree_lib.check_same_structure(params, run.abstract.params, 'the MiniLM weights')
-    model_state = {}
-  else:
-    params, model_state = weights_lib.load_weights(init_from, run.abstract.params,
-                                                   run.abstract.model_state)
-  train = task.dataset.train
-  if not 0 < calibration <= len(train):
-    raise ConfigError(f'calibration={calibration} examples: the train split has {len(train)}')
-  size = min(task.batch_size, calibration)
-  batches = [train.get(data_base.batch_indices(len(train), size, task.seed, i)[
-      :calibration - i * size])[0] for i in range(-(-calibration // size))]
-  valid = (lambda x: x != PAD_ID) if isinstance(task.model, models.BertEncoder) else None
-  start = time.perf_counter()
-  pruned, masks, report = posttrain.prune_model(
-      task.model, params, batches, method, sparsity=sparsity, nm=nm,
-      model_state=model_state or None, rule=task.rule, valid_tokens=valid, options=options,
-      owl=owl, apply_kwargs=task_lib.train_kwarg(task.model, False), log=log)
-  report['from'] = str(init_from)
-  report['wall_seconds'] = time.perf_counter() - start
-  if evaluate:
-    eval_fn = jax.jit(task.eval_sums)
-    report['eval'] = {
-        name: {split: evaluation.evaluate(task, run.mesh, p, model_state or {}, eval_fn, split)
-               for split in task.eval_splits}
-        for name, p in (('dense', params), ('pruned', pruned))}
-    if task.dataset.task == 'lm':   # mean NLL per predicted token: exp is the perplexity
-      for evals in report['eval'].values():
-        for e in evals.values():
-          e['perplexity'] = math.exp(e['loss'])
-  workdir = pathlib.Path(workdir).absolute()
-  workdir.mkdir(parents=True, exist_ok=True)
-  tree = {'params': jax.device_get(pruned), 'masks': jax.device_get(masks)}
-  if model_state:
-    tree['model_state'] = jax.device_get(model_state)
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(workdir / 'state', tree, force=True)
-    ckptr.wait_until_finished()
-  (workdir / 'prune.json').write_text(json.dumps(
-      {'config': config_lib.plain(config), 'report': report}, indent=1,
-      default=lambda x: np.asarray(x).tolist()) + '\n')
-  return report
+  params, model_state = prune_lib.start_weights(init_from, run, s.seed)
+  batches = experiment.wrap_setup(prune_lib.calibration_batches, task, calibration)
+  recorded = {'config': config_lib.record(config)['config']}   # what prune.json records
+  return prune_lib.prune(task, run.mesh, params, model_state, batches, workdir, method=method,
+                         sparsity=sparsity, nm=nm, source=init_from, options=options, owl=owl,
+                         evaluate=evaluate, record=recorded, log=log)
 
 
 def prune_options(method: str, nm=None, *, percdamp: float | None = None,
@@ -121,7 +78,6 @@ def prune_options(method: str, nm=None, *, percdamp: float | None = None,
     raise ConfigError('--owl-m and --owl-lambda need --owl')
   if owl and nm:
     raise ConfigError('--owl allocates unstructured sparsities; give --sparsity')
-  from sparsejax.posttrain import OWL
   return {'options': options, 'owl': OWL(**owl_args) if owl else None}
 
 
@@ -131,8 +87,6 @@ def recovery_command(config_path, config, overrides, pruned) -> str:
   overrides (the same model), with the pruning block turned into a fixed
   mask: the config's schedule settings that 'fixed' does not take unset and
   a nonzero `sparsity` set to 0 (the mask comes from the pruned zeros)."""
-  import shlex
-  from sparsejax.core import registry
   fixed = registry.schedule_fields('fixed')
   keys = {**overrides, 'finetune.init_from': str(pruned), 'finetune.method': 'masked',
           'pruning.schedule': 'fixed'}
@@ -145,41 +99,28 @@ def recovery_command(config_path, config, overrides, pruned) -> str:
                    '--workdir DIR'] + [shlex.quote(f'--config.{k}={v}') for k, v in keys.items()])
 
 
-def load_pruned(workdir) -> tuple[Any, Any]:
-  """(params, masks) that `run_prune` wrote, as numpy; `FixedMask(masks=masks)`
-  fine-tunes with exactly that mask."""
-  import pathlib
-  from sparsejax.train import checkpoint as ckpt_lib
-  tree = ckpt_lib.restore_raw(pathlib.Path(workdir) / 'state')
-  return tree['params'], tree['masks']
-
-
-def is_workdir(path) -> bool:
-  """Whether `path` is a `run_prune` workdir (prune.json and its state)."""
-  import pathlib
-  path = pathlib.Path(path)
-  return (path / 'prune.json').is_file() and (path / 'state').is_dir()
+def prune_command(config_path, config, overrides, workdir, *, method: str, sparsity=None,
+                  nm=None, calibration: int = 128, init_from: str | None = None,
+                  evaluate: bool = True, **flags) -> str:
+  """What `sparsejax prune` prints: `run_prune` with the command's method
+  `flags` (`prune_options`), its report and the `recovery_command`."""
+  report = run_prune(config, workdir, method=method, sparsity=sparsity, nm=nm,
+                     calibration=calibration, init_from=init_from, evaluate=evaluate,
+                     **prune_options(method, nm, **flags))
+  where = pathlib.Path(workdir).absolute()
+  return (f'{summaries.prune(report)}\n\nwritten to {where}; recover with the mask fixed:\n  '
+          + recovery_command(config_path, config, overrides, where))
 
 
 def verify_export(workdir, export_dir, batch: int = 128, report: bool = False):
   """`experiment.verify_export` for a `run_prune` workdir: the model of its
   recorded config (prune.json), its pruned params and the first `batch`
   test examples, against the export in `export_dir`."""
-  import json
-  import pathlib
-  import ml_collections
-  import numpy as np
-  from sparsejax.programs import export_check
-  from sparsejax.train import weights as weights_lib
   recorded = json.loads((pathlib.Path(workdir) / 'prune.json').read_text())
   s = config_lib.to_settings(ml_collections.ConfigDict(recorded['config']))
-  dataset = experiment.build_dataset(s.data)
-  model = experiment.build_model(s.model, dataset)
-  params, model_state, _ = weights_lib.final_weights(workdir)
-  x = dataset.test.get(np.arange(min(batch, len(dataset.test))))[0]
-  check = export_check.verify_report(model.apply, params, model_state, x, export_dir,
-                                     **task_lib.train_kwarg(model, False))
-  return check if report else check['max_abs_diff']
+  dataset = build.build_dataset(s.data)
+  return export_verify.verify_on_test(build.build_model(s.model, dataset), dataset, workdir,
+                                      export_dir, batch, report)
 
 
 def check_export(path, export_dir) -> dict:
@@ -187,8 +128,6 @@ def check_export(path, export_dir) -> dict:
   of `path` (a run, or a `run_prune` workdir with its recorded config) on test
   examples: `export_check.verify_report`'s dict, or {'not_verified': the
   `export.NotVerifiable`} for a run started from Python."""
-  import warnings
-  from sparsejax.programs import export
   try:
     with warnings.catch_warnings():   # the report's 'dense_leaves' says it
       warnings.simplefilter('ignore', export.CheckedDense)

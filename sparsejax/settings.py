@@ -1,14 +1,13 @@
 """The typed settings a config becomes: frozen dataclasses that the rest of
 the code takes as arguments. `sparsejax.config.to_settings` builds them (and
-checks every value); they are re-exported there."""
+checks every value); they are re-exported there. Plain data: this module
+imports nothing of the package (the fine-tuning block is the PEFT program's
+own `FinetuneSettings`, which the config layer builds)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Mapping
-
-# The fine-tuning settings live with their program; re-exported for the config.
-from sparsejax.programs.peft_methods import FinetuneSettings, FINETUNE_METHODS, ROW_SCORES  # noqa: F401
 
 
 class ConfigError(ValueError):
@@ -87,10 +86,6 @@ class DistillSettings:
   options: Mapping[str, Any]   # only the keys the config set: fields of train.distill.Distill
 
 
-REWINDS = ('init', 'step', 'lr', 'none')
-CONTROLS = ('reinit', 'random_prune', 'oneshot')
-
-
 @dataclasses.dataclass(frozen=True)
 class Settings:
   seed: int
@@ -102,5 +97,5 @@ class Settings:
   train: TrainSettings
   mesh: MeshSettings
   lottery: LotterySettings
-  finetune: FinetuneSettings
+  finetune: Any          # sparsejax.programs.peft_methods's FinetuneSettings
   distill: DistillSettings

@@ -23,14 +23,13 @@ yield them in the same order every time. Each process collects the sweep's
 results.jsonl under a lock when its point ends, so after the last task
 `sparsejax report DIR` reads every point; `sparsejax sweep ... --collect`
 gathers them again from the run directories (scripts/slurm_sweep.sbatch
-does both).
+does both). `sweep_command` is `sparsejax sweep`; `programs.sweep_points`
+names the points' directories and collects their rows.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import hashlib
 import importlib.util
 import json
 import os
@@ -43,7 +42,11 @@ import uuid
 from typing import Callable, Mapping
 
 from sparsejax import config as config_lib
-from sparsejax.programs import results as results_lib
+from sparsejax.programs import report as report_lib
+# Re-exported: a point's directory, its status and the collected rows are
+# read in programs.sweep_points.
+from sparsejax.programs.sweep_points import (collect, last_error_line, overrides,  # noqa: F401
+                                             point_name, point_status)
 
 PROGRAMS = ('train', 'finetune')
 ARRAY_TASK_ENV = 'SLURM_ARRAY_TASK_ID'   # the default of --index: a job array task's number
@@ -74,18 +77,6 @@ def load_sweep(path) -> tuple[list[dict], str]:
     except config_lib.ConfigError as e:
       raise config_lib.ConfigError(f'sweep point {i} {p}: {e}') from None
   return points, program
-
-
-def overrides(point: dict) -> dict:
-  return {k: v for k, v in point.items() if not k.startswith('_')}
-
-
-def point_name(point: dict) -> str:
-  if '_name' in point:
-    return str(point['_name'])
-  text = json.dumps(overrides(point), sort_keys=True, default=str)
-  digest = hashlib.sha256(text.encode()).hexdigest()[:10]
-  return f'{point.get("_arm", "point")}_{digest}'
 
 
 def override_args(point: dict, root='') -> list[str]:
@@ -129,14 +120,6 @@ def point_index(given, count: int, environ: Mapping[str, str] | None = None) -> 
   return index
 
 
-def point_status(root, point: dict) -> str:
-  """'done' (its summary.json exists), 'failed' (its error.txt) or 'todo'."""
-  workdir = pathlib.Path(root) / point_name(point)
-  if (workdir / 'summary.json').exists():
-    return 'done'
-  return 'failed' if (workdir / 'error.txt').exists() else 'todo'
-
-
 def list_lines(root, points: list[dict]) -> list[str]:
   """One line per point, tab-separated: index, status, run directory name and
   the overrides it runs with, to size a job array and to see which tasks to
@@ -178,12 +161,6 @@ def run_point(program, config_path, root: pathlib.Path, point: dict) -> tuple[st
   return 'done', time.perf_counter() - t0
 
 
-def _last_error_line(text: str) -> str:
-  lines = [line for line in text.splitlines() if line.strip()]
-  useful = [line for line in lines if not line.startswith((' ', 'Traceback', 'exit status'))]
-  return (useful or lines or ['unknown error'])[-1][:500]
-
-
 def _write_atomic(path: pathlib.Path, text: str) -> None:
   """Writes `text` to `path` through a temporary file of its own (a random
   name: pids repeat across a cluster's nodes), since the tasks of a job array
@@ -191,61 +168,6 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
   tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')
   tmp.write_text(text)
   tmp.replace(path)
-
-
-@contextlib.contextmanager
-def _locked(root: pathlib.Path):
-  """Holds an exclusive lock (flock) on `root`'s .sweep.lock, so the collects
-  of a job array's tasks run one after another and the last one sees every
-  finished point. Where the file system has no locks it goes on without:
-  `--collect` after the array still gathers everything."""
-  try:
-    import fcntl
-    lock = open(root / '.sweep.lock', 'a')
-  except (ImportError, OSError):
-    yield
-    return
-  with lock:
-    try:
-      fcntl.flock(lock, fcntl.LOCK_EX)
-    except OSError:
-      pass
-    yield
-
-
-def collect(root: pathlib.Path, points: list[dict]) -> list[dict]:
-  """Result rows of all points, failed ones with their error; writes
-  results.jsonl. Safe to run from several processes at once."""
-  root = pathlib.Path(root)
-  with _locked(root):
-    rows = _rows(root, points)
-    mine = root / f'.results.{uuid.uuid4().hex}.jsonl'
-    results_lib.write_rows(mine, rows)    # its own temporary file is ours alone too
-    mine.replace(root / 'results.jsonl')
-  return rows
-
-
-def _rows(root: pathlib.Path, points: list[dict]) -> list[dict]:
-  """The result row of each point, in the sweep's order."""
-  rows = []
-  for i, point in enumerate(points):
-    workdir = root / point_name(point)
-    ids = {'index': i, 'arm': point.get('_arm', 'point'),
-           'seed': point.get('seed', 0), 'level': None,
-           'setting': {k: v for k, v in overrides(point).items() if k != 'seed'}}
-    if (workdir / 'summary.json').exists():
-      row = results_lib.run_row(workdir, **ids)
-      extra = workdir / 'row.json'
-      if extra.exists():   # finetune writes its budget and memory figures here
-        row.update({k: v for k, v in json.loads(extra.read_text()).items()
-                    if k in ('peft', 'after_pruning')})
-      rows.append(row)
-    elif (workdir / 'error.txt').exists():
-      rows.append(results_lib.failed_row(
-          _last_error_line((workdir / 'error.txt').read_text()), **ids))
-    else:
-      rows.append(results_lib.failed_row('not run yet', **ids))
-  return rows
 
 
 def run_sweep(config_path, workdir, *, jobs: int = 1, index: int | str | None = None,
@@ -274,6 +196,37 @@ def run_sweep(config_path, workdir, *, jobs: int = 1, index: int | str | None = 
       done += 1
       extra = ''
       if status == 'failed':
-        extra = ': ' + _last_error_line((root / point_name(p) / 'error.txt').read_text())
+        extra = ': ' + last_error_line((root / point_name(p) / 'error.txt').read_text())
       log(f'[{done}/{len(todo)}] point {i} {point_name(p)} {status} ({secs:.0f} s){extra}')
   return collect(root, points)
+
+
+def sweep_command(config_path, workdir, *, jobs: int = 1, index=None, count: bool = False,
+                  list_points: bool = False, collect_only: bool = False,
+                  metric: str = 'test_accuracy', environ: Mapping[str, str] | None = None,
+                  log: Callable[[str], None] = print) -> int:
+  """`sparsejax sweep`: runs the sweep, or one point of it (`index`, or a job
+  array task's $SLURM_ARRAY_TASK_ID in `environ`), or only reads it
+  (`count`, `list_points`, `collect_only`: runs no point), and logs the
+  report. Exit status 1 when a point that was to run failed: any of the whole
+  sweep's, or the one point's, so that the array task shows as failed."""
+  root = pathlib.Path(workdir).absolute()
+  if not (count or list_points or collect_only):
+    rows = run_sweep(config_path, workdir, jobs=jobs, index=index, environ=environ, log=log)
+    one = point_index(index, len(rows), environ)   # already checked
+    if one is not None:
+      return 1 if rows[one].get('status') == 'failed' else 0
+  elif index is not None:
+    raise config_lib.ConfigError('--index runs one point; --count, --list and --collect '
+                                 'run none: give one or the other')
+  else:
+    points, _ = load_sweep(config_path)
+    if count or list_points:
+      log(len(points) if count else '\n'.join(list_lines(root, points)))
+      return 0
+    if not root.is_dir():
+      raise config_lib.ConfigError(f'--workdir {workdir!r} does not exist: no sweep ran '
+                                   'there to collect')
+    rows = collect(root, points)
+  log(f'\n{report_lib.report(root, metric=metric)}')
+  return 1 if any(r.get('status') == 'failed' for r in rows) else 0

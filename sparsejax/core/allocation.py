@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from sparsejax.core.imports import import_object
+from sparsejax.core.imports import resolve
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -119,15 +119,7 @@ MODIFIERS = ('overrides', 'scales', 'erk_power_scale')
 def resolve_method(method) -> Any:
   """The method object of a registry name, an import path 'pkg.module:Class',
   a class or an instance; ValueError if it has no `split`."""
-  obj = method
-  if isinstance(method, str):
-    if method in ALLOCATIONS:
-      obj = ALLOCATIONS[method]
-    elif ':' in method:
-      obj = import_object(method, 'allocation')
-    else:
-      raise ValueError(f'unknown allocation {method!r}; choose from {list(ALLOCATIONS)} '
-                       "or give an import path 'pkg.module:Class'")
+  obj = resolve(method, ALLOCATIONS, 'allocation') if isinstance(method, str) else method
   if isinstance(obj, type):
     obj = obj()
   if not callable(getattr(obj, 'split', None)):

@@ -15,7 +15,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from sparsejax.core.imports import import_object
+from sparsejax.core.imports import resolve
 
 
 def magnitude(params, grads=None, key=None):
@@ -82,12 +82,8 @@ def get_criterion(name: str | Callable) -> Callable:
   grads, key)), or a callable passed through."""
   if callable(name):
     return name
-  if isinstance(name, str) and ':' in name:
-    return import_object(name, 'pruning criterion')
-  if name not in CRITERIA:
-    raise ValueError(f'unknown pruning criterion {name!r}; choose from {sorted(CRITERIA)} '
-                     "(GraSP and SynFlow run before training: see AtInit)")
-  return CRITERIA[name]
+  return resolve(name, CRITERIA, 'pruning criterion',
+                 note='GraSP and SynFlow run before training: see AtInit')
 
 
 # --- data- or model-dependent criteria used at initialisation -------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from sparsejax.core import at_init, dynamic, imp, movement, schedules, ste
-from sparsejax.core.imports import import_object
+from sparsejax.core.imports import resolve
 
 SCHEDULES = {
     'dense': schedules.Dense,
@@ -27,13 +27,8 @@ SCHEDULES = {
 
 def schedule_class(name: str) -> type[schedules.Schedule]:
   """The schedule class for a registry name or an import path."""
-  if name in SCHEDULES:
-    return SCHEDULES[name]
-  if ':' not in name:
-    raise ValueError(f'unknown schedule {name!r}; choose from {sorted(SCHEDULES)} '
-                     "or give an import path 'pkg.module:Class'")
-  cls = import_object(name, 'schedule')
-  if not (isinstance(cls, type) and issubclass(cls, schedules.Schedule)
+  cls = resolve(name, SCHEDULES, 'schedule')
+  if name not in SCHEDULES and not (isinstance(cls, type) and issubclass(cls, schedules.Schedule)
           and dataclasses.is_dataclass(cls)):
     raise ValueError(f'schedule {name!r} is not a dataclass subclass of '
                      'sparsejax.core.schedules.Schedule')

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from sparsejax.core.imports import import_object
+from sparsejax.core.imports import resolve
 
 EXCLUDED = np.uint32(0)           # key of an entry that may not be selected
 FORCED = np.uint32(0xFFFFFFFF)    # key of an entry that must be selected
@@ -342,8 +342,4 @@ PATTERNS = {'unstructured': Unstructured, 'nm': NM, 'structured': Structured,
 def make_pattern(name: str, **kwargs):
   """A pattern by name: 'unstructured', 'nm', 'structured' (rows/channels), 'block',
   or by import path 'pkg.module:Class' (with check, unit_keys and expand, or select)."""
-  if ':' in name:
-    return import_object(name, 'sparsity pattern')(**kwargs)
-  if name not in PATTERNS:
-    raise ValueError(f'unknown sparsity pattern {name!r}; choose from {sorted(PATTERNS)}')
-  return PATTERNS[name](**kwargs)
+  return resolve(name, PATTERNS, 'sparsity pattern')(**kwargs)

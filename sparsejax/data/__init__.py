@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 
+from sparsejax.core.imports import UnknownName, did_you_mean, resolve
 from sparsejax.data import (corpus, files, kjv_books, mnist, mnist1d, stdlib_topics, text,
                             tfds_source)
 from sparsejax.data.base import (ArraySource, DataError, Dataset, Source, TrainBatches,
@@ -28,27 +29,40 @@ LOADERS = {
 }
 
 __all__ = ['ArraySource', 'DataError', 'Dataset', 'LOADERS', 'Source', 'TrainBatches',
-           'batch_indices', 'cache_dir', 'eval_batches', 'load_dataset', 'loader_options',
-           'steps_per_epoch']
+           'batch_indices', 'cache_dir', 'eval_batches', 'load_dataset', 'loader',
+           'loader_options', 'steps_per_epoch']
+
+
+def loader(name: str):
+  """The loader of a dataset name (`LOADERS`) or of an import path
+  'pkg.module:function'; an unknown name is a DataError listing the names."""
+  try:
+    return resolve(name, LOADERS, 'dataset')
+  except UnknownName as e:
+    raise DataError(f'unknown dataset {name!r}; choose one of {", ".join(LOADERS)}'
+                    f"{did_you_mean(e.near)} or give an import path 'pkg.module:function'"
+                    ) from None
 
 
 def loader_options(name: str) -> dict[str, object]:
   """{option: default} of loader `name`; required options map to
-  inspect.Parameter.empty."""
-  if name not in LOADERS:
-    raise DataError(f'unknown dataset {name!r}; choose one of {", ".join(LOADERS)}')
-  return {p.name: p.default for p in inspect.signature(LOADERS[name]).parameters.values()}
+  inspect.Parameter.empty (a loader's *args and **kwargs are left out)."""
+  return {p.name: p.default for p in inspect.signature(loader(name)).parameters.values()
+          if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
 def load_dataset(name: str, **options) -> Dataset:
-  """Load dataset `name` with a loader's options, e.g.
-  load_dataset('mnist', split='60k/10k') or load_dataset('idx', path='~/mnist')."""
+  """Load dataset `name` (a name of LOADERS or an import path) with a loader's
+  options, e.g. load_dataset('mnist', split='60k/10k') or
+  load_dataset('idx', path='~/mnist')."""
   accepted = loader_options(name)
-  unknown = sorted(set(options) - set(accepted))
+  fn = loader(name)
+  takes_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values())
+  unknown = [] if takes_any else sorted(set(options) - set(accepted))
   if unknown:
     raise DataError(f'unknown option(s) {", ".join(map(repr, unknown))} for dataset '
                     f'{name!r}; its options are: {", ".join(accepted) or "none"}')
   missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in options]
   if missing:
     raise DataError(f'dataset {name!r} needs option(s) {", ".join(missing)}')
-  return LOADERS[name](**options)
+  return fn(**options)

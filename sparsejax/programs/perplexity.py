@@ -151,11 +151,11 @@ def load_model(model: str, weights=None):
   `weights` may also be a sparsejax run or `sparsejax prune` workdir (or a
   checkpoint, .npz, .safetensors keyed by leaf path) of `model`'s
   architecture: its params with `model`'s tokenizer."""
-  from sparsejax.data import lm_tokenizer
+  from sparsejax.io import assets
   from sparsejax.models import llama_weights, pretrained
   from sparsejax.train import checkpoint as ckpt_lib, weights as weights_lib
   try:
-    if weights is None or lm_tokenizer.is_model_spec(weights):
+    if weights is None or assets.is_model_spec(weights):
       return pretrained.load_lm(model, weights)
     tokenizer, eos, config = pretrained.load_tokenizer(model)
     params, _ = weights_lib.load_weights(weights, llama_weights.abstract_params(config))

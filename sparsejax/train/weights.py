@@ -1,28 +1,32 @@
-"""Weights in and out: sparsejax run directories and their checkpoints (final
-and named), .npz / .safetensors files keyed by leaf path, and pretrained
-Llama-family LMs ('smollm2', .gguf, Hugging Face folders), checked against
-a model's structure. (Sparse formats: `programs.export_formats`.)
+"""Weights in and out for the training stack: sparsejax run directories and
+their checkpoints (final and named), weights files, and pretrained
+Llama-family LMs ('smollm2', .gguf, Hugging Face folders), checked against a
+model's structure; errors are CheckpointErrors naming the leaf or key.
 
-A weights file holds one array per leaf under 'params/<leaf path>' (and
-'model_state/<leaf path>'; a pruned export adds 'masks/<leaf path>'), as
-.npz or .safetensors, chosen by the file's suffix (`write_weights`). Both
-round-trip bitwise through `load_weights`, bfloat16 included (safetensors
-stores ml_dtypes' bfloat16 as BF16; np.savez as 2-byte void, which
-`load_weights` views back as the leaf's bfloat16). A .safetensors file
-written here records {'format': 'sparsejax-weights', 'sparsejax_version':
-...} in its header (`safetensors_metadata` reads it back); readers need not
-look at it.
+The files themselves are `sparsejax.io`'s (`io.arrays`: one key convention,
+'params/<leaf path>', 'model_state/<leaf path>' and a pruned export's
+'masks/<leaf path>', as .npz or .safetensors by the file's suffix; both
+round-trip bitwise through `load_weights`, bfloat16 included); the names
+below are the ones code and configs used before and stay. A .safetensors
+file written here records {'format': ..., 'sparsejax_version': ...} in its
+header (`safetensors_metadata` reads it back); readers need not look at it.
+(Sparse formats: `programs.export_formats`.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 from typing import Any
 
 import numpy as np
 
+import sparsejax
 from sparsejax.core import tree as tree_lib
-from sparsejax.models import safetensors_io
+from sparsejax.io import arrays as io_arrays
+from sparsejax.io.arrays import (SECTIONS, SUFFIXES, flat_arrays,  # noqa: F401  (re-exported)
+                                 read_arrays, safetensors_metadata, write_npz)
+from sparsejax.io.assets import is_model_spec
 from sparsejax.train import checkpoint as ckpt_lib, inspection
 
 PyTree = Any
@@ -32,8 +36,7 @@ def load_weights(path, abstract_params: PyTree, abstract_model_state: PyTree | N
                  ) -> tuple[PyTree, PyTree]:
   """(params, model_state) from a run, a checkpoint or a weights file, checked
   against the model's structure; errors name the offending leaf or key."""
-  from sparsejax.data import lm_tokenizer
-  if lm_tokenizer.is_model_spec(path):
+  if is_model_spec(path):
     return _pretrained_lm(path, abstract_params), {}
   path = pathlib.Path(path).expanduser()
   if not path.exists():
@@ -48,10 +51,10 @@ def load_weights(path, abstract_params: PyTree, abstract_model_state: PyTree | N
           'when the run ends); finish the run, or merge its delta (sparsejax merge)')
     path = path / 'merged.npz'
   if path.is_dir():
-    state = ckpt_lib.restore_raw(step_dir(path))
+    state = ckpt_lib.restore_raw(inspection.resolve(path))
     params, model_state = state['params'], state.get('model_state') or {}
   elif path.suffix in ('.npz', '.safetensors'):
-    flat = _read_flat(path)
+    flat = read_arrays(path)
     params = _unflatten(flat, abstract_params, str(path), prefix='params/')
     model_state = {}
     if abstract_model_state:
@@ -81,38 +84,17 @@ def _pretrained_lm(spec, abstract_params: PyTree) -> PyTree:
   return lm.params
 
 
-def step_dir(path: pathlib.Path) -> pathlib.Path:
-  """The checkpoint folder of a run directory, checkpoints folder or step folder."""
-  return inspection.resolve(path)
+@contextlib.contextmanager
+def _as_checkpoint_error():
+  """io's WeightsFileError as the CheckpointError callers here catch."""
+  try:
+    yield
+  except io_arrays.WeightsFileError as e:
+    raise ckpt_lib.CheckpointError(str(e)) from None
 
 
-def _read_flat(path: pathlib.Path) -> dict[str, np.ndarray]:
-  if path.suffix == '.npz':
-    with np.load(path) as f:
-      return {k: f[k] for k in f.files}
-  return safetensors_io.load_safetensors(path)
-
-
-read_arrays = _read_flat     # {key: array} of an .npz or .safetensors file
-
-SECTIONS = ('params/', 'model_state/', 'masks/')   # key prefixes of a weights file
-SUFFIXES = ('.npz', '.safetensors')
-
-
-def flat_arrays(params: PyTree, model_state: PyTree = None) -> dict[str, np.ndarray]:
-  """{'params/<leaf path>': array, 'model_state/<leaf path>': array}."""
-  arrays = {f'params/{p}': np.asarray(x) for p, x in tree_lib.leaves_with_paths(params)}
-  arrays.update({f'model_state/{p}': np.asarray(x)
-                 for p, x in tree_lib.leaves_with_paths(model_state or {})})
-  return arrays
-
-
-def write_npz(path, params: PyTree, model_state: PyTree = None) -> pathlib.Path:
-  """params (and model state) as an .npz keyed 'params/<leaf path>' (and
-  'model_state/<leaf path>'): what `load_weights` reads back."""
-  path = pathlib.Path(path)
-  np.savez(path, **flat_arrays(params, model_state))
-  return path
+def _stamped(metadata: dict[str, str]) -> dict[str, str]:
+  return {**metadata, 'sparsejax_version': sparsejax.__version__}
 
 
 def write_weights(path, params: PyTree, model_state: PyTree = None) -> pathlib.Path:
@@ -127,47 +109,16 @@ def write_arrays(path, arrays: dict[str, Any], content: str) -> pathlib.Path:
   """{key: array} to the .npz or .safetensors `path` (by its suffix); a
   .safetensors header records `content` as its 'format' and the sparsejax
   version. Returns the path."""
-  path = pathlib.Path(path)
-  if path.suffix == '.npz':
-    np.savez(path, **arrays)
-  elif path.suffix == '.safetensors':
-    save_safetensors(path, arrays, {'format': content})
-  else:
-    raise ckpt_lib.CheckpointError(
-        f'{path}: weights are written as .npz or .safetensors, chosen by the suffix; '
-        f"{path.suffix or 'no suffix'!r} is neither")
-  return path
+  with _as_checkpoint_error():
+    return io_arrays.write_arrays(path, arrays, _stamped({'format': content}))
 
 
 def save_safetensors(path, arrays: dict[str, Any], metadata: dict[str, str]) -> pathlib.Path:
-  """Writes {key: array} as safetensors (numpy, no torch) with `metadata`
-  plus 'sparsejax_version' in the header. Arrays are made C-contiguous
-  first: safetensors' numpy writer copies the raw buffer, so a transposed
-  view would be stored in the wrong order. A dtype safetensors has no code
-  for is a CheckpointError naming the key."""
-  save_file = safetensors_io._require('safetensors.numpy').save_file
-  import safetensors
-  import sparsejax
-  flat = {}
-  for k, x in arrays.items():
-    x = np.asarray(x)
-    flat[k] = np.array(x, order='C', copy=True) if x.ndim == 0 else np.ascontiguousarray(x)
-  path = pathlib.Path(path)
-  try:
-    save_file(flat, str(path), metadata={**metadata, 'sparsejax_version': sparsejax.__version__})
-  except (safetensors.SafetensorError, ValueError, TypeError) as e:
-    bad = [k for k, x in flat.items() if f'"{x.dtype.name}"' in str(e)]
-    what = f'{bad[0]!r} ({flat[bad[0]].dtype})' if bad else 'these arrays'
-    raise ckpt_lib.CheckpointError(f'{path}: safetensors cannot store {what}: '
-                                   f"{str(e).split('. ')[0]}; write .npz instead") from None
-  return path
-
-
-def safetensors_metadata(path) -> dict[str, str]:
-  """The header metadata of a .safetensors file ({} when it has none)."""
-  safe_open = safetensors_io._require('safetensors').safe_open
-  with safe_open(str(path), 'np') as f:
-    return dict(f.metadata() or {})
+  """Writes {key: array} as safetensors (`io.arrays.save_safetensors`) with
+  `metadata` plus 'sparsejax_version' in the header; a dtype safetensors has
+  no code for is a CheckpointError naming the key."""
+  with _as_checkpoint_error():
+    return io_arrays.save_safetensors(path, arrays, _stamped(metadata))
 
 
 def final_weights(workdir) -> tuple[Any, Any, Any]:
@@ -236,14 +187,4 @@ def _unflatten(flat: dict, abstract: PyTree, source: str, prefix: str) -> PyTree
   if extra and prefix == 'params/':
     raise ckpt_lib.CheckpointError(f'{source} has a key {extra[0]!r} that the model does '
                                    'not have')
-  return tree_lib.map_with_path(lambda p, x: _typed(np.asarray(norm[p]), x), abstract)
-
-
-def _typed(a: np.ndarray, like) -> np.ndarray:
-  """`a`, or for raw bytes of the leaf's width (np.savez writes bfloat16 as
-  void 'V2') those bytes viewed as the leaf's dtype, so .npz round-trips
-  bfloat16 bitwise as .safetensors does."""
-  dtype = getattr(like, 'dtype', None)
-  if a.dtype.kind == 'V' and dtype is not None and np.dtype(dtype).itemsize == a.dtype.itemsize:
-    return a.view(np.dtype(dtype))
-  return a
+  return tree_lib.map_with_path(lambda p, x: io_arrays.typed(np.asarray(norm[p]), x), abstract)
