@@ -286,3 +286,24 @@ def test_same_counts_control_masks():
   assert not np.array_equal(np.asarray(rand['a']), np.asarray(ticket['a']))
   mag = sj.same_counts(jax.tree.map(jnp.abs, params), ticket)
   np.testing.assert_array_equal(mag['a'], ticket['a'])   # same criterion, same counts
+
+
+def test_set_grows_uniformly_among_inactive_weights():
+  """SET's random growth (hashed keys, select.random_keys) picks from every
+  weight that was inactive after the drop, none more often than chance
+  allows, and never from the survivors."""
+  set_ = sj.SET(sparsity=0.75, every=1, end=10_000, drop_fraction=0.25, seed=2)
+  params = {'w': jax.random.normal(jax.random.key(0), (32, 32))}
+  masks, _ = set_.init(params)
+  zero = {'w': jnp.zeros((32, 32))}
+  update = jax.jit(lambda m, s: set_.update(m, params, zero, s, ())[0])
+  survivors = np.asarray(sj.topk_mask(jnp.abs(params['w']), 192, masks['w']))
+  grown = np.zeros((32, 32))
+  for step in range(1, 201):
+    new = np.asarray(update(masks, step)['w'])
+    assert new.sum() == 256 and np.all(new[survivors])
+    grown += new & ~survivors
+  # 64 grown a step out of the 832 weights not among the survivors: 15.4 each
+  counts = grown[~survivors]
+  assert counts.size == 832 and abs(counts.mean() - 200 * 64 / 832) < 1e-9
+  assert counts.min() >= 3 and counts.max() <= 32

@@ -142,3 +142,29 @@ def test_select_masks_needs_targets():
   params = {'w': jnp.ones((2, 2))}
   with pytest.raises(ValueError, match="'w'"):
     prune_lib.select_masks(params, sj.dense_masks(params), {})
+
+
+def test_random_keys_distinct_seeded_and_uniform():
+  """select.random_keys (SET's growth order): distinct and >= 1, the same for
+  the same key, and a top-k over them picks every entry about equally often
+  and independently of its neighbour (each of 4,096 entries, k = 512 of them,
+  over 400 keys: expected 50 picks each)."""
+  shape = (64, 64)
+  a = np.asarray(select.random_keys(shape, jax.random.key(3)))
+  assert a.dtype == np.uint32 and a.min() >= 1 and np.unique(a).size == a.size
+  np.testing.assert_array_equal(a, select.random_keys(shape, jax.random.key(3)))
+  pick = jax.jit(jax.vmap(lambda k: select.topk_mask_from_keys(
+      select.random_keys(shape, k), 512)))
+  picks = np.asarray(pick(jax.random.split(jax.random.key(0), 400))).reshape(400, -1)
+  assert np.all(picks.sum(axis=1) == 512)
+  counts = picks.sum(axis=0)                   # Binomial(400, 1/8): mean 50, sd 6.6
+  assert abs(counts.mean() - 50) < 1e-9 and 4.5 < counts.std() < 8.5
+  assert counts.min() > 15 and counts.max() < 90
+  chi2 = ((counts - 50.0) ** 2 / 50.0).sum()  # ~ 4,095 dof: mean 4,095, sd 90
+  assert chi2 < 4095 + 5 * 90 / (7 / 8) ** 0.5
+  # picks of neighbouring entries (flat index i and i+1) are uncorrelated
+  corr = np.corrcoef(picks[:, :-1].ravel(), picks[:, 1:].ravel())[0, 1]
+  assert abs(corr) < 0.02
+  # successive keys pick nearly independent sets: overlap about k/8 = 64
+  overlap = (picks[:-1] & picks[1:]).sum(axis=1)
+  assert 55 < overlap.mean() < 73
