@@ -44,7 +44,7 @@ import optax
 import sparsejax as sj
 from sparsejax import data
 from sparsejax.programs import lottery, report
-from sparsejax.train.task import Task
+from sparsejax.train.task import LoopSettings, Task
 
 work = pathlib.Path(tempfile.mkdtemp(prefix='sparsejax_quickstart_'))
 ds = data.load_dataset('mnist1d')     # 4000 train / 1000 test signals of length 40
@@ -128,7 +128,8 @@ for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks, is_leaf=is_none)
 
 # %%
 task = Task(dataset=ds, model=MLP(), optimizer=optax.adam(3e-3), schedule=sj.Dense(),
-            steps=300, batch_size=128, eval_every=100, checkpoint_every=300)
+            batch_size=128,
+            loop=LoopSettings(steps=300, eval_every=100, checkpoint_every=300))
 rows = lottery.run_lottery(task, work / 'lottery',
                            lottery.Lottery(levels=3, prune_fraction=0.5))
 print([(row['level'], round(row['density'], 3), row['final']['test_accuracy'])

@@ -224,17 +224,18 @@ def build_task(s: Settings, *, dataset=None, schedule=None) -> task_lib.Task:
   spec = optim.in_steps(s.optimizer, max(per_epoch // accumulate, 1))
   tx, lr_fn = wrap('optimizer', optim.build_optimizer, spec, horizon)
   t = s.train
+  loop = wrap('run settings', task_lib.LoopSettings, steps=steps, seed=s.seed,
+              learning_rate=lr_fn, log_every=t.log_every, eval_every=t.eval_every,
+              checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
+              eval_splits=t.eval_splits, eval_at_start=t.eval_at_start,
+              early_stopping=t.early_stopping, prefetch=s.data.prefetch, writers=t.writers)
   return wrap('run settings', task_lib.Task, distill=build_distill(s.distill),
               dataset=dataset, optimizer=tx, model=model, output_loss=build_loss(*s.loss),
               augment=augment_lib.make_augment(s.data.crop_padding, s.data.flip),
-              schedule=schedule, rule=prunable_rule(s.pruning), steps=steps,
+              schedule=schedule, rule=prunable_rule(s.pruning),
               batch_size=s.data.batch_size, eval_batch_size=s.data.eval_batch_size,
-              seed=s.seed, accumulate=accumulate, learning_rate=lr_fn,
-              log_every=t.log_every, eval_every=t.eval_every,
-              checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
-              eval_splits=t.eval_splits, eval_at_start=t.eval_at_start,
-              early_stopping=t.early_stopping, optimizer_state=t.optimizer_state,
+              accumulate=accumulate, optimizer_state=t.optimizer_state,
               compute_dtype=t.compute_dtype, param_dtype=t.param_dtype,
-              pack_masks=t.pack_masks, writers=t.writers, mesh_shape=s.mesh.shape,
-              mesh_rules=s.mesh.rules, mesh_fsdp=s.mesh.fsdp, prefetch=s.data.prefetch,
-              on_device=s.data.on_device)
+              pack_masks=t.pack_masks, mesh_shape=s.mesh.shape,
+              mesh_rules=s.mesh.rules, mesh_fsdp=s.mesh.fsdp,
+              on_device=s.data.on_device, loop=loop)

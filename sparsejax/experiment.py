@@ -159,7 +159,7 @@ def build_lottery(config) -> tuple[task_lib.Task, lottery_lib.Lottery]:
   finetune_tx = None
   if lot.rewind == 'none':   # keep training at the schedule's final learning rate
     o = dict(s.optimizer, schedule='constant', warmup_steps=0,
-             learning_rate=float(task.learning_rate(task.updates)))
+             learning_rate=float(task.loop.learning_rate(task.updates)))
     finetune_tx, _ = optim.build_optimizer(o, task.updates)
   spec = wrap('lottery settings', lottery_lib.Lottery, levels=lot.levels,
               prune_fraction=lot.prune_fraction, sparsities=lot.sparsities,

@@ -299,6 +299,11 @@ def test_one_capability_check_for_imp_and_the_lottery(user_module):
                           allocation=name)
     with pytest.raises(SetupError, match='the lottery prunes a fraction'):
       lottery_lib.Lottery(allocation=sj.Allocation(name))
+    with pytest.raises(SetupError, match='the lottery prunes a fraction'):
+      lottery_lib.Lottery(allocation=name)        # a name, as schedules take it
+  assert lottery_lib.Lottery(allocation='global').allocation == sj.Allocation('global')
+  with pytest.raises(SetupError, match='allocation must be an Allocation or a method name'):
+    lottery_lib.Lottery(allocation=0.5)
   assert [n for n, c in alloc_lib.ALLOCATIONS.items() if c.prunes_remaining] == [
       'uniform', 'global']
   sj.make_schedule('imp', allocation=f'{user_module}:Ramp')   # it says it can

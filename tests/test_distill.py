@@ -23,7 +23,7 @@ from sparsejax.models.transformer import TransformerEncoder
 from sparsejax.programs import finetune
 from sparsejax.train import distill as distill_lib, loop, metrics as metrics_lib
 from sparsejax.train import weights as weights_lib
-from sparsejax.train.task import Task
+from sparsejax.train.task import LoopSettings, Task
 
 
 def softmax(z):
@@ -101,7 +101,7 @@ def test_hidden_states_of_transformer_blocks():
                None, num_classes=3, input_shape=(8,), input_dtype=np.float32)
   init = jax.jit(model.init)
   params, other = (init(jax.random.key(k), x)['params'] for k in (1, 2))
-  task = Task(dataset=ds, model=model, optimizer=optax.sgd(0.1), eval_splits=(),
+  task = Task(dataset=ds, model=model, optimizer=optax.sgd(0.1), loop=LoopSettings(eval_splits=()),
               distill=distill_lib.Distill(kd_weight=0.0, hidden_weight=1.0))
   blocks = jax.jit(lambda p: task.apply_capturing(
       p, {}, x, capture=distill_lib.module_filter(distill_lib.BLOCKS))[2])
@@ -135,8 +135,8 @@ def fine_tuned(tmp_path_factory):
   dense = finetune.fine_tune(params, sj.dense_masks(params), loss_fn, batches * 25,
                              optax.adam(1e-2))
   pruned, masks = sj.prune(dense, 0.8, 'magnitude')
-  task = Task(dataset=DATA, model=MODEL, optimizer=optax.adam(3e-3), steps=30,
-              batch_size=32, log_every=1, eval_every=30, checkpoint_every=10,
+  task = Task(dataset=DATA, model=MODEL, optimizer=optax.adam(3e-3), batch_size=32,
+              loop=LoopSettings(steps=30, log_every=1, eval_every=30, checkpoint_every=10),
               schedule=sj.FixedMask(masks=jax.device_get(masks)),
               distill=distill_lib.Distill(teacher=dense, temperature=2.0, kd_weight=1.0))
   workdir = tmp_path_factory.mktemp('distill') / 'full'

@@ -20,7 +20,7 @@ from sparsejax import cli, config as config_lib, experiment
 from sparsejax.data import ArraySource, Dataset
 from sparsejax.programs import export, export_check, export_formats, sparse_inference as si
 from sparsejax.train import loop
-from sparsejax.train.task import Task, nnx_model
+from sparsejax.train.task import LoopSettings, Task, nnx_model
 
 
 class CNN(nnx.Module):
@@ -210,9 +210,9 @@ def test_cli_peft_delta_check_past_tolerance_exits_1(monkeypatch, capsys):
 
 def test_cli_export_of_a_python_run_is_said_unverified(tmp_path, capsys):
   task = Task(dataset=images(), optimizer=optax.adam(1e-2), model=nnx_model(CNN(nnx.Rngs(0))),
-              schedule=sj.make_schedule('oneshot', sparsity=0.8, at_step=4), steps=8,
-              batch_size=24, eval_batch_size=24, log_every=4, eval_every=8,
-              checkpoint_every=8)
+              schedule=sj.make_schedule('oneshot', sparsity=0.8, at_step=4),
+              batch_size=24, eval_batch_size=24,
+              loop=LoopSettings(steps=8, log_every=4, eval_every=8, checkpoint_every=8))
   loop.train(task, tmp_path, progress=False)
   capsys.readouterr()
   with warnings.catch_warnings():

@@ -12,7 +12,7 @@ from sparsejax import models
 from sparsejax.core import masks as masks_lib, tree as tree_lib
 from sparsejax.data import base as data_base
 from sparsejax.train import compiled, loop
-from sparsejax.train.task import Task
+from sparsejax.train.task import LoopSettings, Task
 
 
 def _task(**over):
@@ -21,7 +21,7 @@ def _task(**over):
   ds = data_base.Dataset('toy', data_base.ArraySource(x, y), data_base.ArraySource(x, y), None,
                          2, (8,), np.float32)
   return Task(dataset=ds, optimizer=optax.adam(1e-2), model=models.MLP((16,), num_classes=2),
-              steps=4, batch_size=8, eval_batch_size=32, **over)
+              batch_size=8, eval_batch_size=32, loop=LoopSettings(steps=4), **over)
 
 
 def _random_masks(params, seed):
@@ -33,7 +33,7 @@ def _own_program(run):
   """What `initial_state` compiled before 13.6: the run's own jit of init_state."""
   start = run.start
   return jax.jit(run.init_state, out_shardings=run.state_sh)(
-      jax.random.key(run.task.seed), start.params, start.model_state)
+      jax.random.key(run.task.loop.seed), start.params, start.model_state)
 
 
 def _fixed_runs(base, dense, seeds):

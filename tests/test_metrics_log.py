@@ -45,14 +45,14 @@ def test_first_rate_leaves_out_compilation(tmp_path):
   import optax
   from sparsejax.data import ArraySource, Dataset
   from sparsejax.train import loop
-  from sparsejax.train.task import Task
+  from sparsejax.train.task import LoopSettings, Task
   from conftest import LinenMLP
   x = np.random.default_rng(0).normal(size=(256, 8)).astype(np.float32)
   y = (x[:, 0] > 0).astype(np.int32)
   data = Dataset('d', ArraySource(x, y), ArraySource(x, y), None, num_classes=2,
                  input_shape=(8,), input_dtype=np.float32)
-  loop.train(Task(dataset=data, optimizer=optax.adam(1e-2), model=LinenMLP(), steps=60,
-                  batch_size=16, log_every=20, eval_every=60, checkpoint_every=60),
+  loop.train(Task(dataset=data, optimizer=optax.adam(1e-2), model=LinenMLP(), batch_size=16,
+                  loop=LoopSettings(steps=60, log_every=20, eval_every=60, checkpoint_every=60)),
              tmp_path, progress=False)
   rates = [r['steps_per_sec'] for r in metrics_lib.read_rows(tmp_path / 'metrics.jsonl')
            if r['kind'] == 'train' and 'steps_per_sec' in r]

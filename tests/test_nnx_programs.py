@@ -26,7 +26,7 @@ from sparsejax.programs import (export_formats, finetune, peft, peft_checkpoint,
                                 results)
 from sparsejax.train import distill as distill_lib, loop, metrics as metrics_lib
 from sparsejax.train import weights as weights_lib
-from sparsejax.train.task import SetupError, Task, nnx_model
+from sparsejax.train.task import LoopSettings, SetupError, Task, nnx_model
 
 
 class LinenNet(nn.Module):
@@ -59,9 +59,10 @@ DATA = data()
 
 
 def task(model, **changes):
-  return Task(**{**dict(dataset=DATA, model=model, optimizer=optax.adam(1e-2), steps=4,
-                        batch_size=16, eval_batch_size=64, log_every=4, eval_every=4,
-                        checkpoint_every=4), **changes})
+  return Task(**{**dict(dataset=DATA, model=model, optimizer=optax.adam(1e-2),
+                        batch_size=16, eval_batch_size=64,
+                        loop=LoopSettings(steps=4, log_every=4, eval_every=4,
+                                          checkpoint_every=4)), **changes})
 
 
 def pair():
@@ -210,8 +211,8 @@ def test_kd_distillation_of_an_nnx_model_matches_linen(tmp_path):
   d = distill_lib.Distill(kd_weight=1.0, temperature=2.0)
   out = {}
   for name, m in (('linen', linen), ('nnx', model)):
-    t = task(m, steps=6, eval_every=6, checkpoint_every=6, log_every=1, distill=d,
-             schedule=sj.make_schedule('oneshot', sparsity=0.5))
+    t = task(m, distill=d, schedule=sj.make_schedule('oneshot', sparsity=0.5)).with_loop(
+        steps=6, eval_every=6, checkpoint_every=6, log_every=1)
     row = finetune.prune_then_finetune(t, params, tmp_path / name)
     assert row['density'] == pytest.approx(0.5, abs=0.01)
     rows = metrics_lib.read_rows(tmp_path / name / 'metrics.jsonl')

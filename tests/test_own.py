@@ -17,7 +17,7 @@ from sparsejax import config as config_lib, experiment
 from sparsejax.data import ArraySource, Dataset
 from sparsejax.programs import export, export_formats, finetune, grid, lottery, report
 from sparsejax.train import loop
-from sparsejax.train.task import SetupError, Task, nnx_model
+from sparsejax.train.task import LoopSettings, SetupError, Task, nnx_model
 
 
 class OwnNet(nn.Module):
@@ -58,8 +58,8 @@ def own_dataset(n=256, seed=0):
 
 def own_task(**changes):
   base = dict(dataset=own_dataset(), optimizer=optax.adam(1e-2), model=OwnNet(),
-              output_loss=own_loss, steps=40, batch_size=32, eval_batch_size=64,
-              log_every=10, eval_every=40, checkpoint_every=40)
+              output_loss=own_loss, batch_size=32, eval_batch_size=64,
+              loop=LoopSettings(steps=40, log_every=10, eval_every=40, checkpoint_every=40))
   return Task(**{**base, **changes})
 
 
@@ -175,7 +175,7 @@ def test_nnx_factory_draws_from_the_seed_and_the_lottery_reinit_uses_new_weights
   a, b = (model.init({'params': jax.random.key(k)}, None)['params'] for k in (0, 1))
   assert all(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
              if np.asarray(x).any())
-  task = own_task(model=model, steps=20, eval_every=20, checkpoint_every=20)
+  task = own_task(model=model).with_loop(steps=20, eval_every=20, checkpoint_every=20)
   rows = lottery.run_lottery(task, tmp_path / 'lottery',
                              lottery.Lottery(levels=1, prune_fraction=0.5, controls=('reinit',)),
                              log=lambda s: None)
@@ -214,7 +214,7 @@ def test_nnx_class_by_import_path_gets_its_rngs_from_the_seed():
       'data.name': 'test_own:own_dataset', 'data.options': {'n': 64}, 'data.batch_size': 16})
   task = experiment.build_task(c)
   assert task.model.redraws
-  params = [task.replace(seed=s).init_variables(jax.random.key(s))['params'] for s in (0, 1)]
+  params = [task.with_loop(seed=s).init_variables(jax.random.key(s))['params'] for s in (0, 1)]
   assert params[0]['conv']['kernel'].shape == (3, 1, 2)
   assert params[0]['head']['kernel'].shape == (16, 4)       # num_classes from the data
   assert not np.array_equal(params[0]['conv']['kernel'], params[1]['conv']['kernel'])

@@ -18,7 +18,7 @@ from sparsejax.core import tree as tree_lib
 from sparsejax.data.base import ArraySource, Dataset, batch_indices
 from sparsejax.programs import peft, peft_select
 from sparsejax.train import checkpoint as ckpt_lib, inspection
-from sparsejax.train.task import Task
+from sparsejax.train.task import LoopSettings, Task
 
 
 def conv_cfg(path, **over):
@@ -172,7 +172,8 @@ def test_structural_scores_over_batches_match_numpy():
   x, y = rng.normal(size=(40, 5)).astype(np.float32), rng.integers(0, 3, 40).astype(np.int32)
   ds = Dataset('toy', ArraySource(x, y), ArraySource(x, y), None, num_classes=3,
                input_shape=(5,), input_dtype=np.float32)
-  task = Task(dataset=ds, model=_Linear(), optimizer=optax.sgd(0.1), batch_size=8, seed=3)
+  task = Task(dataset=ds, model=_Linear(), optimizer=optax.sgd(0.1), batch_size=8,
+              loop=LoopSettings(seed=3))
   W, b = rng.normal(size=(5, 3)), rng.normal(size=(3,))
   params = {'out': {'kernel': W.astype(np.float32), 'bias': b.astype(np.float32)}}
   got = peft_select.structural_scores(types.SimpleNamespace(task=task), params, {},

@@ -14,7 +14,7 @@ import pytest
 from sparsejax import config as config_lib, experiment, optim
 from sparsejax.data import ArraySource, Dataset, augment, steps_per_epoch
 from sparsejax.train import checkpoint as ckpt_lib, inspection, loop, task as task_lib
-from sparsejax.train.task import Task
+from sparsejax.train.task import LoopSettings, Task
 
 
 def test_milestone_schedule_at_its_boundaries():
@@ -43,9 +43,9 @@ def test_epochs_become_steps():
       'train.epochs': 3, 'data.batch_size': 128, 'optimizer.schedule': 'step',
       'optimizer.milestones': (2,), 'optimizer.unit': 'epochs'})
   task = experiment.build_task(c)             # MNIST-1D: 4000 training examples
-  assert task.steps == 3 * 31                 # full batches: the last partial one is dropped
-  assert float(task.learning_rate(61)) == pytest.approx(1e-3)
-  assert float(task.learning_rate(62)) == pytest.approx(1e-4)
+  assert task.loop.steps == 3 * 31            # full batches: the last partial one is dropped
+  assert float(task.loop.learning_rate(61)) == pytest.approx(1e-3)
+  assert float(task.loop.learning_rate(62)) == pytest.approx(1e-4)
   with pytest.raises(config_lib.ConfigError, match='both set'):
     experiment.build_task(config_lib.apply_overrides(c, {'train.steps': 50}))
 
@@ -97,9 +97,10 @@ def image_task(**changes):
   ds = Dataset('images', ArraySource(x[:64], y[:64]), ArraySource(x[64:80], y[64:80]),
                ArraySource(x[80:], y[80:]), num_classes=3, input_shape=(6, 6, 1),
                input_dtype=np.float32)
-  base = dict(dataset=ds, optimizer=optax.sgd(0.1, momentum=0.9), model=Flat(), steps=20,
-              batch_size=16, eval_batch_size=16, checkpoint_every=10, eval_every=10,
-              eval_splits=('validation', 'test'),
+  base = dict(dataset=ds, optimizer=optax.sgd(0.1, momentum=0.9), model=Flat(),
+              batch_size=16, eval_batch_size=16,
+              loop=LoopSettings(steps=20, checkpoint_every=10, eval_every=10,
+                                eval_splits=('validation', 'test')),
               augment=augment.make_augment(crop_padding=1, flip=True))
   return Task(**{**base, **changes})
 

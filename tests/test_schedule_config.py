@@ -18,7 +18,7 @@ from sparsejax import config as config_lib, experiment
 from sparsejax.core import registry, schedules
 from sparsejax.data import base as data_base
 from sparsejax.train import loop
-from sparsejax.train.task import SetupError, Task
+from sparsejax.train.task import LoopSettings, SetupError, Task
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -204,8 +204,8 @@ def test_loop_knows_mask_update_micro_steps():
   ds = data_base.Dataset('toy', data_base.ArraySource(x, y), data_base.ArraySource(x, y), None,
                          2, (4,), np.float32)
   import flax.linen as nn
-  task = Task(dataset=ds, optimizer=optax.adam(1e-2), model=nn.Dense(2), steps=1600,
-              batch_size=8, eval_batch_size=8, accumulate=4,
+  task = Task(dataset=ds, optimizer=optax.adam(1e-2), model=nn.Dense(2),
+              batch_size=8, eval_batch_size=8, accumulate=4, loop=LoopSettings(steps=1600),
               schedule=sj.make_schedule('rigl', sparsity=0.5, every=100, end=300))
   run = loop.build(task)
   assert sorted(loop.mask_update_steps(run)) == [403, 803]     # 0-based micro-steps

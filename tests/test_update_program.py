@@ -17,7 +17,7 @@ from sparsejax import models
 from sparsejax.core import transform
 from sparsejax.data import base as data_base
 from sparsejax.train import loop
-from sparsejax.train.task import Task
+from sparsejax.train.task import LoopSettings, Task
 from conftest import dict_loss, dict_params
 
 STEPS = 30
@@ -188,8 +188,8 @@ def test_loop_runs_the_update_program_on_update_micro_steps(tmp_path, monkeypatc
   ds = data_base.Dataset('toy', data_base.ArraySource(x, y), data_base.ArraySource(x, y), None,
                          2, (8,), np.float32)
   task = Task(dataset=ds, optimizer=optax.adam(1e-2), model=models.MLP((16,), num_classes=2),
-              steps=24, batch_size=8, eval_batch_size=64, accumulate=2, log_every=4,
-              eval_every=24, checkpoint_every=24,
+              batch_size=8, eval_batch_size=64, accumulate=2,
+              loop=LoopSettings(steps=24, log_every=4, eval_every=24, checkpoint_every=24),
               schedule=sj.make_schedule('rigl', sparsity=0.5, every=3, end=12))
   assert sorted(loop.update_program_steps(loop.build(task))) == [7, 13, 19]
   separate = loop.train(task, tmp_path / 'separate', progress=False)

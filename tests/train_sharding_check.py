@@ -38,7 +38,7 @@ from sparsejax.core.prune import prune as sj_prune
 from sparsejax import config as config_lib
 from sparsejax.train import checkpoint as ckpt_lib, inspection, loop
 from sparsejax.train import metrics as metrics_lib, sharding as sharding_lib
-from sparsejax.train.task import Task
+from sparsejax.train.task import LoopSettings, Task
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -157,7 +157,7 @@ def _check_packed(tmp, mesh, rules, l1, a):
   holds 1/N of them, and training gives what the unpacked 1-device run gives
   (`l1` its losses, `a` its restored state)."""
   c = config_lib.apply_overrides(config(rules, True), {'train.pack_masks': True})
-  result = loop.train(experiment.build_task(c).replace(eval_splits=()), f'{tmp}/packed',
+  result = loop.train(experiment.build_task(c).with_loop(eval_splits=()), f'{tmp}/packed',
                       progress=False, mesh=mesh, log=lambda text: None)   # no eval: not compared
   loss = np.array([r['loss'] for r in metrics_lib.read_rows(f'{tmp}/packed/metrics.jsonl')
                    if r['kind'] == 'train'])
@@ -241,8 +241,9 @@ def _dp_task(relu: bool) -> Task:
   dataset = data_lib.Dataset('dp_toy', source, source, None, DP_CLASSES, (DP_IN,), np.float32)
   return Task(dataset=dataset, model=_DPNet(relu), optimizer=optax.adam(1e-2),
               schedule=sj.make_schedule('rigl', sparsity=0.9, every=10, end=25),
-              steps=DP_STEPS, batch_size=DP_BATCH, eval_splits=(), log_every=DP_STEPS,
-              eval_every=DP_STEPS, checkpoint_every=DP_STEPS)
+              batch_size=DP_BATCH,
+              loop=LoopSettings(steps=DP_STEPS, eval_splits=(), log_every=DP_STEPS,
+                                eval_every=DP_STEPS, checkpoint_every=DP_STEPS))
 
 
 def _dp_run(task, mesh, workdir):

@@ -322,7 +322,7 @@ def input_norm_spread(root: pathlib.Path, seed: int = 0) -> list[dict]:
 
   with nn.intercept_methods(interceptor):
     for i in range(-(-CALIBRATION // size)):
-      idx = data_base.batch_indices(len(ds.train), size, task.seed, i)[:CALIBRATION - i * size]
+      idx = data_base.batch_indices(len(ds.train), size, task.loop.seed, i)[:CALIBRATION - i * size]
       x = ds.train.get(idx)[0]
       valid = (np.asarray(x) != PAD_ID).astype(np.float64)
       model.apply({'params': params}, x, train=False)

@@ -14,13 +14,14 @@ import jax.numpy as jnp
 from sparsejax.core import allocation as alloc_lib
 from sparsejax.core import criteria as criteria_lib
 from sparsejax.core import masks as masks_lib
+from sparsejax.core import protocol
 from sparsejax.core import select
 from sparsejax.core import tree as tree_lib
 from sparsejax.core.schedules import Schedule, ScheduleError
 
 
 @dataclasses.dataclass(frozen=True)
-class AtInit(Schedule):
+class AtInit(protocol.Bindable, Schedule):
   """Prune before the first step, then keep the mask fixed.
 
   `score_fn(params) -> scores` is any criterion closed over what it needs,

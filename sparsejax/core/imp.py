@@ -12,7 +12,7 @@ separate runs per level with controls and replicates.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from sparsejax.core import allocation as alloc_lib
 from sparsejax.core import criteria as criteria_lib
 from sparsejax.core import masks as masks_lib
+from sparsejax.core import protocol
 from sparsejax.core import prune as prune_lib
 from sparsejax.core import select
 from sparsejax.core import tree as tree_lib
@@ -78,7 +79,7 @@ def same_counts(scores: PyTree, reference: PyTree) -> PyTree:
 
 
 @dataclasses.dataclass(frozen=True)
-class IMP(Schedule):
+class IMP(protocol.Rewinding, Schedule):
   """Iterative magnitude pruning with rewinding inside one training run.
 
   Every `every` steps, for `rounds` rounds, prune `prune_fraction` of each
@@ -87,7 +88,8 @@ class IMP(Schedule):
   `rewind_step` under the new mask, and reset the inner optimizer's state so
   that its learning-rate schedule starts again (Frankle & Carbin 2019;
   rewinding to step k: Frankle et al. 2020). The step on which this happens
-  does not apply its gradient. The final sparsity is 1 - (1 - p)^rounds for
+  does not apply its gradient (`sparsify` composes the `rewinding` wrapper,
+  as for any `protocol.Rewinding` schedule). The final sparsity is 1 - (1 - p)^rounds for
   uniform rates; the `sparsity` setting is not used. The `lottery` command
   runs the same algorithm as separate runs per level, with controls.
   """
@@ -95,7 +97,6 @@ class IMP(Schedule):
   rounds: int = 5
   prune_fraction: float = 0.2
   rewind_step: int = 0
-  rewinds: ClassVar[bool] = True
 
   def __post_init__(self):
     super().__post_init__()

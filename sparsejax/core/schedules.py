@@ -1,6 +1,6 @@
 """Schedule modules: when and how the mask changes.
 
-Every schedule is a frozen dataclass with the interface of `Schedule`, so a
+Every schedule speaks the traced protocol `protocol.SparsitySchedule`, so a
 config swaps one for another:
 
   init(params, rule) -> (masks, state)     once, outside the train step
@@ -8,18 +8,17 @@ config swaps one for another:
   update(masks, params, grads, step, state) -> (masks, state)
                                             traced, run under lax.cond
   accumulate(state, params, grads, step) -> state
-                                            traced, on every step (optional;
-                                            default: state unchanged)
-  for_run(total_steps) -> Schedule          host side, before training: step
-                                            fields given as fractions of the
-                                            run become steps, and settings that
-                                            would not do what they say raise
-  rewinds, should_rewind, rewind_target     IMP-style rewinding (off by default)
-  lr_step(step)                             the step a learning-rate schedule
-                                            sees (restarts after a rewind)
-  update_steps(n), updates_at(step)         host side: the steps that need the
-                                            update program of
-                                            `sparsify(..., update='separate')`
+                                            traced, on every step (default:
+                                            state unchanged)
+
+`Schedule` is the convenience base implementing it, with what every schedule
+needs around it on the host: `for_run(total_steps)` (step fields given as
+fractions of the run become steps, and settings that would not do what they
+say raise), `update_steps(n)` / `updates_at(step)` (the steps that need the
+update program of `sparsify(..., update='separate')`), `describe`, and
+helpers for scores and masks. What only some schedules need is a capability
+mixin of `protocol` instead: rewinding (IMP), straight-through (STE), binding
+to the model (at-init criteria), program sharing (Dense, FixedMask).
 
 `update` must return masks and state with the same structure, shapes and
 dtypes as it received. The `sparsify` transformation does the rest (masking
@@ -27,6 +26,12 @@ gradients, zeroing pruned weights, resetting optimizer moments). A new
 schedule is a subclass in its own file plus one line in `registry.SCHEDULES`
 (or, from a config, an import path `pkg.module:Class`); its settings are its
 dataclass fields and their defaults are the class's.
+
+Why this module is longer than 300 lines: besides the base it holds the four
+simple schedules (Dense, OneShot, Gradual, FixedMask). A class's module is
+part of its recorded name (`describe()['type']`, written into every run's
+config.json and compared on resume), so moving them would change what
+recorded runs say.
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ import numpy as np
 import optax
 
 from sparsejax.core import allocation as alloc_lib
+from sparsejax.core import compat
 from sparsejax.core import criteria as criteria_lib
 from sparsejax.core import masks as masks_lib
+from sparsejax.core import protocol
 from sparsejax.core import prune as prune_lib
 from sparsejax.core import select
 from sparsejax.core import tree as tree_lib
@@ -59,8 +66,11 @@ class ScheduleError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Schedule:
-  """Base: a target sparsity, a criterion, an allocation and a pattern."""
+class Schedule(compat.CapabilityDefaults):
+  """Base: a target sparsity, a criterion, an allocation and a pattern.
+
+  Implements `protocol.SparsitySchedule` (no mask change by default). The
+  capability defaults it inherits from `compat` are deprecated."""
   sparsity: float = 0.0
   criterion: str | Callable = 'magnitude'
   allocation: alloc_lib.Allocation = alloc_lib.Allocation()
@@ -70,15 +80,9 @@ class Schedule:
   # Fields that count steps; a float in [0, 1] there is a fraction of the run,
   # resolved by `for_run`.
   step_fields: ClassVar[tuple[str, ...]] = ()
-  # IMP-style rewinding: on steps where should_rewind, `sparsify` jumps to
-  # rewind_target(masks, state) and restarts the inner optimizer.
-  rewinds: ClassVar[bool] = False
   # False for schedules whose mask never changes after `init` (the loop then
   # records no mask dynamics).
   changes_mask: ClassVar[bool] = True
-  # True for schedules that train dense shadow weights held in their state
-  # (STE, SR-STE): `sparsify` then takes the path of `ste.py`.
-  straight_through: ClassVar[bool] = False
 
   @property
   def needs_start(self) -> bool:
@@ -125,15 +129,10 @@ class Schedule:
     del params, grads, step
     return state
 
-  def should_rewind(self, step) -> jax.Array:
-    del step
-    return jnp.asarray(False)
-
   # -- host side: which steps run the update program ---------------------------
   def needs_update(self, step) -> jax.Array:
     """should_update, or should_rewind for rewinding schedules (traced or not)."""
-    flag = self.should_update(step)
-    return (flag | self.should_rewind(step)) if self.rewinds else flag
+    return protocol.needs_update(self, step)
 
   def updates_at(self, step: int) -> bool:
     """Host side: True when count `step` (a Python int) needs the update
@@ -148,50 +147,6 @@ class Schedule:
       return []
     flags = jax.jit(jax.vmap(self.needs_update))(jnp.arange(total, dtype=jnp.int32))
     return [int(i) for i in np.flatnonzero(np.asarray(flags))]
-
-  def program_key(self):
-    """Hashable, and equal for two schedules whose train steps trace to the
-    same program, so the loop may reuse compiled programs across runs (IMP
-    levels and their controls); None (the default) when that is not known,
-    and every run compiles its own. What it leaves out must be read only by
-    `init`, and be returned by `init_data`: the loop shares the compiled
-    initialisation too, with that data as its argument."""
-    return None
-
-  def init_data(self) -> PyTree:
-    """The arrays `init` reads that `program_key` leaves out (FixedMask's
-    masks), None when there are none: the loop passes them to the compiled
-    initialisation as an argument, not as constants of its program."""
-    return None
-
-  def with_init_data(self, data: PyTree) -> 'Schedule':
-    """This schedule with `data` (traced, as `init_data` gives it) in place of
-    its init data."""
-    del data
-    return self
-
-  def rewind_target(self, masks, state):
-    raise TypeError(f'{type(self).__name__} does not rewind (rewinds is False)')
-
-  @property
-  def needs_binding(self) -> bool:
-    """True when `bind` needs the model and a batch (see AtInit)."""
-    return False
-
-  def bind(self, **context) -> 'Schedule':
-    """This schedule with what it needs from the model and data (see AtInit);
-    most schedules need nothing and return themselves."""
-    del context
-    return self
-
-  def lr_step(self, step):
-    """The step a learning-rate schedule sees at train step `step`."""
-    return step
-
-  @property
-  def restart_period(self) -> int | None:
-    """Steps after which the inner optimizer restarts (None: never)."""
-    return None
 
   # -- before a run ----------------------------------------------------------------
   def for_run(self, total_steps: int) -> 'Schedule':
@@ -252,7 +207,7 @@ class Schedule:
 
 
 @dataclasses.dataclass(frozen=True)
-class Dense(Schedule):
+class Dense(protocol.SharesPrograms, Schedule):
   """No pruning: the masks stay all-True (the dense baseline)."""
   changes_mask: ClassVar[bool] = False
 
@@ -336,7 +291,7 @@ class Gradual(Schedule):
 
 
 @dataclasses.dataclass(frozen=True)
-class FixedMask(Schedule):
+class FixedMask(protocol.SharesPrograms, Schedule):
   """Sparse fine-tuning with a mask that never changes.
 
   The mask is `masks` when given, else the non-zeros of the params that

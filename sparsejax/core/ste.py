@@ -20,26 +20,29 @@ recomputed from the new shadow; and the update that `sparsify` returns moves
 params to shadow * mask: the inner update itself where a weight stays kept
 (params and shadow are equal there, so they stay bitwise equal), shadow - 0
 where it comes back, -params where it is pruned. Other schedules take none
-of this path (`Schedule.straight_through` is False): their step is unchanged.
+of this path (they lack the `protocol.StraightThrough` capability): their
+step is unchanged. `sparsify` hands a straight-through schedule to
+`straight_through`, the transformation below, whose state is the same
+`SparsityState` as for any other schedule.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
-
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
 
+from sparsejax.core import protocol
 from sparsejax.core import select
+from sparsejax.core import sparse_state
 from sparsejax.core import tree as tree_lib
 from sparsejax.core.schedules import Schedule, ScheduleError
 
 
 @dataclasses.dataclass(frozen=True)
-class STE(Schedule):
+class STE(protocol.StraightThrough, Schedule):
   """Straight-through sparse training (sr_decay=0) or SR-STE (sr_decay > 0).
 
   The mask is the top |w| of the dense weights at `sparsity` (allocation and
@@ -49,7 +52,6 @@ class STE(Schedule):
   """
   every: int = 1
   sr_decay: float = 0.0
-  straight_through: ClassVar[bool] = True
 
   def __post_init__(self):
     super().__post_init__()
@@ -119,3 +121,25 @@ def straight_through_update(schedule, inner, grads, masks, shadow, inner_state, 
     return jnp.where(new, u, -p.astype(u.dtype))
   updates = jax.tree.map(project, inner_updates, params, new_dense, masks, new_masks)
   return updates, new_masks, new_shadow, inner_state
+
+
+def straight_through(inner: optax.GradientTransformation, schedule,
+                     rule=tree_lib.DEFAULT_RULE, update: str = 'in_step',
+                     pack_masks: bool = False) -> optax.GradientTransformationExtraArgs:
+  """The `sparsify` transformation for a straight-through schedule: the same
+  init, state, update modes and packing, with the step of the module doc
+  (`straight_through_update`) in place of the masks' steps."""
+  sparse_state.check_update_mode(update)
+  inner = optax.with_extra_args_support(inner)
+
+  def update_fn(updates, state, params=None, update_masks=None, **extra_args):
+    step, masks, shadow, updating = sparse_state.open_state(schedule, state, params, updates,
+                                                         update, update_masks)
+    new_updates, masks, shadow, inner_state = straight_through_update(
+        schedule, inner, updates, masks, shadow, state.inner_state, params, step, updating,
+        extra_args)
+    return new_updates, sparse_state.close_state(state, masks, shadow, inner_state, updating,
+                                              pack_masks)
+
+  return optax.GradientTransformationExtraArgs(
+      sparse_state.sparse_init(inner, schedule, rule, pack_masks), update_fn)

@@ -1,8 +1,8 @@
 """The optax transformation that owns the masks.
 
-`sparsify(inner, schedule)` wraps any optax transformation. Its state holds
-the masks, so they are checkpointed, sharded and donated with the rest of the
-optimizer state. Each update:
+`sparsify(inner, schedule)` wraps any optax transformation. Its state, a
+`SparsityState`, holds the masks, so they are checkpointed, sharded and
+donated with the rest of the optimizer state. Each update:
 
 0. runs the schedule's per-step hook `accumulate` (statistics such as
    movement scores, gathered from the unmasked gradients on every step);
@@ -13,76 +13,82 @@ optimizer state. Each update:
 2. masks the gradients before the inner optimizer;
 3. projects the updates so that after `optax.apply_updates` every pruned
    weight is exactly 0.0 (update = -w there), whatever the inner optimizer,
-   weight decay or learning-rate injection does;
-4. for schedules that rewind (IMP), replaces the update on a round's step by
-   a jump back to the saved params and starts the inner state afresh.
+   weight decay or learning-rate injection does.
 
-Straight-through schedules (STE, SR-STE: `schedule.straight_through`) train
-dense shadow weights kept in their state instead of steps 1-3: the inner
-optimizer updates the shadow with the unmasked gradients, the mask is
-recomputed from it, and params become shadow * mask (see `ste.py`).
+Two capabilities of a schedule (see `protocol`) compose other wrappers,
+with the same state:
 
-With `update='separate'`, steps 1 and 4 are left out of the plain update and
-run only when the caller passes `update_masks=True` (a Python bool, so it
-selects a second compiled program): a `lax.cond` is not free (XLA reserves
-both branches' scratch and threads every operand through it on every step),
-so the plain step of any schedule then costs what a fixed-mask step costs
-(plus step 0, which runs on every step in both modes).
+- rewinding (IMP): `rewinding.rewinding` wraps this transformation and, on a
+  round's step, replaces the update by a jump back to the saved params and
+  starts the inner state afresh;
+- straight-through (STE, SR-STE): `ste.straight_through` trains dense shadow
+  weights kept in the schedule state instead of steps 1-3: the inner
+  optimizer updates the shadow with the unmasked gradients, the mask is
+  recomputed from it, and params become shadow * mask.
+
+Update modes. With `update='in_step'` (default) the mask update runs inside
+every `tx.update`, under a `lax.cond` on `schedule.should_update(count)`:
+one jitted step does everything, but every step pays for the cond (XLA
+reserves both branches' scratch and threads every operand through it: 3-5x
+the scratch memory of a dense step and a few percent of time, even on steps
+that do not update). With `update='separate'`, `tx.update(grads, state,
+params)` never updates the masks (no cond: it costs what a fixed-mask step
+costs, plus step 0, which both modes run on every step); on the steps listed
+by `schedule.update_steps(n)` (or where `schedule.updates_at(count)`) call
+`tx.update(grads, state, params, update_masks=True)` instead, which does
+what 'in_step' does (mask update, moment reset, IMP's rewind). The flag is a
+Python bool, so jit it as a static argument and two programs are compiled,
+the update one only used on update steps::
+
+  @functools.partial(jax.jit, static_argnames='update_masks', donate_argnums=(0, 1))
+  def train_step(params, opt_state, batch, update_masks=False):
+    grads = jax.grad(loss_fn)(params, batch)
+    updates, opt_state = tx.update(grads, opt_state, params, update_masks=update_masks)
+    return optax.apply_updates(params, updates), opt_state
+
+  steps = set(schedule.update_steps(num_steps))
+  for i in range(num_steps):
+    params, opt_state = train_step(params, opt_state, batch(i), update_masks=i in steps)
+
+The flag travels as an extra argument through `optax.chain` and
+`optax.MultiSteps`, so the update sees exactly the gradients 'in_step' would
+(clipped, accumulated) and the results are bitwise the same. The schedule
+counts `tx.update` calls that reach `sparsify`; under
+`MultiSteps(every_k_schedule=k)` count c is micro-step c * k + k - 1.
+
+Packed masks. `pack_masks=True` stores the masks as bits (`PackedMask`, 1/8
+byte per weight instead of 1: with Adam, masks plus moments are 1.016x dense
+Adam's state instead of 1.125x), unpacked inside each update; the results
+are bitwise the same. `get_masks` returns them unpacked.
 
 No hook is needed: pruned weights are zero after every update.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import lax
 
 from sparsejax.core import masks as masks_lib
+from sparsejax.core import protocol
+from sparsejax.core import rewinding as rewinding_lib
+from sparsejax.core.sparse_state import (  # noqa: F401  (public here, as always)
+    UPDATE_MODES, PackedMask, SparsityState, check_update_mode, close_state, masks_may_change,
+    open_state, pack_masks, project, sparse_init, unpack_masks)
 from sparsejax.core import ste as ste_lib
 from sparsejax.core import tree as tree_lib
 
 PyTree = Any
 
-
-@functools.partial(jax.tree_util.register_dataclass, data_fields=['bits'],
-                   meta_fields=['shape'])
-@dataclasses.dataclass(frozen=True)
-class PackedMask:
-  """A bool mask stored as bits (`jnp.packbits` of the flat mask, 1/8 byte
-  per weight): what `sparsify(..., pack_masks=True)` keeps in its state."""
-  bits: jax.Array
-  shape: tuple[int, ...]
-
-
-def pack_masks(masks: PyTree) -> PyTree:
-  """Bool masks -> PackedMask leaves (None stays None)."""
-  return jax.tree.map(lambda m: None if m is None else
-                      PackedMask(jnp.packbits(jnp.ravel(m)), tuple(m.shape)), masks)
-
-
-def unpack_masks(masks: PyTree) -> PyTree:
-  """PackedMask leaves -> bool masks; bool masks pass through."""
-  def one(m):
-    if not isinstance(m, PackedMask):
-      return m
-    n = int(np.prod(m.shape))
-    return jnp.unpackbits(m.bits, count=n).reshape(m.shape).astype(bool)
-  return jax.tree.map(one, masks, is_leaf=lambda x: isinstance(x, PackedMask))
-
-
-class SparsityState(NamedTuple):
-  """State of `sparsify`: step count, masks, schedule state, inner state."""
-  count: jax.Array
-  masks: PyTree
-  schedule_state: PyTree
-  inner_state: optax.OptState
+# The state and mask types live in `sparse_state` (shared with the wrappers);
+# they are public here, where they have always been found.
+__all__ = ['UPDATE_MODES', 'PackedMask', 'SparsityState', 'find_states', 'get_masks',
+           'masked_params', 'pack_masks', 'reset_moments', 'sparsify', 'stored_masks',
+           'unpack_masks']
 
 
 def _zero_where(changed):
@@ -93,25 +99,10 @@ def _zero_where(changed):
   return fn
 
 
-def _pack(masks):   # (inside `sparsify`, its argument `pack_masks` hides the function)
-  return pack_masks(masks)
-
-
-def _like_param(p, m):
-  """m placed with p's sharding when p is a concrete array (jit may drop
-  params it does not read and then return m on one device)."""
-  if m is None or not isinstance(p, jax.Array) or isinstance(p, jax.core.Tracer):
-    return m
-  return jax.device_put(m, p.sharding)
-
-
 def reset_moments(inner: optax.GradientTransformation, inner_state, changed):
   """Zero every params-shaped part of `inner_state` where `changed` is True."""
   return optax.tree.map_params(inner, _zero_where(changed), inner_state, changed,
                                is_leaf=lambda x: x is None)
-
-
-UPDATE_MODES = ('in_step', 'separate')
 
 
 def sparsify(inner: optax.GradientTransformation, schedule,
@@ -120,96 +111,29 @@ def sparsify(inner: optax.GradientTransformation, schedule,
   """Wrap `inner` so that it trains a sparse model under `schedule`.
 
   `rule(path, leaf) -> bool` picks the prunable leaves (default: floating
-  leaves of rank >= 2). `tx.update` needs `params`.
+  leaves of rank >= 2). `tx.update` needs `params`. `update` says where the
+  schedule's mask update runs: 'in_step' (default: under a `lax.cond` in
+  every step) or 'separate' (only in `tx.update(..., update_masks=True)`, a
+  static Python bool selecting a second compiled program, on the steps of
+  `schedule.update_steps(n)`). `pack_masks=True` keeps the masks as bits.
+  Neither changes the results, bitwise; see the module doc for the costs and
+  how to drive 'separate'.
 
-  `update` says where the schedule's mask update runs:
-
-  - 'in_step' (default): inside every `tx.update`, under a `lax.cond` on
-    `schedule.should_update(count)`. One jitted step does everything, but
-    every step pays for the cond (3-5x the scratch memory of a dense step
-    and a few percent of time, even on steps that do not update).
-  - 'separate': `tx.update(grads, state, params)` never updates the masks
-    (no cond: it costs what a fixed-mask step costs, plus the schedule's
-    `accumulate`, which both modes run on every step); on the steps listed
-    by `schedule.update_steps(n)` (or where `schedule.updates_at(count)`) call
-    `tx.update(grads, state, params, update_masks=True)` instead, which does
-    what 'in_step' does (mask update, moment reset, IMP's rewind). The flag
-    is a Python bool, so jit it as a static argument and two programs are
-    compiled, the update one only used on update steps::
-
-      @functools.partial(jax.jit, static_argnames='update_masks', donate_argnums=(0, 1))
-      def train_step(params, opt_state, batch, update_masks=False):
-        grads = jax.grad(loss_fn)(params, batch)
-        updates, opt_state = tx.update(grads, opt_state, params, update_masks=update_masks)
-        return optax.apply_updates(params, updates), opt_state
-
-      steps = set(schedule.update_steps(num_steps))
-      for i in range(num_steps):
-        params, opt_state = train_step(params, opt_state, batch(i),
-                                       update_masks=i in steps)
-
-    The flag travels as an extra argument through `optax.chain` and
-    `optax.MultiSteps`, so the update sees exactly the gradients 'in_step'
-    would (clipped, accumulated) and the results are bitwise the same. The
-    schedule counts `tx.update` calls that reach `sparsify`; under
-    `MultiSteps(every_k_schedule=k)` count c is micro-step c * k + k - 1.
-
-  `pack_masks=True` stores the masks as bits (`PackedMask`, 1/8 byte per
-  weight instead of 1: with Adam, masks plus moments are 1.016x dense Adam's
-  state instead of 1.125x), unpacked inside each update; the results are
-  bitwise the same. `get_masks` returns them unpacked.
+  This function does the masks' part (steps 0-3 of the module doc). A
+  straight-through schedule (`protocol.StraightThrough`) is trained by
+  `ste.straight_through` instead; a rewinding one (`protocol.Rewinding`) has
+  this transformation wrapped in `rewinding.rewinding`. The state is a
+  `SparsityState` in every case.
   """
-  if update not in UPDATE_MODES:
-    raise ValueError(f"update must be one of {UPDATE_MODES}, got {update!r}")
+  check_update_mode(update)
   inner = optax.with_extra_args_support(inner)
-  # Compiled, so that criteria and selections run as one program; made once,
-  # so that repeated inits (eval_shape, then the real one) trace it once.
-  schedule_init = jax.jit(schedule.init, static_argnums=1)
-
-  def init_fn(params):
-    masks, sched_state = schedule_init(params, rule)
-    masks = jax.tree.map(_like_param, params, masks)
-    if pack_masks:
-      masks = _pack(masks)
-    return SparsityState(jnp.zeros([], jnp.int32), masks, sched_state, inner.init(params))
-
-  def may_update(update_masks) -> bool:
-    if update == 'in_step':
-      if update_masks is not None:
-        raise TypeError("update_masks is for sparsify(..., update='separate'); this one "
-                        "updates the masks inside every step (update='in_step')")
-      return True
-    if update_masks is None:
-      return False
-    if not isinstance(update_masks, (bool, np.bool_)):
-      raise TypeError('update_masks must be a Python bool (a static argument of the jitted '
-                      f'step, selecting the program), got {type(update_masks).__name__}')
-    return bool(update_masks)
+  if protocol.is_straight_through(schedule):
+    return ste_lib.straight_through(inner, schedule, rule, update, pack_masks)
 
   def update_fn(updates, state, params=None, update_masks=None, **extra_args):
-    if params is None:
-      raise ValueError('sparsify needs the params: call tx.update(grads, state, params)')
-    step = state.count
-    masks, sched_state, inner_state = state.masks, state.schedule_state, state.inner_state
-    updating = may_update(update_masks)
-    stored = masks
-    if pack_masks:   # bits in the state; bools inside the update
-      masks = unpack_masks(masks)
-
-    def store(new):   # a plain step leaves the masks as they are: keep the stored bits
-      if not pack_masks:
-        return new
-      return _pack(new) if updating else stored
-
-    # Per-step statistics (movement scores): every step, in both modes, so the
-    # plain step of 'separate' runs them too; the default hook adds no ops.
-    sched_state = schedule.accumulate(sched_state, params, updates, step)
-    if schedule.straight_through:
-      new_updates, masks, sched_state, inner_state = ste_lib.straight_through_update(
-          schedule, inner, updates, masks, sched_state, inner_state, params, step, updating,
-          extra_args)
-      return new_updates, SparsityState(optax.safe_increment(step), store(masks), sched_state,
-                                        inner_state)
+    step, masks, sched_state, updating = open_state(schedule, state, params, updates, update,
+                                                    update_masks)
+    inner_state = state.inner_state
 
     def change_masks(operand):
       masks, sched_state, inner_state = operand
@@ -224,25 +148,14 @@ def sparsify(inner: optax.GradientTransformation, schedule,
     masked = jax.tree.map(
         lambda g, m: g if m is None else jnp.where(m, g, jnp.zeros_like(g)), updates, masks)
     new_updates, inner_state = inner.update(masked, inner_state, params, **extra_args)
-    if updating and schedule.rewinds:
-      # IMP: on a round's last step, go back to the saved params under the new
-      # mask and start the inner optimizer afresh (its count too, so a
-      # learning-rate schedule restarts); this step's gradient is not applied.
-      # A cond, not a select: the other steps do no extra work.
-      def jump(operand):
-        new_updates, _ = operand
-        target = schedule.rewind_target(masks, sched_state)
-        return (jax.tree.map(lambda u, t, p: (t - p).astype(u.dtype), new_updates, target,
-                             params), inner.init(params))
-      new_updates, inner_state = lax.cond(schedule.should_rewind(step), jump, lambda op: op,
-                                          (new_updates, inner_state))
-    new_updates = jax.tree.map(
-        lambda u, p, m: u if m is None else jnp.where(m, u, -p.astype(u.dtype)),
-        new_updates, params, masks)
-    count = optax.safe_increment(step)
-    return new_updates, SparsityState(count, store(masks), sched_state, inner_state)
+    return project(new_updates, params, masks), close_state(state, masks, sched_state,
+                                                            inner_state, updating, pack_masks)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  tx = optax.GradientTransformationExtraArgs(sparse_init(inner, schedule, rule, pack_masks),
+                                             update_fn)
+  if protocol.is_rewinding(schedule):
+    return rewinding_lib.rewinding(tx, inner, schedule, update)
+  return tx
 
 
 def _is_sparsity_state(x) -> bool:

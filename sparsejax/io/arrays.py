@@ -11,18 +11,22 @@ out in the order `jax.tree.leaves` gives.
 
 Files: .npz (numpy) or .safetensors (numpy, no torch), chosen by the suffix.
 Both round-trip bitwise, bfloat16 included: safetensors stores ml_dtypes'
-bfloat16 as BF16, np.savez as 2-byte void, which `typed` views back as the
-leaf's bfloat16. A .safetensors header holds the metadata the writer gives
+bfloat16 as BF16; np.savez stores it as 2-byte void, so `write_arrays` and
+`write_npz` add a key '__dtypes__' (JSON {key: dtype name}) that
+`read_arrays` uses to view those bytes back and then drops (files written
+before it: `typed` views them as the leaf they are read into). A .safetensors header holds the metadata the writer gives
 (`safetensors_metadata` reads it back): `sparsejax.train.weights` records
 {'format': ..., 'sparsejax_version': ...}; Hugging Face folders {'format': 'pt'}.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Mapping
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
@@ -32,6 +36,7 @@ PyTree = Any
 SEP = '/'
 SECTIONS = ('params/', 'model_state/', 'masks/')   # key prefixes of a weights file
 SUFFIXES = ('.npz', '.safetensors')
+DTYPES_KEY = '__dtypes__'   # .npz: {key: dtype name} of arrays np.savez keeps as raw bytes
 
 
 class WeightsFileError(ValueError):
@@ -92,10 +97,29 @@ def read_arrays(path) -> dict[str, np.ndarray]:
   """{key: array} of an .npz or .safetensors file (any other suffix is read
   as safetensors)."""
   path = pathlib.Path(path)
-  if path.suffix == '.npz':
-    with np.load(path) as f:
-      return {k: f[k] for k in f.files}
-  return load_safetensors(path)
+  if path.suffix != '.npz':
+    return load_safetensors(path)
+  with np.load(path) as f:
+    arrays = {k: f[k] for k in f.files}
+  names = json.loads(str(arrays.pop(DTYPES_KEY))) if DTYPES_KEY in arrays else {}
+  return {k: a.view(_named_dtype(names[k])) if k in names else a for k, a in arrays.items()}
+
+
+def _named_dtype(name: str) -> np.dtype:
+  """A dtype by name, ml_dtypes' ('bfloat16', 'float8_e4m3fn', ...) included."""
+  return np.dtype(jnp.dtype(name))
+
+
+def _savez(path: pathlib.Path, arrays: Mapping[str, Any]) -> None:
+  """np.savez, plus DTYPES_KEY naming the arrays it stores as raw bytes
+  (ml_dtypes' bfloat16, float8, int4: dtype kind 'V')."""
+  arrays = {k: np.asarray(v) for k, v in arrays.items()}
+  if DTYPES_KEY in arrays:
+    raise WeightsFileError(f'{path}: the key {DTYPES_KEY!r} is reserved for the dtypes')
+  raw = {k: a.dtype.name for k, a in arrays.items() if a.dtype.kind == 'V'}
+  if raw:
+    arrays[DTYPES_KEY] = np.array(json.dumps(raw, sort_keys=True))
+  np.savez(path, **arrays)
 
 
 def write_arrays(path, arrays: dict[str, Any], metadata: dict[str, str] | None = None
@@ -105,7 +129,7 @@ def write_arrays(path, arrays: dict[str, Any], metadata: dict[str, str] | None =
   WeightsFileError naming both. Returns the path."""
   path = pathlib.Path(path)
   if path.suffix == '.npz':
-    np.savez(path, **arrays)
+    _savez(path, arrays)
   elif path.suffix == '.safetensors':
     save_safetensors(path, arrays, metadata or {})
   else:
@@ -119,7 +143,7 @@ def write_npz(path, params: PyTree, model_state: PyTree = None) -> pathlib.Path:
   """params (and model state) as an .npz keyed 'params/<leaf path>' (and
   'model_state/<leaf path>')."""
   path = pathlib.Path(path)
-  np.savez(path, **flat_arrays(params, model_state))
+  _savez(path, flat_arrays(params, model_state))
   return path
 
 

@@ -43,7 +43,7 @@ def evaluate(task, workdir, splits=None, step: int | None = None,
   """{'step', 'eval': {split: means}, density stats, and with `per_example`
   'per_example': {split: {'loss', metrics...: arrays}}} of a run's checkpoint."""
   run, state, step = restore(task, workdir, step)
-  splits = list(splits or run.task.eval_splits)
+  splits = list(splits or run.task.loop.eval_splits)
   eval_fn = jax.jit(step_lib.make_eval_step(run.task))
   out = {'step': step,
          'eval': evaluation.evaluate_splits(run.task, run.mesh, state, eval_fn, splits),

@@ -47,16 +47,16 @@ def prune_then_finetune(task: Task, params: PyTree, workdir, *, model_state: PyT
     task = task.replace(distill=task.distill.replace(
         teacher=params, teacher_model_state=model_state or None))
   if isinstance(task.schedule, schedules.OneShot):
-    key = jax.random.fold_in(jax.random.key(task.seed), 7)
+    key = jax.random.fold_in(jax.random.key(task.loop.seed), 7)
     pruned, masks = prune_once(params, task.schedule, task.rule, key)
     start = loop.Start(jax.device_get(pruned), model_state or None)
     task = task.replace(schedule=schedules.FixedMask(masks=jax.device_get(masks)),
-                        eval_at_start=True)
+                        loop=task.loop.replace(eval_at_start=True))
   else:
     start = loop.Start(params, model_state or None)
-    task = task.replace(eval_at_start=True)
+    task = task.with_loop(eval_at_start=True)
   loop.train(task, workdir, start=start, progress=progress, record=record)
-  row = results_lib.run_row(workdir, seed=task.seed, arm='masked')
+  row = results_lib.run_row(workdir, seed=task.loop.seed, arm='masked')
   at_start = [m for s, m in row['curve'] if s == 0]
   row['after_pruning'] = at_start[0] if at_start else None
   return row

@@ -25,7 +25,7 @@ def run_grid(points: Mapping[str, Task], root, *, ids: Mapping[str, dict] | None
   root.mkdir(parents=True, exist_ok=True)
   rows = []
   for i, (name, task) in enumerate(points.items()):
-    labels = {'index': i, 'arm': name, 'seed': task.seed, 'level': None,
+    labels = {'index': i, 'arm': name, 'seed': task.loop.seed, 'level': None,
               **dict((ids or {}).get(name, {}))}
     workdir = root / name
     try:

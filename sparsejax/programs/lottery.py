@@ -76,6 +76,11 @@ class Lottery:
                                                       self.sparsities)):
         raise SetupError('sparsities must increase strictly within (0, 1), got '
                          f'{self.sparsities!r}')
+    if isinstance(self.allocation, str):   # a method's name or import path, as schedules take
+      object.__setattr__(self, 'allocation', alloc_lib.Allocation(self.allocation))
+    if not isinstance(self.allocation, alloc_lib.Allocation):
+      raise SetupError(f'allocation must be an Allocation or a method name, got '
+                       f'{self.allocation!r}')
     self.allocation.check_prunes_remaining('the lottery', SetupError)
 
   def fraction(self, level: int) -> float:
@@ -101,8 +106,9 @@ def run_lottery(task: Task, root, lottery: Lottery = Lottery(), *, progress: boo
     raise SetupError(f'{what} needs new random weights, but this NNX model was given as a '
                      'built module, whose weights do not depend on the seed; give a factory '
                      'instead: nnx_model(lambda rngs: Net(..., rngs=rngs))')
-  if lottery.rewind == 'step' and not 0 <= lottery.rewind_step <= task.steps:
-    raise SetupError(f'rewind_step={lottery.rewind_step} is outside the run (0..{task.steps})')
+  if lottery.rewind == 'step' and not 0 <= lottery.rewind_step <= task.loop.steps:
+    raise SetupError(f'rewind_step={lottery.rewind_step} is outside the run '
+                     f'(0..{task.loop.steps})')
   root = pathlib.Path(root).absolute()
   root.mkdir(parents=True, exist_ok=True)
   snapshots = (lottery.rewind_step,) if lottery.rewind == 'step' else ()
@@ -113,8 +119,8 @@ def run_lottery(task: Task, root, lottery: Lottery = Lottery(), *, progress: boo
   count = {'done': 0, 'trained': 0, 'seconds': 0.0}
   log(f'{time.strftime("%H:%M:%S")} lottery run {root}: {total} runs')
   for r in range(lottery.replicates):
-    seed = task.seed + r
-    rep_task = task.replace(seed=seed)
+    seed = task.loop.seed + r
+    rep_task = task.with_loop(seed=seed)
     rep = root / f'replicate_{r}'
     ids = {'replicate': r, 'seed': seed}
     init_variables = jax.jit(rep_task.init_variables)

@@ -93,12 +93,12 @@ def run_peft(task: Task, f: FinetuneSettings, workdir, *, progress: bool = False
   targets = tuple(p for p in target_paths(params, f.targets) if p not in head)
   method = peft_select.build_method(f, workdir, base_run, params, model_state, targets, head,
                                     record=record)
-  key = jax.random.fold_in(jax.random.key(task.seed), 11)
+  key = jax.random.fold_in(jax.random.key(task.loop.seed), 11)
   trainable0 = jax.device_get(method.init_trainable(params, key))
   frozen = {} if method.kind == 'full' else {'frozen': params}
   start = loop.Start(trainable0, {**frozen, **(model_state or {})})
   peft_task = task.replace(model=Reparametrized(task.model, method), rule=NOTHING_PRUNABLE,
-                           eval_at_start=True)
+                           loop=task.loop.replace(eval_at_start=True))
   # the peak of training: loading, choosing rows and compiling left out
   with peak_memory.Phase(peak_memory.after_rows(pathlib.Path(workdir) / 'metrics.jsonl')
                          ) as phase:
@@ -115,7 +115,7 @@ def run_peft(task: Task, f: FinetuneSettings, workdir, *, progress: bool = False
           'peak_device_bytes': peak_memory.device_peak_bytes(),
           'ms_per_step': 1000 / statistics.median(rates) if rates else None,
           'targets': len(targets), 'rows': [len(r) for r in method.rows] or None}
-  row = results_lib.run_row(workdir, seed=task.seed, arm=f.method)
+  row = results_lib.run_row(workdir, seed=task.loop.seed, arm=f.method)
   row['peft'] = info
   save_merged(workdir, method, final)
   return row

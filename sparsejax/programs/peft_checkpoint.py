@@ -192,10 +192,11 @@ def save_delta(workdir, out=None, base: str | None = None, *, layout: str = 'spa
   if merged_npz.exists():
     _, written, trainable, _ = load_delta(out)
     ours = flatten(written.merged_params(frozen, trainable))
-    with np.load(merged_npz) as f:
-      report['max_abs_diff_vs_merged_npz'] = max(
-          float(np.max(np.abs(np.asarray(ours[k[len('params/'):]], np.float64) - f[k]),
-                       initial=0.0)) for k in f.files if k.startswith('params/'))
+    merged = weights_lib.read_arrays(merged_npz)
+    report['max_abs_diff_vs_merged_npz'] = max(
+        float(np.max(np.abs(np.asarray(ours[k[len('params/'):]], np.float64)
+                            - np.asarray(v, np.float64)), initial=0.0))
+        for k, v in merged.items() if k.startswith('params/'))
     report['merged_npz_bytes'] = merged_npz.stat().st_size
   return report
 

@@ -69,7 +69,7 @@ def _score_batches(run, n: int):
   t = run.task
   train = t.dataset.train
   for i in range(n):
-    idx = data_base.batch_indices(len(train), t.batch_size, t.seed, i)
+    idx = data_base.batch_indices(len(train), t.batch_size, t.loop.seed, i)
     yield tuple(jnp.asarray(a) for a in train.get(idx))
 
 
@@ -158,7 +158,7 @@ def build_method(f: peft.FinetuneSettings, workdir, run: loop.Run, params, model
   """The Method for `f.method`: what is trained and how it merges. `run` is
   the dense base run (its task gives the data, loss and seed of the scores)."""
   peft.check_base(run.task.model, f.method)   # before any scoring
-  seed = run.task.seed
+  seed = run.task.loop.seed
   if f.method == 'full':
     return peft.Method('full')
   if f.method == 'lora':
@@ -213,8 +213,8 @@ def _dense_phase_change(task, f: peft.FinetuneSettings, workdir, params, model_s
   else:
     method = peft.Method('full')
     trainable0 = method.init_trainable(params, jax.random.key(0))
-    dense = task.replace(steps=f.dense_steps, eval_every=f.dense_steps,
-                         checkpoint_every=f.dense_steps, early_stopping=0,
+    dense = task.replace(loop=task.loop.replace(steps=f.dense_steps, eval_every=f.dense_steps,
+                                                checkpoint_every=f.dense_steps, early_stopping=0),
                          model=peft.Reparametrized(task.model, method),
                          rule=peft.NOTHING_PRUNABLE)
     phase_record = None if record is None else {**record, 'phase': 'dense',

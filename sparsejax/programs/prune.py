@@ -51,7 +51,7 @@ def calibration_batches(task: task_lib.Task, calibration: int) -> list:
   if not 0 < calibration <= len(train):
     raise SetupError(f'calibration={calibration} examples: the train split has {len(train)}')
   size = min(task.batch_size, calibration)
-  return [train.get(data_base.batch_indices(len(train), size, task.seed, i)[
+  return [train.get(data_base.batch_indices(len(train), size, task.loop.seed, i)[
       :calibration - i * size])[0] for i in range(-(-calibration // size))]
 
 
@@ -64,7 +64,7 @@ def prune(task: task_lib.Task, mesh, params, model_state, batches, workdir, *,
   on the calibration `batches` (`calibration_batches`); `options` are the
   method's (SparseGPT: percdamp, blocksize, per_row) and `owl` a
   `posttrain.OWL`. With `evaluate`, the dense and pruned weights on
-  `task.eval_splits` (on `mesh`) go into the report's 'eval'. Writes
+  `task.loop.eval_splits` (on `mesh`) go into the report's 'eval'. Writes
   workdir/state and workdir/prune.json (`record`'s keys, then 'report');
   returns the report, 'from' being `source`."""
   valid = (lambda x: x != PAD_ID) if isinstance(task.model, models.BertEncoder) else None
@@ -79,7 +79,7 @@ def prune(task: task_lib.Task, mesh, params, model_state, batches, workdir, *,
     eval_fn = jax.jit(task.eval_sums)
     report['eval'] = {
         name: {split: evaluation.evaluate(task, mesh, p, model_state or {}, eval_fn, split)
-               for split in task.eval_splits}
+               for split in task.loop.eval_splits}
         for name, p in (('dense', params), ('pruned', pruned))}
     if task.dataset.task == 'lm':   # mean NLL per predicted token: exp is the perplexity
       for evals in report['eval'].values():

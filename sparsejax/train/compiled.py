@@ -5,7 +5,7 @@ A lottery trains many runs of the same shapes whose masks live in the state
 programs. `programs(run, ...)` returns those of an earlier run with the same
 `program_key` (jit then finds its compiled executables: no tracing, no
 compiling), or builds them; `init_program(run)` does the same for the
-initialisation. `run` is a `loop.Run`.
+initialisation. `run` is a `loop.Run` (module `run_setup`).
 """
 
 from __future__ import annotations
@@ -23,21 +23,23 @@ _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _KEEP_PROGRAMS = 4
 # The compiled initialisations, by `program_key` (see `init_program`).
 _INITS: collections.OrderedDict = collections.OrderedDict()
-# Task fields that the compiled programs never read (loop settings, the seed,
-# which reaches the step only through the state's rng).
-_LOOP_ONLY = ('schedule', 'seed', 'steps', 'learning_rate', 'log_every', 'eval_every',
-              'checkpoint_every', 'keep_checkpoints', 'eval_splits', 'eval_at_start',
-              'early_stopping', 'prefetch', 'writers')
+# The Task fields left out of its key: its loop settings, which no compiled
+# program reads (see `loop_settings`), and the schedule, which gives its own
+# key. Every other field, one added later included, is in the key: runs that
+# differ in it never share a program.
+_NOT_IN_KEY = ('loop', 'schedule')
 
 
 def program_key(run):
   """Hashable: equal for runs that compile to the same train, eval and
-  density programs; None when the schedule cannot say (no reuse)."""
+  density programs; None when the schedule cannot say (no reuse). It holds
+  every Task field but `loop` and the schedule (the resolved schedule's
+  `program_key` instead), the mesh, and the state's shapes and shardings."""
   sched = run.schedule.program_key()
   if sched is None:
     return None
   leaves = tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(run.abstract))
-  return (sched, fields.fields_key(run.task, skip=_LOOP_ONLY), run.mesh,
+  return (sched, fields.fields_key(run.task, skip=_NOT_IN_KEY), run.mesh,
           jax.tree.structure(run.abstract), leaves, tuple(jax.tree.leaves(run.state_sh)),
           run.teacher_sh is None)
 

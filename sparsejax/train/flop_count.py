@@ -158,7 +158,7 @@ class Counter:
     self.mode = flops_lib.dense_gradients(run.schedule)
     self.examples_per_step = t.batch_size
     k = t.accumulate   # an update reads the gradient of all its k micro-batches
-    self.dense_steps = (range(t.steps) if self.mode == 'always' else
+    self.dense_steps = (range(t.loop.steps) if self.mode == 'always' else
                         sorted({s - j for s in program_steps for j in range(k)})
                         if self.mode == 'updates' else ())
     self.history: list[tuple[int, dict]] = []

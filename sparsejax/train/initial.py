@@ -55,5 +55,5 @@ def fixed_masks(task: Task, schedule, start_params=None):
                      "use a fixed mask (fine-tuning, lottery levels) or optimizer_state='dense'")
   params = start_params
   if params is None:
-    params = jax.jit(task.init_variables)(jax.random.key(task.seed))['params']
+    params = jax.jit(task.init_variables)(jax.random.key(task.loop.seed))['params']
   return jax.device_get(jax.jit(lambda p: schedule.init(p, task.rule)[0])(params))

@@ -2,7 +2,9 @@
 checkpoints and a summary out. Resumes from the workdir's latest checkpoint,
 so re-running after a crash, a kill or Ctrl-C continues exactly where the last
 checkpoint left off. The loop names no schedule: everything it needs from one
-is the `Schedule` interface.
+is the `Schedule` interface. What it runs is built first (`run_setup.build`:
+`Start`, `Run` and the rest are importable from here too); its cadence is
+the task's `loop` settings.
 """
 
 from __future__ import annotations
@@ -11,56 +13,27 @@ import dataclasses
 import pathlib
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from sparsejax.core import schedules, transform
-from sparsejax.core import tree as tree_lib
-from sparsejax.data import base as data_base
-from sparsejax.train import checkpoint as ckpt_lib, compiled, distill as distill_lib
-from sparsejax.train import feed as feed_lib, flop_count, initial as initial_lib
+from sparsejax.core import transform
+from sparsejax.train import checkpoint as ckpt_lib, compiled
+from sparsejax.train import feed as feed_lib, flop_count
 from sparsejax.train import metrics as metrics_lib, peak_memory
-from sparsejax.train import sharding as sharding_lib, step as step_lib
+from sparsejax.train import step as step_lib
 from sparsejax.train import teacher as teacher_lib
 from sparsejax.train.mask_dynamics import MaskDynamics
 from sparsejax.train.evaluation import density_stats, eval_row, evaluate_splits
 from sparsejax.train.periodic import (EarlyStopping, Interrupted, NonFiniteError,  # noqa: F401
                                       catch_signals, check_record, lagged_rows)
+from sparsejax.train.run_setup import (Run, Start, banner, build, describe,  # noqa: F401
+                                       initial_state, mask_update_steps, update_program_steps)
 from sparsejax.train.task import SetupError, Task
 
 __all__ = ['Start', 'Run', 'Result', 'build', 'initial_state', 'train', 'Interrupted',
            'NonFiniteError', 'SetupError']
-
-
-@dataclasses.dataclass(frozen=True)
-class Start:
-  """Where a run starts instead of a fresh initialisation: given params (and
-  model state). Programs use it (IMP levels, controls, fine-tuning), with a
-  `FixedMask(masks)` schedule in the task to keep a given mask."""
-  params: Any
-  model_state: Any = None
-
-
-@dataclasses.dataclass
-class Run:
-  """Everything built from a task, before any training."""
-  task: Task
-  schedule: schedules.Schedule     # resolved for the run (fractions -> steps, bound)
-  warnings: list[str]              # settings that may not be what was meant
-  mesh: Any
-  tx: Any
-  init_state: Callable             # key -> TrainState (pure)
-  abstract: Any                    # TrainState of ShapeDtypeStructs
-  state_sh: Any                    # TrainState of shardings
-  start: Start | None = None
-  teacher: Any = None              # {'params', 'model_state'} of a task that distills
-  teacher_sh: Any = None           # their shardings (those of the params and model state)
-  # (data, key, start_params, start_model_state) -> the TrainState of
-  # init_state, with data = schedule.init_data() an argument (None: no sharing)
-  init_program: Callable | None = None
 
 
 @dataclasses.dataclass
@@ -73,141 +46,6 @@ class Result:
   @property
   def masks(self):
     return transform.get_masks(self.state.opt_state)
-
-
-def build(task: Task, mesh=None, start: Start | None = None) -> Run:
-  """The compiled-to-be pieces of a run; every setup error is raised here,
-  before a workdir is touched."""
-  try:
-    mesh = mesh or sharding_lib.make_mesh(task.mesh_shape)
-    sharding_lib.check_batch(mesh, task.batch_size, 'batch_size')
-    sharding_lib.check_batch(mesh, task.eval_batch_size, 'eval_batch_size')
-  except ValueError as e:
-    raise SetupError(str(e)) from None
-  if start is None and task.schedule.needs_start:
-    raise SetupError(f'{type(task.schedule).__name__} takes its mask from the weights it '
-                     'starts from, but this run starts from a fresh initialisation: it would '
-                     'train a dense network. Start from pruned weights (finetune) or give masks')
-  schedule = task.schedule.for_run(task.updates)
-  if schedule.needs_binding:   # criteria at initialisation score on the first batch
-    x0, y0 = task.dataset.train.get(data_base.batch_indices(
-        len(task.dataset.train), task.batch_size, task.seed, 0))
-    batch0 = (jnp.asarray(x0), jnp.asarray(y0))
-    state0 = task.initial_model_state()
-    schedule = schedule.bind(
-        loss_fn=lambda params, batch: task.eval_loss(params, state0, batch), batch=batch0,
-        apply_fn=lambda params, x: task.apply(params, state0, x)[0],
-        input_shape=(1, *task.dataset.input_shape))
-  # The mask update runs as its own program, only on update steps (see _loop),
-  # so every other step costs what a fixed-mask step costs.
-  tx = initial_lib.make_tx(task, schedule, None if start is None else start.params)
-
-  def init_state(key, start_params=None, start_model_state=None):
-    return initial_lib.init_state(task, tx, key, start_params, start_model_state)
-
-  init_program = None
-  if task.optimizer_state != 'compact':   # its inner optimizer holds the kept indices
-    def init_program(data, key, start_params=None, start_model_state=None):
-      # The same state as init_state, with the schedule's init data (a fixed
-      # mask) an argument instead of a constant: runs with the same program
-      # key share one compiled program (compiled.init_program). `start`
-      # reaches it only as arguments (make_tx reads it for compact state).
-      tx_data = initial_lib.make_tx(task, schedule.with_init_data(data))
-      return initial_lib.init_state(task, tx_data, key, start_params, start_model_state)
-
-  abstract = jax.eval_shape(init_state, jax.random.key(task.seed))
-  if start is not None:
-    try:
-      tree_lib.check_same_structure(start.params, abstract.params, 'the starting params')
-      if start.model_state is not None:
-        tree_lib.check_same_structure(start.model_state, abstract.model_state,
-                                      'the starting model state')
-    except ValueError as e:
-      raise ckpt_lib.CheckpointError(str(e)) from None
-  try:
-    param_sh = sharding_lib.param_shardings(mesh, abstract.params, task.mesh_rules,
-                                            fsdp=task.mesh_fsdp)
-  except ValueError as e:
-    raise SetupError(f'mesh rules: {e}') from None
-  state_sh = sharding_lib.state_shardings(mesh, abstract, abstract.params, param_sh)
-  warnings = schedule.warnings(task.updates)
-  teacher, teacher_sh = None, None
-  if task.distill is not None:
-    teacher = teacher_lib.resolve(task, start, abstract)
-    teacher_sh = {'params': state_sh.params, 'model_state': state_sh.model_state}
-    zeros = teacher_lib.zero_fraction(teacher['params'], task.rule)
-    if zeros > 0:
-      warnings = [*warnings, f'the distillation teacher has {100 * zeros:.2f}% of its '
-                  'prunable weights at exactly zero: is it pruned already?']
-  return Run(task, schedule, warnings, mesh, tx, init_state, abstract, state_sh, start,
-             teacher, teacher_sh, init_program)
-
-
-def initial_state(run: Run):
-  """The run's state at step 0, placed with its shardings. Runs with the same
-  program key share one compiled program (the schedule's init data, a fixed
-  mask, is its argument): an IMP level or control compiles no init of its own."""
-  args = [jax.random.key(run.task.seed)]
-  if run.start is not None:
-    args += [run.start.params, run.start.model_state]
-  shared = compiled.init_program(run)
-  if shared is not None:
-    return shared(run.schedule.init_data(), *args)
-  return jax.jit(run.init_state, out_shardings=run.state_sh)(*args)
-
-
-def mask_update_steps(run: Run) -> set[int]:
-  """Train steps (0-based) on which the schedule changes the mask."""
-  n = run.task.updates
-  if not run.schedule.changes_mask or n == 0:
-    return set()
-  flags = np.asarray(jax.jit(jax.vmap(run.schedule.should_update))(jnp.arange(n)))
-  k = run.task.accumulate
-  return {int(u) * k + k - 1 for u in np.nonzero(flags)[0]}
-
-
-def update_program_steps(run: Run) -> set[int]:
-  """Train steps (0-based micro-steps) that run the program with the mask
-  update (and IMP's rewind): the schedule counts real updates, and under
-  accumulation by k update c is made on micro-step c * k + k - 1."""
-  k = run.task.accumulate
-  return {c * k + k - 1 for c in run.schedule.update_steps(run.task.updates)}
-
-
-def describe(run: Run) -> dict:
-  """The resolved run, JSON-friendly: schedule (type and every field) and loop settings."""
-  t = run.task
-  out = {'schedule': run.schedule.describe(),
-         'loop': {k: getattr(t, k) for k in ('steps', 'batch_size', 'seed', 'accumulate')},
-         'model': type(t.model).__qualname__ if t.model is not None else None,
-         'dataset': t.dataset.name}
-  for key, default in (('optimizer_state', 'dense'), ('compute_dtype', 'float32'),
-                       ('param_dtype', 'float32'), ('mesh_fsdp', False),
-                       ('pack_masks', False)):
-    if getattr(t, key) != default:   # absent at the default: older records still match
-      out[key] = getattr(t, key)
-  if t.distill is not None:   # the teacher's checksum: a resume with another is refused
-    out['distill'] = {**t.distill.settings(), 'teacher': distill_lib.fingerprint(run.teacher)}
-  return out
-
-
-def banner(run: Run, workdir) -> str:
-  """The start banner: devices, mesh, counts, the resolved schedule, workdir."""
-  params = run.abstract.params
-  n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-  prunable = tree_lib.prunable_shapes(params, run.task.rule)
-  n_prunable = sum(int(np.prod(s)) for s in prunable.values())
-  sched = run.schedule.describe()
-  fields = ', '.join(f'{k}={v}' for k, v in sched.items() if k != 'type' and k != 'masks')
-  devices = jax.devices()
-  distill = ''
-  if run.task.distill is not None:
-    distill = 'distill from a teacher (' + ', '.join(
-        f'{k}={v}' for k, v in run.task.distill.settings().items()) + ')\n'
-  return (f'run: {len(devices)} {devices[0].platform} device(s), mesh '
-          f'{dict(run.mesh.shape)}; {n_params:,} params, {n_prunable:,} prunable in '
-          f'{len(prunable)} leaves\nschedule {sched["type"].rsplit(".", 1)[-1]}({fields})\n'
-          f'{distill}{run.task.steps} steps, batch {run.task.batch_size}; workdir {workdir}')
 
 
 def train(task: Task, workdir, *, start: Start | None = None, snapshots: tuple[int, ...] = (),
@@ -256,8 +94,9 @@ def _restore_or_init(run: Run, ckpts, snapshots):
 def _make_feed(run: Run, start: int):
   t = run.task
   if feed_lib.wants_device(t.on_device, t.dataset.train):
-    return feed_lib.DeviceFeed(t.dataset.train, t.batch_size, t.seed, start, run.mesh)
-  return feed_lib.HostFeed(t.dataset.train, t.batch_size, t.seed, start, t.prefetch, run.mesh)
+    return feed_lib.DeviceFeed(t.dataset.train, t.batch_size, t.loop.seed, start, run.mesh)
+  return feed_lib.HostFeed(t.dataset.train, t.batch_size, t.loop.seed, start, t.loop.prefetch,
+                           run.mesh)
 
 
 def _loop(run: Run, workdir: pathlib.Path, snapshots, progress, hparams=None) -> Result:
@@ -265,17 +104,17 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress, hparams=None) ->
   x_nd = 1 + len(t.dataset.input_shape)
   y_nd = x_nd if t.dataset.task == 'lm' else 1
   step_fn, train_fns, eval_fn, density_fn = compiled.programs(run, x_nd, y_nd)
-  ckpts = ckpt_lib.Checkpoints(workdir / 'checkpoints', keep=t.keep_checkpoints)
+  ckpts = ckpt_lib.Checkpoints(workdir / 'checkpoints', keep=t.loop.keep_checkpoints)
   state = _restore_or_init(run, ckpts, snapshots)
   start = int(state.step)
-  writer = metrics_lib.MetricsWriter(workdir, t.steps, start, progress=progress,
-                                     writers=t.writers, hparams=hparams)
-  stopper = EarlyStopping(t.early_stopping,
+  writer = metrics_lib.MetricsWriter(workdir, t.loop.steps, start, progress=progress,
+                                     writers=t.loop.writers, hparams=hparams)
+  stopper = EarlyStopping(t.loop.early_stopping,
                           metrics_lib.read_rows(workdir / 'metrics.jsonl') if start else ())
-  evaluate = lambda: evaluate_splits(t, run.mesh, state, eval_fn, t.eval_splits)
+  evaluate = lambda: evaluate_splits(t, run.mesh, state, eval_fn, t.loop.eval_splits)
   best = _restore_best(run, ckpts) if stopper.best is not None else None
   last_eval = {}
-  if start == 0 and t.eval_at_start:
+  if start == 0 and t.loop.eval_at_start:
     last_eval = evaluate()
     writer.write('eval', 0, eval_row(last_eval, state.opt_state))
   feed = _make_feed(run, start)
@@ -296,7 +135,7 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress, hparams=None) ->
   t_start = time.perf_counter()
   try:
     with catch_signals() as caught:
-      for step in range(start, t.steps if not stopper.should_stop else start):
+      for step in range(start, t.loop.steps if not stopper.should_stop else start):
         if step in update_steps:
           t_update = dynamics.before(state)
         program = step in program_steps
@@ -312,9 +151,9 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress, hparams=None) ->
           flops.record(done, state)
         if step in update_steps:
           writer.write('mask_update', done, dynamics.after(state, t_update))
-        log_now = done % t.log_every == 0 or done == t.steps
-        eval_now = done % t.eval_every == 0 or done == t.steps
-        save_now = done % t.checkpoint_every == 0 or done == t.steps
+        log_now = done % t.loop.log_every == 0 or done == t.loop.steps
+        eval_now = done % t.loop.eval_every == 0 or done == t.loop.steps
+        save_now = done % t.loop.checkpoint_every == 0 or done == t.loop.steps
         if done in snapshots:
           ckpts.save_named(f'step_{done}', {'params': state.params,
                                             'model_state': state.model_state})
@@ -329,7 +168,7 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress, hparams=None) ->
           continue
         if log_now:
           r = dict(zip(names, rows[-1].tolist()))
-          lr_fn = t.learning_rate
+          lr_fn = t.loop.learning_rate
           lr_step = run.schedule.lr_step((done - 1) // t.accumulate)
           if n_window:   # before the density program, whose first call compiles it
             r['steps_per_sec'] = n_window / max(time.perf_counter() - t_window, 1e-9)
@@ -371,13 +210,13 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress, hparams=None) ->
     if best is not None:   # the best-validation weights, on every split
       best_eval = evaluate_splits(t, run.mesh, step_lib.TrainState(
           state.step, best['params'], best['model_state'], state.opt_state, state.rng),
-          eval_fn, t.eval_splits)
+          eval_fn, t.loop.eval_splits)
   finally:
     feed.close()
     writer.close()
     ckpts.close()
   stats = density_stats(state.opt_state)
-  summary = {'steps': t.steps, 'workdir': str(workdir), 'eval': last_eval,
+  summary = {'steps': t.loop.steps, 'workdir': str(workdir), 'eval': last_eval,
              **stats, 'schedule': run.schedule.describe(),
              'warnings': run.warnings,
              'train_seconds_this_process': time.perf_counter() - t_start,

@@ -5,7 +5,7 @@ A metric writer is any object with CLU's `MetricWriter` methods
 (`clu.metric_writers`: `write_scalars(step, scalars)`,
 `write_hparams(hparams)`, `flush()`, `close()`), so a CLU writer works as
 it is, and W&B or MLflow is a class of a few lines. TensorBoard is one such
-writer (`TensorBoardWriter`, tensorboardX); `Task.writers` (config key
+writer (`TensorBoardWriter`, tensorboardX); `LoopSettings.writers` (config key
 `train.writers`) adds factories `workdir -> writer` or their import paths
 'pkg.module:fn'. Every writer gets the scalars of the logged rows (not the
 per-step rows) as `<kind>/<name>` (`mask/...` for mask updates), and once,

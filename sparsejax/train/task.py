@@ -1,4 +1,5 @@
-"""What a training run trains, as objects: the `Task`.
+"""What a training run trains, as objects: the `Task` (and, in its field
+`loop`, how the loop runs it: `LoopSettings`, module `loop_settings`).
 
 A program (train, lottery, fine-tuning, sweeps) takes a Task and returns what
 it produced; configs only build Tasks, at the top (`sparsejax.experiment`).
@@ -25,13 +26,15 @@ Bring your own pieces:
   `param_dtype`, cast to `compute_dtype` with the float inputs for the
   forward and backward pass, and the outputs cast to float32 before the
   loss. Pruned weights stay exactly zero in every dtype (`sparsify` makes
-  the update of a pruned weight -w, and w + (-w) is 0 exactly).
+  the update of a pruned weight -w, and w + (-w) is 0 exactly);
+- `loop`: a `LoopSettings` (steps, seed, the cadence of logs, evaluations
+  and checkpoints), which no compiled program reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -42,12 +45,16 @@ import optax
 from sparsejax.core import schedules, tree as tree_lib
 from sparsejax.data import base as data_base
 from sparsejax.train import distill as distill_lib
+from sparsejax.train.errors import SetupError
+from sparsejax.train.loop_settings import (LOOP_FIELDS, LoopSettings, delegating_property,
+                                           pop_flat)
+from sparsejax.train.model_calls import DTYPES, cast_floats, takes, train_kwarg
+from sparsejax.train.nnx_adapter import nnx_model  # noqa: F401  (imported from here too)
+
+__all__ = ['Task', 'LoopSettings', 'SetupError', 'nnx_model', 'softmax_cross_entropy',
+           'cast_floats', 'train_kwarg', 'takes', 'DTYPES']
 
 PyTree = Any
-
-
-class SetupError(ValueError):
-  """A task that cannot run as given; raised before any work starts."""
 
 
 def softmax_cross_entropy(outputs, labels, label_smoothing: float = 0.0):
@@ -60,9 +67,29 @@ def softmax_cross_entropy(outputs, labels, label_smoothing: float = 0.0):
   return optax.softmax_cross_entropy(outputs, targets)
 
 
+def _flat_loop_keywords(cls):
+  """`cls.__init__` also taking the loop settings as flat keywords
+  (deprecated: `pop_flat` warns); the signature shown stays the dataclass's."""
+  fields_init = cls.__init__
+
+  @functools.wraps(fields_init)
+  def __init__(self, *args, **kwargs):
+    loop = pop_flat(kwargs, kwargs.pop('loop', None), 'Task(...)')
+    fields_init(self, *args, **({} if loop is None else {'loop': loop}), **kwargs)
+
+  cls.__init__ = __init__
+  for name in LOOP_FIELDS:
+    setattr(cls, name, delegating_property(name))
+  return cls
+
+
+@_flat_loop_keywords
 @dataclasses.dataclass(frozen=True)
 class Task:
-  """A training run's objects and the loop's own settings."""
+  """A training run: what is trained, and (`loop`) how the loop runs it.
+
+  Every field but `loop` may change the compiled programs: runs share them
+  only when all of these fields are equal (`compiled.program_key`)."""
   dataset: data_base.Dataset
   optimizer: optax.GradientTransformation
   model: Any = None
@@ -72,31 +99,19 @@ class Task:
   augment: Callable | None = None         # (x, key) -> x on training batches (data.augment)
   schedule: schedules.Schedule = schedules.Dense()
   rule: Callable = tree_lib.DEFAULT_RULE  # which leaves are prunable
-  steps: int = 1000
   batch_size: int = 100
   eval_batch_size: int = 1000
-  seed: int = 0
   accumulate: int = 1                     # micro-steps per update (optax.MultiSteps)
-  learning_rate: Callable | None = None   # step -> lr, only for the logs
-  log_every: int = 10
-  eval_every: int = 500
-  checkpoint_every: int = 500
-  keep_checkpoints: int = 3
-  eval_splits: tuple[str, ...] = ('test',)
-  eval_at_start: bool = False
-  early_stopping: int = 0                 # evals without a lower validation loss; 0 = off
   optimizer_state: str = 'dense'          # 'compact': for the kept weights only (fixed masks)
   pack_masks: bool = False                # masks stored as bits in the optimizer state
   mesh_shape: tuple[int, int] = (-1, 1)   # (data, model)
   mesh_rules: tuple = ()                  # (leaf-path regex, partition spec)
   mesh_fsdp: bool = False                 # also split params (and moments) over 'data'
-  prefetch: int = 2
   on_device: str = 'auto'                 # keep the train split on the devices
   distill: distill_lib.Distill | None = None   # a teacher's term in the training loss
   compute_dtype: str = 'float32'          # the model's forward/backward ('bfloat16': mixed)
   param_dtype: str = 'float32'            # how params (and so optimizer moments) are stored
-  writers: tuple = ()                     # metric writers: factories workdir -> writer, or
-                                          # their import paths (train.metrics)
+  loop: LoopSettings = LoopSettings()     # steps, seed, cadence: never in a compiled program
 
   def __post_init__(self):
     if self.model is None and (self.init is None or self.loss is None):
@@ -110,15 +125,12 @@ class Task:
                          'it needs a model and its output_loss, not a whole-objective loss')
     if not isinstance(self.schedule, schedules.Schedule):
       raise SetupError(f'schedule must be a sparsejax Schedule, got {self.schedule!r}')
-    for name in ('steps', 'batch_size', 'eval_batch_size', 'accumulate', 'log_every',
-                 'eval_every', 'checkpoint_every', 'keep_checkpoints'):
+    if not isinstance(self.loop, LoopSettings):
+      raise SetupError(f'loop must be a LoopSettings, got {self.loop!r}')
+    for name in ('batch_size', 'eval_batch_size', 'accumulate'):
       v = getattr(self, name)
       if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise SetupError(f'{name} must be a positive integer, got {v!r}')
-    if not isinstance(self.writers, tuple) or not all(
-        isinstance(w, str) or callable(w) for w in self.writers):
-      raise SetupError(f'writers must be a tuple of factories workdir -> writer or their '
-                       f"import paths 'pkg.module:fn', got {self.writers!r}")
     for name in ('compute_dtype', 'param_dtype'):
       if getattr(self, name) not in DTYPES:
         raise SetupError(f'{name} must be one of {list(DTYPES)}, got {getattr(self, name)!r}')
@@ -128,22 +140,24 @@ class Task:
     if self.optimizer_state not in ('dense', 'compact'):
       raise SetupError(f"optimizer_state must be 'dense' or 'compact', got "
                        f'{self.optimizer_state!r}')
-    if self.early_stopping and 'validation' not in self.eval_splits:
-      raise SetupError("early_stopping needs 'validation' in eval_splits")
-    for split in self.eval_splits:
-      if split not in ('train', 'validation', 'test'):
-        raise SetupError(f"eval_splits: unknown split {split!r}; use 'train', 'validation' "
-                         "or 'test'")
+    for split in self.loop.eval_splits:
       if getattr(self.dataset, split) is None:
         raise SetupError(f'eval_splits: dataset {self.dataset.name!r} has no {split!r} split')
 
   @property
   def updates(self) -> int:
     """Optimizer updates in the run (micro-steps / accumulate)."""
-    return self.steps // self.accumulate
+    return self.loop.steps // self.accumulate
 
   def replace(self, **changes) -> 'Task':
-    return dataclasses.replace(self, **changes)
+    """A copy with `changes` to its fields (loop settings as flat keywords:
+    deprecated, see `with_loop`)."""
+    loop = pop_flat(changes, changes.pop('loop', self.loop), 'task.replace(...)')
+    return dataclasses.replace(self, loop=loop, **changes)
+
+  def with_loop(self, **changes) -> 'Task':
+    """A copy with `changes` to its loop settings: `task.with_loop(seed=1)`."""
+    return dataclasses.replace(self, loop=self.loop.replace(**changes))
 
   # -- the pieces the loop compiles ---------------------------------------------------
   def init_variables(self, key) -> dict:
@@ -229,10 +243,10 @@ class Task:
 
   def initial_model_state(self) -> dict:
     """The non-param variables of a fresh init (empty for most models)."""
-    abstract = jax.eval_shape(self.init_variables, jax.random.key(self.seed))
+    abstract = jax.eval_shape(self.init_variables, jax.random.key(self.loop.seed))
     if len(abstract) == 1:
       return {}
-    variables = jax.jit(self.init_variables)(jax.random.key(self.seed))
+    variables = jax.jit(self.init_variables)(jax.random.key(self.loop.seed))
     return {k: v for k, v in variables.items() if k != 'params'}
 
   def eval_sums(self, params, model_state, batch):
@@ -257,18 +271,6 @@ class Task:
     return per, jnp.broadcast_to(w.reshape(w.shape + (1,) * (y.ndim - 1)), y.shape)
 
 
-DTYPES = ('float32', 'bfloat16', 'float16')
-
-
-def cast_floats(tree, dtype):
-  """`tree` with its floating-point leaves in `dtype` (integers, bools and
-  keys unchanged)."""
-  dtype = jnp.dtype(dtype)
-  return jax.tree.map(
-      lambda a: a.astype(dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a,
-      tree)
-
-
 def _split(result):
   if isinstance(result, tuple):
     loss, metrics = result
@@ -278,112 +280,3 @@ def _split(result):
 
 def _is_classification(out, y) -> bool:
   return out.ndim == y.ndim + 1 and jnp.issubdtype(y.dtype, jnp.integer)
-
-
-def train_kwarg(model, train: bool) -> dict:
-  """{'train': train} for models whose call takes it (every built-in model
-  does; a user's Linen module or an NNX model may not)."""
-  fn = model.__call__ if isinstance(model, nn.Module) else model.apply
-  return {'train': train} if takes(fn, 'train') else {}
-
-
-def takes(fn, name: str) -> bool:
-  """Whether `fn` accepts keyword `name` (True when its signature is unknown)."""
-  try:
-    params = inspect.signature(fn).parameters
-  except (TypeError, ValueError):
-    return True
-  return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
-
-
-class nnx_model:   # noqa: N801  (used like a function: nnx_model(...))
-  """A Flax NNX module as a Linen-style model: its nnx.Param state is the params
-  tree, any other state (BatchNorm statistics, RNG streams, ...) the model
-  state. The module is called as `module(x)`; `train` switches it with
-  `module.train()` / `module.eval()` where it has them.
-
-  Where the initial weights come from (NNX modules draw their weights when
-  they are constructed, so a built module cannot draw others):
-  - `nnx_model(lambda rngs: Net(..., rngs=rngs))`, a factory `rngs -> module`:
-    `init(key)` builds the module from `nnx.Rngs(key)`, so each seed (and the
-    lottery's `reinit` control) gets new weights, as with a Linen model;
-  - `nnx_model(Net(..., rngs=nnx.Rngs(0)))`, a built module: its own weights,
-    whatever the key (`redraws` is False). Programs that need other weights
-    from another key (the lottery's `reinit` control, replicates over seeds)
-    refuse such a model rather than reuse these weights silently.
-  """
-
-  def __init__(self, module):
-    from flax import nnx
-    self._nnx = nnx
-    if isinstance(module, nnx.Module):
-      self._factory = None
-    elif callable(module):
-      self._factory = module
-      module = nnx.eval_shape(lambda: self._build(jax.random.key(0)))
-    else:
-      raise SetupError(f'nnx_model takes an NNX module or a function rngs -> module, got '
-                       f'{type(module).__name__}')
-    self.graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-    self._templates = (params, rest)      # nnx.State: where each leaf goes, by path
-    if self._factory is None:
-      self._params = nnx.to_pure_dict(params)
-      self._rest = nnx.to_pure_dict(rest)
-
-  @property
-  def redraws(self) -> bool:
-    """Whether `init` draws the weights from its key (False: a built module's own)."""
-    return self._factory is not None
-
-  def _build(self, key):
-    module = self._factory(self._nnx.Rngs(key))
-    if not isinstance(module, self._nnx.Module):
-      raise SetupError(f'the NNX model factory returned {type(module).__name__}, not an '
-                       'nnx.Module')
-    return module
-
-  def init(self, rngs, x, train=False):
-    del x, train
-    if self._factory is None:
-      params, rest = self._params, self._rest
-    else:
-      key = rngs['params'] if isinstance(rngs, dict) else rngs
-      _, params, rest = self._nnx.split(self._build(key), self._nnx.Param, ...)
-      params, rest = self._nnx.to_pure_dict(params), self._nnx.to_pure_dict(rest)
-    out = {'params': params}
-    if jax.tree.leaves(rest):
-      out['nnx_state'] = rest
-    return out
-
-  def _state(self, which: int, pure) -> Any:
-    """An nnx.State holding the leaves of the pure dict `pure`, matched by path
-    (not by leaf order: a checkpoint or an export may give a list's indices as
-    strings, and '10' sorts before '2')."""
-    state = jax.tree.map(lambda v: v, self._templates[which])
-    self._nnx.replace_by_pure_dict(state, pure)
-    return state
-
-  def module(self, variables: dict, train: bool = False):
-    """A new live NNX module holding `variables` ({'params': ..., 'nnx_state':
-    ...}), in training or inference mode (`train()` / `eval()` where it has
-    them); changing it changes neither this model nor `variables`."""
-    nnx = self._nnx
-    module = nnx.merge(self.graphdef, self._state(0, variables['params']),
-                       self._state(1, variables.get('nnx_state', {})))
-    if hasattr(module, 'train') and hasattr(module, 'eval'):
-      module.train() if train else module.eval()
-    return module
-
-  def apply(self, variables, x, train=False, mutable=(), *, module_hook=None):
-    """The module's outputs on `x` with `variables` (and its new state with
-    `mutable`); `module_hook(module)` may change the merged module before the
-    call (export.sparse_apply gives its Linear layers sparse products)."""
-    nnx = self._nnx
-    module = self.module(variables, train)
-    if module_hook is not None:
-      module_hook(module)
-    out = module(x)
-    if mutable:
-      _, _, rest = nnx.split(module, nnx.Param, ...)
-      return out, {'nnx_state': nnx.to_pure_dict(rest)}
-    return out
