@@ -410,6 +410,18 @@ def _smollm2_claim(prefix):
   return value
 
 
+def _smollm2_retrain_r1():
+  claim = 'R1 distilled < plain at step 100 (wanda_50)'
+  found = [r for r in rows('smollm2_prune', 'results/retrain_claims.csv') if r['claim'] == claim]
+  assert len(found) == 1, claim
+  m = re.search(r'mean NLL diff ([-+]?\d+\.\d+) \(95% CI ([-+]?\d+\.\d+) to ([-+]?\d+\.\d+)\)',
+                found[0]['ours'])
+  seeds = re.search(r'(\d+) seed', found[0]['ours'])
+  assert m and seeds, found[0]['ours']
+  return Value(*map(float, m.groups()), "paired bootstrap over tokens (folder's)",
+               int(seeds.group(1)), f'results/retrain_claims.csv [claim={claim}] ours')
+
+
 def _gpt2_params_share():
   r = one('gpt2_small_fsdp', 'results.csv')
   return Value(int(r['params_bytes_per_device']) / int(r['params_bytes_unsharded']),
@@ -554,7 +566,11 @@ ROWS = [
         '- (OWL paper not read)', 'miss (1 of 3 seeds)',
         "as above; OWL's M and lambda from its paper's large models (unverified)",
         _smollm2_claim('4. wanda+owl <= wanda uniform at 70%'), decimals=3),
-    Row('smollm2_prune', 'retraining claims R1-R2 (distilled vs plain)', '-', 'not yet run',
+    Row('smollm2_prune', 'R1: distilled minus plain retraining, Wanda 50%, step 100 '
+        '(mean NLL per token)', '- (the project\'s own claim)', 'pass (1 of 3 seeds)',
+        'as above; 100 steps of batch 4 on the Old Testament', _smollm2_retrain_r1,
+        decimals=4),
+    Row('smollm2_prune', 'R1 at 2:4 and R2 (2:4 gap to dense halves)', '-', 'not yet run',
         'as above', status='not run'),
     # smollm2_sft -------------------------------------------------------------
     Row('smollm2_sft', 'claims C1-C3: row-based vs LoRA accuracy and memory', '-',
