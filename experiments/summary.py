@@ -422,6 +422,22 @@ def _smollm2_retrain_r1():
                int(seeds.group(1)), f'results/retrain_claims.csv [claim={claim}] ours')
 
 
+def _smollm2_sft_c1():
+  r = one('smollm2_sft', 'results/sft_claims.csv', claim='C1 accuracy: row within 1 point of LoRA',
+          a='row-structural')
+  return Value(float(r['value']), float(r['ci_low']), float(r['ci_high']),
+               'paired bootstrap over test examples (folder\'s)', 1,
+               'results/sft_claims.csv [claim~C1, a=row-structural] value')
+
+
+def _smollm2_sft_c2():
+  found = [r for r in rows('smollm2_sft', 'results/sft_claims.csv', a='row-structural')
+           if r['claim'].startswith('C2') and 'peak_rss_train_mib' in r['quantity']]
+  assert len(found) == 1
+  return Value(float(found[0]['value']), kind='1 seed', n=1,
+               source='results/sft_claims.csv [claim~C2, quantity~peak_rss_train_mib] value')
+
+
 def _gpt2_params_share():
   r = one('gpt2_small_fsdp', 'results.csv')
   return Value(int(r['params_bytes_per_device']) / int(r['params_bytes_unsharded']),
@@ -573,9 +589,14 @@ ROWS = [
     Row('smollm2_prune', 'R1 at 2:4 and R2 (2:4 gap to dense halves)', '-', 'not yet run',
         'as above', status='not run'),
     # smollm2_sft -------------------------------------------------------------
-    Row('smollm2_sft', 'claims C1-C3: row-based vs LoRA accuracy and memory', '-',
-        'not yet run', "the setting is the project's own (the paper's body was not read)",
-        status='not run'),
+    Row('smollm2_sft', 'C1: row-based (structural) minus LoRA test accuracy (points)', '-',
+        'pass (1 of 3 seeds)', "the setting is the project's own (the paper's body was not "
+        'read); 1,600 test examples', _smollm2_sft_c1, decimals=3),
+    Row('smollm2_sft', 'C2: row-based peak RSS / LoRA\'s (at most 1.05)', '-',
+        'fail (1 of 3 seeds)', 'as above; RSS of the whole training loop on CPU',
+        _smollm2_sft_c2, decimals=4, settings=('1.05',)),
+    Row('smollm2_sft', 'C3: row-based peak memory / unstructured SpFT\'s', '-', 'not yet run',
+        'as above', status='not run'),
     # gpt2_small_fsdp ---------------------------------------------------------
     Row('gpt2_small_fsdp', 'parameter bytes per device / unsharded, 8 devices', '-',
         'no paper', 'a systems check', _gpt2_params_share, decimals=4),
@@ -660,6 +681,7 @@ KIND_SHORT = {
     'Welch t (mean, sd, n)': 'Welch',
     'Fieller, paired seeds': 'Fieller',
     "paired bootstrap over tokens (folder's)": 'bootstrap over tokens',
+    "paired bootstrap over test examples (folder's)": 'bootstrap over examples',
 }
 
 

@@ -27,7 +27,7 @@ CHECKED = ('dst_lenet_mnist', 'dst_mnist1d', 'han_lenet_mnist', 'lm_prune_text',
            'gpt2_small_fsdp', 'lottery_lenet_mnist', 'pai_lenet_mnist', 'lottery_mnist1d',
            'peft_minilm',
            'peft_mnist_transfer', 'prune_minilm', 'recovery_lenet_mnist', 'rigl_lenet_mnist',
-           'smollm2_prune', 'snip_lenet_mnist', 'sweep_resume_demo')
+           'smollm2_prune', 'smollm2_sft', 'snip_lenet_mnist', 'sweep_resume_demo')
 
 # Numbers declared `unsourced` (in no CSV at their printed precision, nor in
 # the anchor), in README order: the checker prints a warning for each and
