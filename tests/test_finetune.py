@@ -147,6 +147,7 @@ def peft_run(pretrained, tmp_path_factory):
   return run
 
 
+@pytest.mark.extended   # about 36 s: with the extended checks
 def test_baselines_budgets_and_memory(pretrained, peft_run):
   rows = {m: peft_run(m)[1]['peft'] for m in ('row', 'lora', 'unstructured', 'full')}
   head = 32 * 10 + 10

@@ -332,6 +332,7 @@ def test_train_eval_inspect_final_weights_and_ell_export(repo_like, capsys):
 
 # --- your own model, loss and data ----------------------------------------------------------
 
+@pytest.mark.extended   # the slowest README block (about 40 s): with the extended checks
 @runs('result = loop.train(task')
 def test_own_model_example(repo_like):
   scope = exec_block('result = loop.train(task')
