@@ -23,7 +23,7 @@ from flax import nnx
 
 from sparsejax import data as data_lib, models, optim
 from sparsejax.config_schema import default_config
-from sparsejax.core import allocation as alloc_lib, imports, registry, schedules, select
+from sparsejax.core import allocation as alloc_lib, imports, protocol, registry, schedules, select
 from sparsejax.core import tree as tree_lib
 from sparsejax.data import augment as augment_lib
 from sparsejax.settings import (ConfigError, DataSettings, DistillSettings, ModelSettings,
@@ -220,7 +220,7 @@ def build_task(s: Settings, *, dataset=None, schedule=None) -> task_lib.Task:
     raise ConfigError(f'config keys data.crop_padding / data.flip need images (height, width, '
                       f'channels); dataset {dataset.name!r} has examples of shape '
                       f'{dataset.input_shape}')
-  horizon = schedule.restart_period or steps // accumulate
+  horizon = protocol.restart_period(schedule) or steps // accumulate
   spec = optim.in_steps(s.optimizer, max(per_epoch // accumulate, 1))
   tx, lr_fn = wrap('optimizer', optim.build_optimizer, spec, horizon)
   t = s.train

@@ -14,7 +14,7 @@ import collections
 
 import jax
 
-from sparsejax.core import fields, masks as masks_lib, transform
+from sparsejax.core import fields, masks as masks_lib, protocol, transform
 from sparsejax.train import step as step_lib
 
 # Compiled programs of recent runs, by `program_key`: the levels and controls
@@ -35,7 +35,7 @@ def program_key(run):
   density programs; None when the schedule cannot say (no reuse). It holds
   every Task field but `loop` and the schedule (the resolved schedule's
   `program_key` instead), the mesh, and the state's shapes and shardings."""
-  sched = run.schedule.program_key()
+  sched = protocol.program_key(run.schedule)
   if sched is None:
     return None
   leaves = tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(run.abstract))

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sparsejax.core import compact as compact_lib, transform
+from sparsejax.core import compact as compact_lib, protocol, transform
 from sparsejax.train import step as step_lib
 from sparsejax.train.task import SetupError, Task
 
@@ -49,7 +49,7 @@ def init_state(task: Task, tx, key, start_params=None, start_model_state=None):
 def fixed_masks(task: Task, schedule, start_params=None):
   """The run's masks on the host, for compact optimizer state: known before
   training only when the schedule never changes them."""
-  if schedule.changes_mask or schedule.rewinds:
+  if schedule.changes_mask or protocol.is_rewinding(schedule):
     raise SetupError(f"optimizer_state='compact' stores state for a fixed set of kept "
                      f'weights, but the {type(schedule).__name__} schedule changes the mask: '
                      "use a fixed mask (fine-tuning, lottery levels) or optimizer_state='dense'")

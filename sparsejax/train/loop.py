@@ -18,7 +18,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from sparsejax.core import transform
+from sparsejax.core import protocol, transform
 from sparsejax.train import checkpoint as ckpt_lib, compiled
 from sparsejax.train import feed as feed_lib, flop_count
 from sparsejax.train import metrics as metrics_lib, peak_memory
@@ -169,7 +169,7 @@ def _loop(run: Run, workdir: pathlib.Path, snapshots, progress, hparams=None) ->
         if log_now:
           r = dict(zip(names, rows[-1].tolist()))
           lr_fn = t.loop.learning_rate
-          lr_step = run.schedule.lr_step((done - 1) // t.accumulate)
+          lr_step = protocol.lr_step(run.schedule, (done - 1) // t.accumulate)
           if n_window:   # before the density program, whose first call compiles it
             r['steps_per_sec'] = n_window / max(time.perf_counter() - t_window, 1e-9)
           r['density'] = float(jax.device_get(density_fn(state.opt_state)))

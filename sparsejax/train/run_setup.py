@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsejax.core import schedules
+from sparsejax.core import protocol, schedules
 from sparsejax.core import tree as tree_lib
 from sparsejax.data import base as data_base
 from sparsejax.train import checkpoint as ckpt_lib, compiled, distill as distill_lib
@@ -48,7 +48,7 @@ class Run:
   teacher: Any = None              # {'params', 'model_state'} of a task that distills
   teacher_sh: Any = None           # their shardings (those of the params and model state)
   # (data, key, start_params, start_model_state) -> the TrainState of
-  # init_state, with data = schedule.init_data() an argument (None: no sharing)
+  # init_state, with data = protocol.init_data(schedule) an argument (None: no sharing)
   init_program: Callable | None = None
 
 
@@ -66,12 +66,13 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
                      'starts from, but this run starts from a fresh initialisation: it would '
                      'train a dense network. Start from pruned weights (finetune) or give masks')
   schedule = task.schedule.for_run(task.updates)
-  if schedule.needs_binding:   # criteria at initialisation score on the first batch
+  if protocol.needs_binding(schedule):   # criteria at initialisation score on the first batch
     x0, y0 = task.dataset.train.get(data_base.batch_indices(
         len(task.dataset.train), task.batch_size, task.loop.seed, 0))
     batch0 = (jnp.asarray(x0), jnp.asarray(y0))
     state0 = task.initial_model_state()
-    schedule = schedule.bind(
+    schedule = protocol.bind(
+        schedule,
         loss_fn=lambda params, batch: task.eval_loss(params, state0, batch), batch=batch0,
         apply_fn=lambda params, x: task.apply(params, state0, x)[0],
         input_shape=(1, *task.dataset.input_shape))
@@ -89,7 +90,7 @@ def build(task: Task, mesh=None, start: Start | None = None) -> Run:
       # mask) an argument instead of a constant: runs with the same program
       # key share one compiled program (compiled.init_program). `start`
       # reaches it only as arguments (make_tx reads it for compact state).
-      tx_data = initial_lib.make_tx(task, schedule.with_init_data(data))
+      tx_data = initial_lib.make_tx(task, protocol.with_init_data(schedule, data))
       return initial_lib.init_state(task, tx_data, key, start_params, start_model_state)
 
   abstract = jax.eval_shape(init_state, jax.random.key(task.loop.seed))
@@ -129,7 +130,7 @@ def initial_state(run: Run):
     args += [run.start.params, run.start.model_state]
   shared = compiled.init_program(run)
   if shared is not None:
-    return shared(run.schedule.init_data(), *args)
+    return shared(protocol.init_data(run.schedule), *args)
   return jax.jit(run.init_state, out_shardings=run.state_sh)(*args)
 
 
