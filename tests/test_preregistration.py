@@ -22,7 +22,7 @@ PREREGISTERED = {
     # are the setting the claims name, not results they judge)
     'smollm2_prune': ('claims.md', ['results/prune*.csv', 'results/retrain*.csv']),
     'smollm2_sft': ('claims.md', ['results/*.csv', 'results.csv']),
-    'rigl_lenet_mnist': ('reproduce.py', ['results.csv', 'claims.csv']),
+    'rigl_lenet_mnist': ('reproduce.py', ['results*.csv', 'claims*.csv']),
     'snip_lenet_mnist': ('reproduce.py', ['results.csv', 'claims.csv', 'summary.csv']),
     'han_lenet_mnist': ('reproduce.py', ['results.csv', 'claims.csv']),
     # the 5-seed protocol with SET on RigL's schedule (its earlier 3-seed
