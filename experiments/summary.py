@@ -400,8 +400,8 @@ def _prune_minilm_wanda_ratio():
                  'per seed')
 
 
-_NLL = re.compile(r'mean NLL diff ([-+]?\d+\.\d+) \(95% CI ([-+]?\d+\.\d+) to ([-+]?\d+\.\d+) '
-                  r'over tokens\)')
+_NLL = re.compile(r'mean NLL diff ([-+]?\d+\.\d+) \(95% CI ([-+]?\d+\.\d+) to ([-+]?\d+\.\d+)'
+                  r'(?: over tokens)?\)')   # prune claims say 'over tokens', retrain's do not
 
 
 def _smollm2_claim(prefix):
@@ -421,8 +421,7 @@ def _smollm2_retrain_r1():
   claim = 'R1 distilled < plain at step 100 (wanda_50)'
   found = [r for r in rows('smollm2_prune', 'results/retrain_claims.csv') if r['claim'] == claim]
   assert len(found) == 1, claim
-  m = re.search(r'mean NLL diff ([-+]?\d+\.\d+) \(95% CI ([-+]?\d+\.\d+) to ([-+]?\d+\.\d+)\)',
-                found[0]['ours'])
+  m = _NLL.search(found[0]['ours'])
   seeds = re.search(r'(\d+) seed', found[0]['ours'])
   assert m and seeds, found[0]['ours']
   return Value(*map(float, m.groups()), "paired bootstrap over tokens (folder's)",
