@@ -16,7 +16,11 @@ every schedule carrying methods that only one of them uses:
 Code that drives a schedule asks through the functions at the bottom
 (`is_rewinding(s)`, `program_key(s)`, `bind(s, ...)`, ...), which give each
 capability's neutral answer for a schedule that lacks it, so a schedule that
-only implements the protocol (no `Schedule` base) runs too.
+only implements the protocol (no `Schedule` base) runs too. They look each
+capability up on the schedule's type, past the deprecated neutral defaults
+that `Schedule` still inherits from `compat` (which warn when reached), and
+honour an older-style subclass's own overrides (`rewinds = True` with
+`should_rewind` / `rewind_target`; `compat` warns when such a class is defined).
 """
 
 from __future__ import annotations
@@ -114,54 +118,88 @@ class SharesPrograms:
 
 
 # -- asking a schedule (neutral answers for capabilities it lacks) -------------
+_NONE = object()
+
+
+def _own(schedule, name):
+  """`schedule.<name>` as the schedule's own classes define it (a capability
+  mixin's, or an override in an older-style subclass), or _NONE where it has
+  none. Looked up on the type's MRO, skipping the deprecated neutral defaults
+  of `compat.CapabilityDefaults` (which warn when reached)."""
+  instance = getattr(schedule, '__dict__', None)
+  if isinstance(instance, dict) and name in instance:
+    return instance[name]
+  for klass in type(schedule).__mro__:
+    own = vars(klass)
+    if name in own and not own.get('_deprecated_capability_defaults', False):
+      value = own[name]
+      return value.__get__(schedule, type(schedule)) if hasattr(value, '__get__') else value
+  return _NONE
+
+
+def _flag(schedule, name) -> bool:
+  value = _own(schedule, name)
+  return value is not _NONE and bool(value)
+
+
 def is_rewinding(schedule) -> bool:
   """True for schedules that rewind (the `Rewinding` capability, or a
   subclass of `Schedule` that sets the older flag `rewinds = True`)."""
-  return isinstance(schedule, Rewinding) or bool(getattr(schedule, 'rewinds', False))
+  return isinstance(schedule, Rewinding) or _flag(schedule, 'rewinds')
 
 
 def is_straight_through(schedule) -> bool:
   """True for straight-through schedules (`StraightThrough`, or the older flag)."""
-  return (isinstance(schedule, StraightThrough)
-          or bool(getattr(schedule, 'straight_through', False)))
+  return isinstance(schedule, StraightThrough) or _flag(schedule, 'straight_through')
+
+
+def should_rewind(schedule, step):
+  """Does a rewinding schedule rewind at `step` (traced or not); False for others."""
+  fn = _own(schedule, 'should_rewind') if is_rewinding(schedule) else _NONE
+  return False if fn is _NONE else fn(step)
 
 
 def needs_update(schedule, step):
   """should_update, or should_rewind too for rewinding schedules (traced or not)."""
   flag = schedule.should_update(step)
-  return flag | schedule.should_rewind(step) if is_rewinding(schedule) else flag
+  return flag | should_rewind(schedule, step) if is_rewinding(schedule) else flag
 
 
 def lr_step(schedule, step):
   """The step a learning-rate schedule sees at train step `step`."""
-  return schedule.lr_step(step) if hasattr(schedule, 'lr_step') else step
+  fn = _own(schedule, 'lr_step')
+  return step if fn is _NONE else fn(step)
 
 
 def restart_period(schedule) -> int | None:
   """Steps after which the inner optimizer restarts (None: never)."""
-  return getattr(schedule, 'restart_period', None)
+  period = _own(schedule, 'restart_period')
+  return None if period is _NONE else period
 
 
 def needs_binding(schedule) -> bool:
-  return bool(getattr(schedule, 'needs_binding', False))
+  """True for a schedule that needs the model and a batch before `init`."""
+  return _flag(schedule, 'needs_binding')
 
 
 def bind(schedule, **context):
   """`schedule.bind(**context)` where it binds; the schedule itself otherwise."""
-  return schedule.bind(**context) if needs_binding(schedule) else schedule
+  return _own(schedule, 'bind')(**context) if needs_binding(schedule) else schedule
 
 
 def program_key(schedule):
   """The schedule's program key; None (compile per run) when it has none."""
-  fn = getattr(schedule, 'program_key', None)
-  return None if fn is None else fn()
+  fn = _own(schedule, 'program_key')
+  return None if fn is _NONE else fn()
 
 
 def init_data(schedule) -> PyTree:
-  fn = getattr(schedule, 'init_data', None)
-  return None if fn is None else fn()
+  """What `init` reads that the program key leaves out (None: nothing)."""
+  fn = _own(schedule, 'init_data')
+  return None if fn is _NONE else fn()
 
 
 def with_init_data(schedule, data: PyTree):
-  fn = getattr(schedule, 'with_init_data', None)
-  return schedule if fn is None else fn(data)
+  """The schedule with `init_data` replaced by `data` (itself where it shares none)."""
+  fn = _own(schedule, 'with_init_data')
+  return schedule if fn is _NONE else fn(data)

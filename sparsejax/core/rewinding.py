@@ -24,6 +24,7 @@ import jax
 import optax
 from jax import lax
 
+from sparsejax.core import protocol
 from sparsejax.core import sparse_state
 
 PyTree = Any
@@ -54,7 +55,7 @@ def rewinding(tx: optax.GradientTransformationExtraArgs, inner: optax.GradientTr
                            params)
       return sparse_state.project(moved, params, masks), inner.init(params)
 
-    new_updates, inner_state = lax.cond(schedule.should_rewind(state.count), jump,
+    new_updates, inner_state = lax.cond(protocol.should_rewind(schedule, state.count), jump,
                                         lambda op: op, (new_updates, new_state.inner_state))
     return new_updates, new_state._replace(inner_state=inner_state)
 
