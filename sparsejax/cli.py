@@ -1,8 +1,10 @@
 """The `sparsejax` command line (`sparsejax --help`; the arguments are in
 `sparsejax.cli_args`). Each handler calls one function, of `experiment` or
 `prune_run` (configs to objects), `sweep` or a program, and prints what it
-returns (`programs.summaries`); it returns the exit status (None: 0). Bad
-input is one `sparsejax:` line and exit 2.
+returns (`programs.summaries`); it returns the exit status (None: 0). The
+programs of `cli_args.PROGRAMS` (perplexity, generate) bring their own
+arguments and handler (`main(args)`). Bad input is one `sparsejax:` line and
+exit 2.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from sparsejax import cli_args, config as config_lib, experiment, optim, prune_r
 from sparsejax import sweep
 from sparsejax.core import schedules
 from sparsejax.data import base as data_base
-from sparsejax.programs import evaluate, export, export_verify, generate, peft_checkpoint
-from sparsejax.programs import perplexity, report, results, summaries
+from sparsejax.programs import evaluate, export, export_verify, peft_checkpoint
+from sparsejax.programs import report, results, summaries
 from sparsejax.programs.compilation_cache import enable_compilation_cache
 from sparsejax.prune_run import recovery_command  # noqa: F401  (the line `prune` prints)
 from sparsejax.train import checkpoint as ckpt_lib, inspection, loop, task as task_lib
@@ -94,17 +96,10 @@ def _eval(args, overrides):
                args.per_example)
 
 
-def _generate(args, overrides):
-  row = generate.run(args.model, args.prompt, weights=args.weights, seed=args.seed,
-                     max_new_tokens=args.max_new_tokens, temperature=args.temperature)
-  print(row['text'])
-  print(summaries.generate_speed(row), file=sys.stderr)
-
-
 def _parser():
   return cli_args.parser(
       config=_show_config, train=_train, eval=_eval, lottery=_lottery, finetune=_finetune,
-      prune=_prune, export=_export, generate=_generate,
+      prune=_prune, export=_export,
       inspect=lambda args, _: print(inspection.inspect(args.path)),
       sweep=lambda args, _: sweep.sweep_command(
           args.config, args.workdir, jobs=args.jobs, index=args.index, count=args.count,
@@ -114,11 +109,7 @@ def _parser():
           args.delta, args.out, base=args.base))),
       report=lambda args, _: print(report.report(args.dirs, args.out, args.metric)),
       reproduce=lambda args, _: int(any(c.passed is False for c in reproduce.reproduce(
-          args.name, args.workdir, jobs=args.jobs, collect=args.collect))),
-      perplexity=lambda args, _: print(summaries.perplexity(perplexity.run(
-          args.model, weights=args.weights, text_file=args.text, corpus_part=args.corpus,
-          seqlen=args.seqlen, max_windows=args.max_windows, batch=args.batch, out=args.out,
-          nll_out=args.save_nll))))
+          args.name, args.workdir, jobs=args.jobs, collect=args.collect))))
 
 
 def main(argv=None) -> int:

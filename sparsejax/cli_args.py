@@ -1,11 +1,21 @@
 """The `sparsejax` command line's arguments: the parser, each subcommand with
 its handler (`set_defaults(run=...)`) and whether it takes `--config.KEY=VALUE`
 overrides, and the checks of flags that do not go together. The handlers are
-in `sparsejax.cli`."""
+in `sparsejax.cli`, except for the programs of `PROGRAMS`, which bring their
+own.
+
+A program module in `PROGRAMS` is a whole subcommand: it has `HELP` (the
+line of `sparsejax --help`), `add_arguments(parser)` (its flags),
+`main(args) -> exit status` (None: 0; bad input raises a ValueError, which the
+CLI prints as one `sparsejax:` line with exit 2) and, optionally, `USAGE` (its
+lines of the synopsis) and `COMMAND` (its name; default: the module's own).
+Adding a program is its module plus its line in `PROGRAMS`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 
 SYNOPSIS = """The `sparsejax` command line.
 
@@ -26,14 +36,17 @@ SYNOPSIS = """The `sparsejax` command line.
   sparsejax merge   DELTA --out FILE.npz|FILE.safetensors [--base WEIGHTS]
   sparsejax report  DIR [DIR ...] [--out DIR] [--metric test_accuracy]
   sparsejax reproduce NAME --workdir DIR [--jobs N] [--collect]
-  sparsejax perplexity --model smollm2|FILE.gguf|HF_DIR [--weights DIR]
-                    [--text FILE | --corpus eval|calibration] [--seqlen 256]
-                    [--max-windows N] [--batch B] [--out FILE.jsonl] [--save-nll F.npz]
-  sparsejax generate --model ... [--weights DIR] --prompt TEXT
-                    [--max-new-tokens N] [--temperature T] [--seed S]
+{programs}
 
 `train` resumes when DIR already holds a checkpoint of the same config.
 """
+
+# The programs that bring their own subcommand (see the module's docstring),
+# by import path, in the order of `sparsejax --help`.
+PROGRAMS = (
+    'sparsejax.programs.perplexity',
+    'sparsejax.programs.generate',
+)
 
 
 def version() -> str:
@@ -49,14 +62,22 @@ def version() -> str:
   return f"sparsejax {sparsejax.__version__} ({', '.join(parts)})"
 
 
+def programs() -> list:
+  """The modules of `PROGRAMS`, imported."""
+  return [importlib.import_module(name) for name in PROGRAMS]
+
+
 def parser(*, config, train, eval, inspect, lottery, finetune, prune, sweep, export, merge,
-           report, reproduce, perplexity, generate) -> argparse.ArgumentParser:
+           report, reproduce) -> argparse.ArgumentParser:
   """The parser. Each keyword is its subcommand's handler, `run(args,
-  overrides) -> exit status`, which parsing leaves in `args.run`;
-  `args.takes_overrides` says whether the subcommand takes `--config.KEY=VALUE`
-  and `args.override_commands` names those that do."""
-  parser = argparse.ArgumentParser(prog='sparsejax', description=SYNOPSIS,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  overrides) -> exit status`, which parsing leaves in `args.run` (a program
+  of `PROGRAMS`: its `main(args)`); `args.takes_overrides` says whether the
+  subcommand takes `--config.KEY=VALUE` and `args.override_commands` names
+  those that do."""
+  modules = programs()
+  usage = ''.join(getattr(m, 'USAGE', '') for m in modules)
+  parser = argparse.ArgumentParser(prog='sparsejax', description=SYNOPSIS.replace(
+      '{programs}\n', usage), formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--version', action='version', version=version())
   sub = parser.add_subparsers(dest='command', required=True)
 
@@ -186,33 +207,10 @@ def parser(*, config, train, eval, inspect, lottery, finetune, prune, sweep, exp
   rp.add_argument('--workdir', required=True)
   rp.add_argument('--jobs', type=int, default=1)
   rp.add_argument('--collect', action='store_true', help='run nothing: gather and judge')
-  lms = {}
-  for name, run, what in (
-      ('perplexity', perplexity, 'perplexity of a pretrained LM in the pruning papers\' '
-       'protocol (non-overlapping windows)'),
-      ('generate', generate, 'continue a prompt with a pretrained LM (KV cache)')):
-    lm = lms[name] = command(name, run, help=what)
-    lm.add_argument('--model', required=True, help='smollm2, a .gguf file or a Hugging Face '
-                    'folder (config.json + model.safetensors + tokenizer.json)')
-    lm.add_argument('--weights', default=None, help="weights of --model's architecture to run "
-                    'instead: a sparsejax run or prune workdir, or a folder written by save_hf '
-                    "(with --model's tokenizer if it has none)")
-  ppl = lms['perplexity']
-  source = ppl.add_mutually_exclusive_group()
-  source.add_argument('--text', default=None, help='a UTF-8 text file')
-  source.add_argument('--corpus', default=None, choices=('eval', 'calibration'),
-                      help='a part of the built-in King James Bible corpus (default: eval)')
-  ppl.add_argument('--seqlen', type=int, default=256, help='window length in tokens (256)')
-  ppl.add_argument('--max-windows', type=int, default=None,
-                   help='run N windows spread evenly over the text (default: all)')
-  ppl.add_argument('--batch', type=int, default=1, help='windows per run (1)')
-  ppl.add_argument('--out', default=None, help='append the result as a JSON line')
-  ppl.add_argument('--save-nll', default=None, help='write per-token NLLs and windows (.npz)')
-  gen = lms['generate']
-  gen.add_argument('--prompt', required=True)
-  gen.add_argument('--max-new-tokens', type=int, default=64)
-  gen.add_argument('--temperature', type=float, default=0.0, help='0: greedy')
-  gen.add_argument('--seed', type=int, default=0)
+  for module in modules:
+    name = getattr(module, 'COMMAND', module.__name__.rpartition('.')[2])
+    module.add_arguments(command(name, lambda args, _, main=module.main: main(args),
+                                 help=module.HELP))
 
   takers = [name for name, p in sub.choices.items() if p.get_default('takes_overrides')]
   takers.sort(key=lambda name: name == 'config')   # the one that only shows a config, last

@@ -682,3 +682,12 @@ def test_core_snippets(capsys):
   for p, m in zip(leaves(stepped), leaves(masks)):
     if m is not None:
       assert np.all(np.asarray(p)[~np.asarray(m)] == 0.0)
+
+
+@runs('def add_arguments(parser)', "'sparsejax.programs.zeros',")
+def test_adding_a_program_as_the_api_page_shows(tmp_path, monkeypatch, capsys):
+  """docs/api/programs.md: the example module and its `PROGRAMS` line make a
+  `sparsejax zeros` command (test_new_program.py: what it prints, exits, helps)."""
+  from test_new_program import check_docs_example
+  check_docs_example(block('def add_arguments(parser)').code,
+                     block("'sparsejax.programs.zeros',").code, tmp_path, monkeypatch, capsys)

@@ -13,6 +13,7 @@ cuts the text at the first end-of-sequence token.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 
 import jax
@@ -91,3 +92,29 @@ def run(model: str, prompt: str, *, weights=None, max_new_tokens: int = 64,
           'stopped_at_eos': len(kept) < len(new), 'temperature': float(temperature),
           'seed': int(seed), 'seconds': seconds, 'compile_seconds': compile_seconds,
           'tokens_per_second': max_new_tokens / seconds if seconds > 0 else float('inf')}
+
+
+# -- the command (registered in `cli_args.PROGRAMS`) ---------------------------
+HELP = 'continue a prompt with a pretrained LM (KV cache)'
+USAGE = """\
+  sparsejax generate --model ... [--weights DIR] --prompt TEXT
+                    [--max-new-tokens N] [--temperature T] [--seed S]
+"""
+
+
+def add_arguments(parser) -> None:
+  from sparsejax.programs.perplexity import add_model_arguments
+  add_model_arguments(parser)
+  parser.add_argument('--prompt', required=True)
+  parser.add_argument('--max-new-tokens', type=int, default=64)
+  parser.add_argument('--temperature', type=float, default=0.0, help='0: greedy')
+  parser.add_argument('--seed', type=int, default=0)
+
+
+def main(args) -> None:
+  """`sparsejax generate`: the text on stdout, the speed on stderr."""
+  from sparsejax.programs import summaries
+  row = run(args.model, args.prompt, weights=args.weights, seed=args.seed,
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+  print(row['text'])
+  print(summaries.generate_speed(row), file=sys.stderr)

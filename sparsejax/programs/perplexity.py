@@ -205,3 +205,45 @@ def run(model: str, *, weights=None, text_file=None, corpus_part=None, seqlen: i
     with path.open('a') as f:
       f.write(json.dumps(row) + '\n')
   return row
+
+
+# -- the command (registered in `cli_args.PROGRAMS`) ---------------------------
+HELP = "perplexity of a pretrained LM in the pruning papers' protocol (non-overlapping windows)"
+USAGE = """\
+  sparsejax perplexity --model smollm2|FILE.gguf|HF_DIR [--weights DIR]
+                    [--text FILE | --corpus eval|calibration] [--seqlen 256]
+                    [--max-windows N] [--batch B] [--out FILE.jsonl] [--save-nll F.npz]
+"""
+
+
+def add_model_arguments(parser) -> None:
+  """--model and --weights, which `perplexity` and `generate` share."""
+  parser.add_argument('--model', required=True, help='smollm2, a .gguf file or a Hugging Face '
+                      'folder (config.json + model.safetensors + tokenizer.json)')
+  parser.add_argument('--weights', default=None, help="weights of --model's architecture to run "
+                      'instead: a sparsejax run or prune workdir, or a folder written by save_hf '
+                      "(with --model's tokenizer if it has none)")
+
+
+def add_arguments(parser) -> None:
+  add_model_arguments(parser)
+  source = parser.add_mutually_exclusive_group()
+  source.add_argument('--text', default=None, help='a UTF-8 text file')
+  source.add_argument('--corpus', default=None, choices=('eval', 'calibration'),
+                      help='a part of the built-in King James Bible corpus (default: eval)')
+  parser.add_argument('--seqlen', type=int, default=256, help='window length in tokens (256)')
+  parser.add_argument('--max-windows', type=int, default=None,
+                      help='run N windows spread evenly over the text (default: all)')
+  parser.add_argument('--batch', type=int, default=1, help='windows per run (1)')
+  parser.add_argument('--out', default=None, help='append the result as a JSON line')
+  parser.add_argument('--save-nll', default=None,
+                      help='write per-token NLLs and windows (.npz)')
+
+
+def main(args) -> None:
+  """`sparsejax perplexity`: prints the summary line of `run`'s row."""
+  from sparsejax.programs import summaries
+  print(summaries.perplexity(run(
+      args.model, weights=args.weights, text_file=args.text, corpus_part=args.corpus,
+      seqlen=args.seqlen, max_windows=args.max_windows, batch=args.batch, out=args.out,
+      nll_out=args.save_nll)))
