@@ -8,7 +8,9 @@ here; `to_settings` then turns the ConfigDict into the frozen dataclasses of
 `sparsejax.settings` that the rest of the code takes as arguments. An
 unknown or misspelled key is an error naming it, both in a config file and
 on the command line. The free-form `options` dicts (model, data, pattern)
-are checked by what consumes them.
+are checked by what consumes them. `pruning.allocation`, `pruning.pattern`
+and `pruning.rule` may be nested blocks (`config_pruning`), turned into the
+flat keys they stand for as a config is loaded or overridden.
 
 This module loads and overrides configs; it re-exports the rest, which lives
 in `config_schema` (every key with its default, the key checks, a config
@@ -31,6 +33,7 @@ from sparsejax.config_blocks import (CONTROLS, DTYPES, FINETUNE_METHODS, REWINDS
                                      ROW_SCORES, FinetuneSettings, bool_value, choice,
                                      distill_settings, finetune_settings, lottery_settings,
                                      optimizer_spec, positive, to_settings)
+from sparsejax.config_pruning import BLOCKS, block_override, flat_pruning, flattened  # noqa: F401
 from sparsejax.config_schema import (FREE_FORM, NOT_FROM_CONFIG, PRUNING_KEYS,  # noqa: F401
                                      changed, changed_keys, check_keys, check_pruning_keys,
                                      default_config, record, settings_hash, show, suggest,
@@ -87,6 +90,7 @@ def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
                       f'{e}{_line_in(e, path)}{hint}') from None
   if not isinstance(config, ml_collections.ConfigDict):
     config = ml_collections.ConfigDict(config)
+  config = flattened(config)    # pruning blocks as the flat keys they stand for
   check_keys(config)
   return config
 
@@ -113,42 +117,51 @@ def parse_value(text: str):
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
                     ) -> ml_collections.ConfigDict:
-  """Returns a copy with dotted keys ('pruning.schedule') set; values may be strings."""
-  config = ml_collections.ConfigDict(config.to_dict())
+  """Returns a copy with dotted keys ('pruning.schedule') set; values may be
+  strings. A key inside a `pruning` block ('pruning.pattern.n') sets the flat
+  key it stands for (sparsejax.config_pruning)."""
+  config = ml_collections.ConfigDict(flattened(config).to_dict())
   for dotted, value in overrides.items():
     if isinstance(value, str):
       value = parse_value(value)
-    *parents, leaf = dotted.split('.')
-    node, where = config, ''
-    for name in parents:
-      where += name
-      if name not in node or not isinstance(node[name], ml_collections.ConfigDict):
-        raise ConfigError(f'unknown config key {dotted!r}: {where!r} is not a group of settings'
-                          f'{suggest(name, node.keys()) if name not in node else ""}')
-      node, where = node[name], where + '.'
-    free = parents and (parents[-1] in FREE_FORM or parents == ['pruning'])
-    if leaf not in node and not free:
-      raise ConfigError(f'unknown config key {dotted!r}{suggest(leaf, node.keys())}')
-    old = node[leaf] if leaf in node else None
-    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-      value = float(value)
-    if parents == ['pruning'] and _takes_fraction(node, leaf, value):
-      old = None            # a step count or a fraction of the run: either type is right
-    if isinstance(old, tuple) and isinstance(value, list):
-      value = tuple(value)
-    if isinstance(value, dict):
-      value = ml_collections.ConfigDict(value)
-    try:
-      with node.ignore_type():
-        if old is not None and value is not None and type(old) is not type(value) and not (
-            isinstance(old, (dict, ml_collections.ConfigDict)) and isinstance(
-                value, (dict, ml_collections.ConfigDict))):
-          raise TypeError(f'expected {type(old).__name__}, got {type(value).__name__} {value!r}')
-        node[leaf] = value
-    except TypeError as e:
-      raise ConfigError(f'bad value for config key {dotted!r}: {e}') from None
+    flat = block_override(config.get('pruning', {}), dotted, value)
+    for key, v in ({dotted: value} if flat is None else flat).items():
+      _set(config, dotted, key, v)
   check_keys(config)
   return config
+
+
+def _set(config: ml_collections.ConfigDict, given: str, dotted: str, value) -> None:
+  """Sets one dotted key of `config`; errors name `given`, the key as overridden."""
+  *parents, leaf = dotted.split('.')
+  node, where = config, ''
+  for name in parents:
+    where += name
+    if name not in node or not isinstance(node[name], ml_collections.ConfigDict):
+      raise ConfigError(f'unknown config key {given!r}: {where!r} is not a group of settings'
+                        f'{suggest(name, node.keys()) if name not in node else ""}')
+    node, where = node[name], where + '.'
+  free = parents and (parents[-1] in FREE_FORM or parents == ['pruning'])
+  if leaf not in node and not free:
+    raise ConfigError(f'unknown config key {given!r}{suggest(leaf, node.keys())}')
+  old = node[leaf] if leaf in node else None
+  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if parents == ['pruning'] and _takes_fraction(node, leaf, value):
+    old = None            # a step count or a fraction of the run: either type is right
+  if isinstance(old, tuple) and isinstance(value, list):
+    value = tuple(value)
+  if isinstance(value, dict):
+    value = ml_collections.ConfigDict(value)
+  try:
+    with node.ignore_type():
+      if old is not None and value is not None and type(old) is not type(value) and not (
+          isinstance(old, (dict, ml_collections.ConfigDict)) and isinstance(
+              value, (dict, ml_collections.ConfigDict))):
+        raise TypeError(f'expected {type(old).__name__}, got {type(value).__name__} {value!r}')
+      node[leaf] = value
+  except TypeError as e:
+    raise ConfigError(f'bad value for config key {given!r}: {e}') from None
 
 
 def _takes_fraction(pruning, key: str, value) -> bool:

@@ -17,7 +17,7 @@ from typing import Mapping
 
 import ml_collections
 
-from sparsejax import optim
+from sparsejax import config_pruning, optim
 from sparsejax.core import allocation as alloc_lib, registry
 from sparsejax.settings import ConfigError
 
@@ -55,7 +55,13 @@ def default_config() -> ml_collections.ConfigDict:
   # a field of that schedule's dataclass, and what is not set keeps the class's
   # default. Step fields (start, end, at_step) take fractions of the run as floats.
   # pruning.allocation: 'uniform', 'global', 'er', 'erk' or 'pkg.module:Class'
-  # (sparsejax.core.allocation), with pruning.overrides/scales/erk_power_scale.
+  # (sparsejax.core.allocation), with pruning.overrides/scales/erk_power_scale;
+  # pruning.pattern with pruning.pattern_options. Or one block each, keys from
+  # the dataclasses (sparsejax.config_pruning):
+  #   c.pruning.allocation = {'name': 'erk', 'erk_power_scale': 1.0,
+  #                           'overrides': (), 'scales': {'output': 0.5}}
+  #   c.pruning.pattern = {'name': 'nm', 'n': 2, 'm': 4}
+  #   c.pruning.rule = {'include': None, 'exclude': '^embed/', 'min_ndim': 2}
   c.pruning = ml_collections.ConfigDict(dict(
       schedule='dense', include=None, exclude=None, min_ndim=2))
   c.train = ml_collections.ConfigDict(dict(
@@ -107,6 +113,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def check_pruning_keys(pruning) -> None:
   """Keys of `pruning` other than the rule and modifiers must be fields of the schedule."""
+  pruning = config_pruning.flat_pruning(pruning)    # blocks: as the flat keys they stand for
   name = pruning.get('schedule', 'dense')
   try:
     fields = registry.schedule_fields(name)
@@ -153,15 +160,16 @@ def suggest(key, choices) -> str:
 
 # --- a config against its defaults ---------------------------------------------------------
 
-def _plain(x):
-  """The config as plain dicts and tuples."""
-  if isinstance(x, ml_collections.ConfigDict):
-    x = x.to_dict()
-  if isinstance(x, Mapping):
-    return {str(k): _plain(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_plain(v) for v in x)
-  return x
+_plain = config_pruning.plain   # the config as plain dicts and tuples
+
+
+def _canonical(config) -> dict:
+  """The config as plain data, `pruning`'s blocks as the flat keys they stand
+  for (config_pruning): the one form that is hashed and recorded."""
+  plain = _plain(config)
+  if isinstance(plain.get('pruning'), Mapping):
+    plain['pruning'] = config_pruning.flat_pruning(plain['pruning'])
+  return plain
 
 
 def _merge(base: dict, over: Mapping) -> dict:
@@ -177,7 +185,7 @@ def _merge(base: dict, over: Mapping) -> dict:
 def with_defaults(config) -> dict:
   """Every key of the schema, the config's value where it sets one, as plain
   dicts and tuples."""
-  return _merge(default_config().to_dict(), _plain(config))
+  return _merge(default_config().to_dict(), _canonical(config))
 
 
 def changed_keys(config: Mapping, defaults: Mapping, prefix='') -> dict:
@@ -203,13 +211,13 @@ def settings_hash(config: ml_collections.ConfigDict, length: int = 10) -> str:
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:
-  return json.dumps(_plain(config), indent=2, sort_keys=True, default=str)
+  return json.dumps(_canonical(config), indent=2, sort_keys=True, default=str)
 
 
 def record(config) -> dict:
   """What a workdir records of its config (config.json): the config as plain
   data and its settings hash."""
-  return {'config': _plain(config), 'settings_hash': settings_hash(config)}
+  return {'config': _canonical(config), 'settings_hash': settings_hash(config)}
 
 
 # --- sparsejax config --show ---------------------------------------------------------------

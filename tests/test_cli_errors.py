@@ -63,6 +63,25 @@ def test_config_file_replacing_a_group_by_a_value(tmp_path, capsys):
   assert len(lines) == 1 and 'line 5' in lines[0] and "c.loss.name = 'pkg.mod:fn'" in lines[0]
 
 
+def test_bad_key_of_a_pruning_block(tmp_path, capsys):
+  """A misspelled key in a `pruning` block, in the file or in an override
+  into the block: one line naming the dotted key, nothing created."""
+  bad = tmp_path / 'bad_block.py'
+  bad.write_text('import sparsejax.config\n\ndef get_config():\n'
+                 '  c = sparsejax.config.default_config()\n'
+                 "  c.pruning.schedule = 'rigl'\n"
+                 "  c.pruning.allocation = {'name': 'erk', 'power': 2.0}\n  return c\n")
+  assert cli.main(['train', '--config', str(bad), '--workdir', str(tmp_path / 'w')]) == 2
+  lines = error_lines(capsys)
+  assert len(lines) == 1 and "'pruning.allocation.power'" in lines[0]
+  assert "did you mean 'erk_power_scale'" in lines[0]
+  assert cli.main(['train', '--config', MLP, '--workdir', str(tmp_path / 'w'),
+                   '--config.pruning.rule.min_dim=1']) == 2
+  lines = error_lines(capsys)
+  assert len(lines) == 1 and "'pruning.rule.min_dim'" in lines[0] and 'min_ndim' in lines[0]
+  assert not (tmp_path / 'w').exists()
+
+
 def test_workdir_that_is_a_file(tmp_path, capsys):
   afile = tmp_path / 'not_a_dir'
   afile.write_text('keep me')

@@ -12,15 +12,15 @@ the test (there is no catch-all), and so does a LAYERS entry that places nothing
   1  data | models | posttrain
   2  train
   3  programs
-  4  config: settings, config_blocks, config_schema, config
+  4  config: settings, config_pruning, config_blocks, config_schema, config
   5  experiment, build
   6  prune_run
   7  entry points: sweep, reproduce, cli
 
 Two rules on top of the layers:
 - Only CONFIG_READERS import the config layer (`sparsejax.config`,
-  `sparsejax.config_blocks`, `sparsejax.config_schema`, `sparsejax.settings`);
-  everything else takes
+  `sparsejax.config_blocks`, `sparsejax.config_schema`,
+  `sparsejax.config_pruning`, `sparsejax.settings`); everything else takes
   objects and settings as arguments.
 - CEILINGS: `sparsejax.settings` is plain data that the library receives as
   arguments, so it imports nothing above layer 0.
@@ -68,6 +68,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     'sparsejax.programs.*': (3, 'programs'),
     'sparsejax.settings': (4, 'config'),
     'sparsejax.config_blocks': (4, 'config'),
+    'sparsejax.config_pruning': (4, 'config'),
     'sparsejax.config': (4, 'config'),
     'sparsejax.config_schema': (4, 'config'),
     'sparsejax.build': (5, 'experiment'),
@@ -82,7 +83,7 @@ LAYERS: dict[str, tuple[int, str]] = {
 }
 
 CONFIG = frozenset({'sparsejax.config', 'sparsejax.config_blocks', 'sparsejax.config_schema',
-                    'sparsejax.settings'})
+                    'sparsejax.config_pruning', 'sparsejax.settings'})
 # Who may import the config layer, and why:
 CONFIG_READERS = frozenset(CONFIG | {
     'sparsejax.experiment',   # turns a config into Settings once, and runs programs
