@@ -17,6 +17,10 @@ as many as it lost, from its own inactive weights, so every group keeps
 exactly N (a per-group drop count would turn d_t into a step function of N).
 Block and row/channel patterns drop and grow whole units, a unit scored by
 the pattern's reduction (sum by default) of its members' |w| or |g|.
+
+Leaves of the same shape share one compiled update body (`stacked.map_stacked`,
+a `lax.map` over them), so compile time grows with the number of distinct
+shapes rather than with depth; the masks are the same as a loop over leaves.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import optax
 
 from sparsejax.core import allocation as alloc_lib
 from sparsejax.core import criteria as criteria_lib
-from sparsejax.core import select
+from sparsejax.core import select, stacked
 from sparsejax.core import tree as tree_lib
 from sparsejax.core.fields import same_units_ordered
 from sparsejax.core.schedules import Schedule, ScheduleError
@@ -154,12 +158,32 @@ class RigL(Schedule):
 
   def update(self, masks, params, grads, step, state):
     d = self.drop_fraction_at(step)
-    drop = dict(tree_lib.leaves_with_paths(params))
-    grow = self.grow_scores(params, grads, step)
     drop_grow_fn = pattern_drop_grow(self.pattern)
-    new = tree_lib.map_with_path(
-        lambda path, m: drop_grow_fn(m, jnp.abs(drop[path]), grow[path], d), masks)
-    return new, state
+    params_at = dict(tree_lib.leaves_with_paths(params))
+    if self.hashes_growth:     # the keys are made inside the body from the leaf's index
+      key = self.key(step)
+      index = {path: i for i, (path, _) in enumerate(tree_lib.leaves_with_paths(params))}
+
+      def body(m, w, i):
+        keys = select.random_keys(m.shape, jax.random.fold_in(key, i))
+        return drop_grow_fn(m, jnp.abs(w), keys, d)
+      calls = {path: (m, params_at[path], jnp.int32(index[path]))
+               for path, m in tree_lib.leaves_with_paths(masks)}
+    else:
+      grow = self.grow_scores(params, grads, step)
+
+      def body(m, w, g):
+        return drop_grow_fn(m, jnp.abs(w), g, d)
+      calls = {path: (m, params_at[path], grow[path])
+               for path, m in tree_lib.leaves_with_paths(masks)}
+    new = stacked.map_stacked(body, calls)
+    return tree_lib.map_with_path(lambda path, m: new[path], masks), state
+
+  @property
+  def hashes_growth(self) -> bool:
+    """Whether growth ranks single weights by `select.random_keys` (random
+    growth, unstructured), which `update` hashes inside the per-leaf body."""
+    return self.grow == 'random' and isinstance(self.pattern, select.Unstructured)
 
   def grow_scores(self, params, grads, step) -> dict:
     """{path: growth scores}: |g| for RigL. Random growth of single weights
