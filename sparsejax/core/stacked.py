@@ -19,7 +19,8 @@ from typing import Callable, Hashable, Mapping
 import jax
 import jax.numpy as jnp
 
-MIN_GROUP = 2   # leaves of one signature below this run on their own
+MIN_GROUP_DEFAULT = 2
+MIN_GROUP = MIN_GROUP_DEFAULT   # leaves of one signature below this run on their own
 
 
 def signature(args: tuple) -> tuple:
@@ -28,11 +29,12 @@ def signature(args: tuple) -> tuple:
 
 
 def map_stacked(fn: Callable, calls: Mapping[Hashable, tuple],
-                min_group: int = MIN_GROUP) -> dict:
+                min_group: int | None = None) -> dict:
   """{name: fn(*args)} for `calls` = {name: args}; the names whose args share
   a `signature` run as one `lax.map` when there are at least `min_group` of
-  them. `fn` must treat each leaf on its own (no state across calls); it may
-  return any pytree of arrays."""
+  them (default `MIN_GROUP`, read at call time). `fn` must treat each leaf
+  on its own (no state across calls); it may return any pytree of arrays."""
+  min_group = MIN_GROUP if min_group is None else min_group
   groups: dict[tuple, list] = {}
   for name, args in calls.items():
     groups.setdefault(signature(args), []).append(name)
