@@ -132,6 +132,22 @@ def test_output_layer_is_named_output(name):
   assert sorted(p for p in paths if re.search('output', p)) == heads   # Llama's head has no bias
 
 
+def test_lenet_initializer_option():
+  """Gaussian Glorot by default (Frankle & Carbin); uniform Glorot, bounded by
+  sqrt(6 / (fan_in + fan_out)), for the RigL script's TensorFlow default."""
+  def kernel(**settings):
+    v = init_variables(get_model('lenet300_100', **settings), jax.random.key(0),
+                       input_shape=(784,), input_dtype=jnp.float32)
+    return np.asarray(v['params']['hidden_0']['kernel'])
+  bound = np.sqrt(6 / (784 + 300))
+  uniform, normal = kernel(initializer='glorot_uniform'), kernel()
+  assert np.abs(uniform).max() <= bound < np.abs(normal).max()
+  np.testing.assert_allclose(uniform.std(), np.sqrt(2 / (784 + 300)), rtol=0.02)
+  np.testing.assert_allclose(normal.std(), np.sqrt(2 / (784 + 300)), rtol=0.05)
+  with pytest.raises(ValueError, match='LeNet300100.initializer'):
+    get_model('lenet300_100', initializer='he')
+
+
 def test_parameter_counts():
   # LeNet-300-100: 784*300+300 + 300*100+100 + 100*10+10.
   assert _num_params(_abstract_init('lenet300_100', (784,))) == 266_610
@@ -423,6 +439,7 @@ def test_adam_memorises_a_batch(name):
   assert final < 0.5 * losses[0], (losses[0], final)
 
 
+@pytest.mark.extended   # 24 s; test_llama's remat test checks the same per-block remat in 7
 def test_transformer_remat_same_params_and_gradients():
   """remat=True (gradient checkpointing per block) keeps the param tree and
   gives the same gradients, dropout included; the backward pass recomputes."""

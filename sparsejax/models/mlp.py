@@ -121,20 +121,32 @@ class MLP(nn.Module):
                        dropout=self.dropout, train=train)
 
 
+LENET_INITS = {'glorot_normal': nn.initializers.glorot_normal(),
+               'glorot_uniform': nn.initializers.glorot_uniform()}
+
+
 class LeNet300100(nn.Module):
   """LeNet-300-100 (LeCun et al. 1998), as used by Frankle & Carbin 2019.
 
   784-300-100-10 with ReLU; 266,610 parameters. Kernels start from the
   Gaussian Glorot initialisation that Frankle & Carbin use (their appendix),
-  biases at zero.
+  biases at zero. `initializer='glorot_uniform'` is the uniform Glorot
+  (Xavier) initialisation instead: TensorFlow's default for dense layers,
+  which the RigL authors' MNIST script trains (an ablation of
+  experiments/rigl_lenet_mnist).
   """
   num_classes: int = 10
   dropout: float = 0.0
+  initializer: str = 'glorot_normal'
+
+  def __post_init__(self):
+    _check_choice('LeNet300100', 'initializer', self.initializer, tuple(LENET_INITS))
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     return dense_stack(x, (300, 100), self.num_classes, dropout=self.dropout,
-                       train=train, kernel_init=nn.initializers.glorot_normal())
+                       train=train, kernel_init=LENET_INITS[self.initializer])
 
 
 INITS = ('torch', 'lecun')
