@@ -228,10 +228,12 @@ CONFIG_FILES = sorted(p.name for p in CONFIGS.glob('*.py'))
 
 
 # gpt2_small_text (31 s even at its tiny size) and the SmolLM2 configs (its
-# tokenizer over the corpus) run with the extended checks, and so do the two
-# slowest of the rest (25-37 s each in CI; their models run in other tests too)
+# tokenizer over the corpus) run with the extended checks, and so do the four
+# slowest of the rest (14-37 s each in CI; their models and data run in other
+# default tests: test_models, test_bert, test_data)
 EXTENDED_CONFIGS = ('gpt2_small_text.py', 'smollm2_kjv.py', 'smollm2_sft.py',
-                    'resnet20_cifar10_rigl.py', 'transformer_lm_text.py')
+                    'resnet20_cifar10_rigl.py', 'transformer_lm_text.py',
+                    'transformer_mnist1d.py', 'minilm_stdlib_topics.py')
 
 
 @pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.extended)
