@@ -203,6 +203,8 @@ def build_distill(d: DistillSettings) -> distill_lib.Distill | None:
 
 def build_task(s: Settings, *, dataset=None, schedule=None) -> task_lib.Task:
   """The Task of the settings (dataset and schedule may be given, e.g. reused)."""
+  if s.model.name == 'llama' and 'pretrained' in s.model.options:
+    _pretrained_architecture(s.model.options['pretrained'])   # a wrong path fails before the data
   dataset = dataset if dataset is not None else build_dataset(s.data)
   model = build_model(s.model, dataset)
   schedule = schedule if schedule is not None else build_schedule(s.pruning, s.seed)

@@ -15,7 +15,7 @@ import pathlib
 from typing import Any
 
 from sparsejax.io import assets
-from sparsejax.io.gguf_file import gguf_metadata, open_gguf
+from sparsejax.io.gguf_file import read_header
 
 # Pre-tokenizer names whose merges were learned on Llama 3's split (as in
 # transformers' GGUF_PRE_TOKENIZER_SPLITS); every other byte-level file gets
@@ -62,7 +62,7 @@ def load_tokenizer(spec) -> tuple[Any, tuple[int, ...]]:
     return assets.require('tokenizers').Tokenizer.from_file(str(path)), ()
   kind, path = assets.lm_files(spec)
   if kind == 'gguf':
-    meta = gguf_metadata(open_gguf(path))
+    meta, _ = read_header(path)
     return gguf_tokenizer(meta), eos_ids(meta)
   if not (path / 'tokenizer.json').is_file():
     raise FileNotFoundError(

@@ -55,8 +55,7 @@ def architecture(spec: str) -> LlamaConfig:
   (no weights are read)."""
   kind, path = lm_files(spec)
   if kind == 'gguf':
-    reader = gguf_file.open_gguf(path)
-    return lw.config_from_gguf(gguf_file.gguf_metadata(reader), [t.name for t in reader.tensors])
+    return lw.config_from_gguf(*gguf_file.read_header(path))
   return lw.config_from_hf(read_config(path))
 
 
