@@ -6,12 +6,14 @@ Standard library only."""
 from __future__ import annotations
 
 import csv
+import json
 import pathlib
 import re
 import shlex
 import subprocess
 import sys
 import time
+from typing import Callable
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -62,3 +64,67 @@ def write_csv(path: pathlib.Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(f, columns)
     writer.writeheader()
     writer.writerows(rows)
+
+
+def read_csv(path: pathlib.Path) -> list[dict]:
+  """The rows of a CSV `write_csv` wrote (values as strings); [] if absent."""
+  if not path.exists():
+    return []
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def merge_csv(path: pathlib.Path, rows: list[dict], key: tuple[str, ...],
+              keep_old: Callable[[dict, dict], bool] = lambda old, new: False) -> list[dict]:
+  """Writes `rows` to `path` over the rows recorded there before, matched by
+  the `key` columns: a new row replaces the old one with its key (unless
+  `keep_old(old, new)`), recorded rows the new ones lack stay, in their
+  order, and new keys go last. Run folders do not outlive a session, so a
+  pipeline that reruns some of its runs records them without erasing what
+  an earlier session measured and committed. Returns the rows written."""
+  new = {tuple(str(r.get(k, '')) for k in key): r for r in rows}
+  out = []
+  for old in read_csv(path):
+    k = tuple(old.get(c, '') for c in key)
+    if k not in new:
+      out.append(old)
+      continue
+    replacement = new.pop(k)
+    out.append(old if keep_old(old, replacement) else replacement)
+  out.extend(new.values())
+  write_csv(path, out)
+  return out
+
+
+def save_run(directory: pathlib.Path, name: str, arrays: dict, meta: dict) -> None:
+  """Keeps one finished run's measurements (small arrays, a JSON-able dict)
+  in `directory`/`name`.npz, inside the repository: run folders do not
+  outlive a session, these records let a pipeline pool runs made in
+  different sessions."""
+  import numpy as np
+  directory.mkdir(parents=True, exist_ok=True)
+  np.savez_compressed(directory / f'{name}.npz', meta=json.dumps(meta), **arrays)
+
+
+def load_run(directory: pathlib.Path, name: str) -> tuple[dict, dict] | None:
+  """(arrays, meta) that `save_run` kept for `name`, else None."""
+  import numpy as np
+  path = directory / f'{name}.npz'
+  if not path.exists():
+    return None
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files if k != 'meta'}, json.loads(str(f['meta']))
+
+
+def refuse_to_lose(path: pathlib.Path, key: tuple[str, ...], planned: set[tuple],
+                   available: set[tuple]) -> None:
+  """Exits when `path` records a run this collection plans (`planned`, keys
+  as tuples of strings in `key`'s columns) whose measurements are neither
+  in its folder nor kept (`available`): recording would replace a measured
+  row and the claims that pooled it with a partial collection."""
+  lost = sorted(k for k in (tuple(r.get(c, '') for c in key) for r in read_csv(path))
+                if k in planned and k not in available)
+  if lost:
+    raise SystemExit(f'{path.name} records {", ".join("/".join(k) for k in lost)}, whose '
+                     'folders are gone and which were never kept; rerun them before '
+                     'recording (nothing was written)')

@@ -203,3 +203,36 @@ def test_summary_intervals():
   f = summary.fieller([18.0, 20.0, 22.0], [9.0, 10.0, 11.0])   # an exact ratio of 2
   assert abs(f.ours - 2.0) < 1e-12 and abs(f.low - 2.0) < 1e-9 and abs(f.high - 2.0) < 1e-9
   assert summary.fieller([1.0, -1.0, 0.5], [0.1, -0.1, 0.05]).low is None  # unbounded
+
+
+def test_merge_csv_keeps_recorded_rows_a_rerun_lacks(tmp_path):
+  """A pipeline rerun in a new session records its runs over the CSV without
+  erasing rows an earlier session measured; `keep_old` guards a claim the
+  rerun cannot judge."""
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'experiments'))
+  from pipeline_tools import merge_csv, read_csv, write_csv
+  path = tmp_path / 'claims.csv'
+  write_csv(path, [{'claim': 'a', 'verdict': 'pass'}, {'claim': 'b', 'verdict': 'miss'},
+                   {'claim': 'c', 'verdict': 'pass'}])
+  merge_csv(path, [{'claim': 'c', 'verdict': 'not run'}, {'claim': 'b', 'verdict': 'pass'},
+                   {'claim': 'd', 'verdict': 'miss'}], ('claim',),
+            keep_old=lambda old, new: new['verdict'] == 'not run')
+  assert [(r['claim'], r['verdict']) for r in read_csv(path)] == [
+      ('a', 'pass'), ('b', 'pass'), ('c', 'pass'), ('d', 'miss')]
+
+
+def test_kept_runs_round_trip_and_recording_refuses_to_lose_a_measured_run(tmp_path):
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'experiments'))
+  import numpy as np
+  from pipeline_tools import load_run, refuse_to_lose, save_run, write_csv
+  save_run(tmp_path / 'kept', 'a_s0', {'nll': np.arange(6, dtype=np.float32).reshape(2, 3)},
+           {'curve': [[0, 9.5], [100, 4.25]], 'peak_rss_mib': 12.5})
+  arrays, meta = load_run(tmp_path / 'kept', 'a_s0')
+  assert arrays['nll'].dtype == np.float32 and arrays['nll'][1, 2] == 5.0
+  assert meta == {'curve': [[0, 9.5], [100, 4.25]], 'peak_rss_mib': 12.5}
+  assert load_run(tmp_path / 'kept', 'b_s0') is None
+  path = tmp_path / 'runs.csv'
+  write_csv(path, [{'run': 'a_s0', 'x': 1}, {'run': 'b_s0', 'x': 2}])
+  refuse_to_lose(path, ('run',), {('a_s0',), ('c_s0',)}, {('a_s0',)})   # b_s0 is not planned
+  with pytest.raises(SystemExit, match='b_s0'):
+    refuse_to_lose(path, ('run',), {('a_s0',), ('b_s0',)}, {('a_s0',)})

@@ -23,7 +23,14 @@ held-out windows: exp(test loss)).
 
 --record writes results/retrain_curves.csv (perplexity at every evaluation
 of every run), results/retrain.csv (one row per run) and
-results/retrain_claims.csv.
+results/retrain_claims.csv, and keeps each finished run's per-token NLLs,
+curve and costs in results/retrain_runs/<run>.npz (33 kB): run folders do
+not outlive a session, and --collect reads a run from there when its folder
+is gone, so the paired claims can pool seeds run in different sessions.
+Recording merges by run (and by claim): rows this collection lacks stay as
+recorded, and a claim it cannot judge keeps its recorded verdict.
+--models limits the runs to some pruned models (the dense context arm
+runs with any), e.g. `--models wanda_2of4`.
 """
 
 from __future__ import annotations
@@ -41,25 +48,27 @@ sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE.parent))   # experiments/pipeline_tools.py
 sys.path.insert(0, str(HERE))
 
-from pipeline_tools import parse_time_v, run, sparsejax_bin, write_csv  # noqa: E402
+from pipeline_tools import (load_run, merge_csv, parse_time_v, refuse_to_lose,  # noqa: E402
+                            run, save_run, sparsejax_bin)
 from run import CONFIG, DENSE_NLL, SEQLEN, WINDOWS, bootstrap_ci  # noqa: E402
 
 MODELS = ('wanda_50', 'wanda_2of4')
 KINDS = {'plain': [], 'distilled': ['--config.distill.teacher=start']}
 DENSE_CONTEXT = 'dense_plain'
 HALVES = 0.5
+ARCHIVE = HERE / 'results' / 'retrain_runs'
 
 
 def run_name(kind: str, model: str, seed: int) -> str:
   return f'{kind}_{model}_s{seed}'
 
 
-def plan(seeds) -> list[tuple[str, list[str]]]:
+def plan(seeds, models=MODELS) -> list[tuple[str, list[str]]]:
   """(run name, finetune overrides) in order: seed-major, the context arm
-  once per seed after the pruned models."""
+  once, after the first seed's pruned models."""
   out = []
   for seed in seeds:
-    for model in MODELS:
+    for model in models:
       for kind, extra in KINDS.items():
         out.append((run_name(kind, model, seed), [
             f'--config.finetune.init_from={{prune}}/{model}_s0',
@@ -70,10 +79,10 @@ def plan(seeds) -> list[tuple[str, list[str]]]:
   return out
 
 
-def pipeline(root: pathlib.Path, prune_dir: pathlib.Path, seeds) -> None:
+def pipeline(root: pathlib.Path, prune_dir: pathlib.Path, seeds, models) -> None:
   sj = sparsejax_bin()
   root.mkdir(parents=True, exist_ok=True)
-  for name, overrides in plan(seeds):
+  for name, overrides in plan(seeds, models):
     out = root / name
     if not (out / 'summary.json').exists():
       run(['/usr/bin/time', '-v', '-o', str(root / f'{name}.time'), sj, 'finetune',
@@ -91,39 +100,67 @@ def curve(workdir: pathlib.Path) -> list[tuple[int, float]]:
   return [(r['step'], math.exp(r['test_loss'])) for r in rows if 'test_loss' in r]
 
 
-def collect(root: pathlib.Path, seeds):
+def measure(root: pathlib.Path, name: str) -> dict | None:
+  """One finished run's per-token NLLs, curve and costs: from its folder
+  under `root`, else from the archive; None if neither has it."""
+  out = root / name
+  if (out / 'nll.npz').exists() and (out / 'summary.json').exists():
+    with np.load(out / 'nll.npz') as f, np.load(DENSE_NLL) as dense:
+      nll, index = f['nll'], f['window_index']
+      if not np.array_equal(f['windows'], dense['windows']):   # the same tokens, not just places
+        raise SystemExit(f'{out}: evaluation windows differ from {DENSE_NLL}')
+    points = curve(out)
+    summary = json.loads((out / 'summary.json').read_text())
+    return {'nll': nll, 'window_index': index, 'curve': [list(p) for p in points],
+            'final_step': summary.get('final_step'),
+            'train_seconds': summary.get('train_seconds_this_process', 0.0),
+            'peak_rss_mib': parse_time_v(root / f'{name}.time')['peak_rss_mib'],
+            'fresh': True}
+  kept = load_run(ARCHIVE, name)
+  if kept is None:
+    return None
+  arrays, meta = kept
+  return {**arrays, **meta, 'fresh': False}
+
+
+def archive(name: str, m: dict) -> None:
+  """Keeps a run's measurements in results/retrain_runs/<name>.npz."""
+  save_run(ARCHIVE, name, {'nll': m['nll'], 'window_index': m['window_index']},
+           {k: m[k] for k in ('curve', 'final_step', 'train_seconds', 'peak_rss_mib')})
+
+
+def collect(root: pathlib.Path, seeds, models=MODELS):
   dense = np.load(DENSE_NLL)
   dense_ppl = math.exp(dense['nll'].mean())
-  curves, rows, nlls = [], [], {}
-  for name, _ in plan(seeds):
-    out = root / name
-    if not (out / 'nll.npz').exists():
+  curves, rows, nlls, fresh = [], [], {}, {}
+  for name, _ in plan(seeds, models):
+    m = measure(root, name)
+    if m is None:
       continue
-    points = curve(out)
-    for step, ppl in points:
-      curves.append({'run': name, 'step': step, 'perplexity': round(ppl, 4)})
-    with np.load(out / 'nll.npz') as f:
-      nll = f['nll'].astype(np.float64)
-      if not np.array_equal(f['windows'], dense['windows']):
-        raise SystemExit(f'{out}: evaluation windows differ from {DENSE_NLL}')
+    if not np.array_equal(m['window_index'], dense['window_index']):
+      raise SystemExit(f'{name}: evaluation windows differ from {DENSE_NLL}')
+    for step, ppl in m['curve']:
+      curves.append({'run': name, 'step': int(step), 'perplexity': round(float(ppl), 4)})
+    nll = m['nll'].astype(np.float64)
     nlls[name] = nll
-    summary = json.loads((out / 'summary.json').read_text())
+    if m['fresh']:
+      fresh[name] = m
     lo, hi = bootstrap_ci(nll - dense['nll'], np.random.default_rng(0), axis_windows=False)
-    rows.append({'run': name, 'start_perplexity': round(points[0][1], 4),
+    rows.append({'run': name, 'start_perplexity': round(float(m['curve'][0][1]), 4),
                  'final_perplexity': round(math.exp(nll.mean()), 4),
                  'dense_perplexity': round(dense_ppl, 4),
                  'ratio_vs_dense_ci95_tokens_lo': round(math.exp(lo), 4),
                  'ratio_vs_dense_ci95_tokens_hi': round(math.exp(hi), 4),
-                 'steps': summary.get('final_step'),
-                 'train_seconds': round(summary.get('train_seconds_this_process', 0.0), 1),
-                 'peak_rss_mib': round(parse_time_v(root / f'{name}.time')['peak_rss_mib'], 1)})
-  return curves, rows, nlls, dense_ppl
+                 'steps': m['final_step'],
+                 'train_seconds': round(m['train_seconds'], 1),
+                 'peak_rss_mib': round(m['peak_rss_mib'], 1)})
+  return curves, rows, nlls, dense_ppl, fresh
 
 
-def claims(rows, nlls, seeds, dense_ppl) -> list[dict]:
+def claims(rows, nlls, seeds, dense_ppl, models=MODELS) -> list[dict]:
   by = {r['run']: r for r in rows}
   out = []
-  for model in MODELS:
+  for model in models:
     both = [s for s in seeds if run_name('plain', model, s) in nlls
             and run_name('distilled', model, s) in nlls]
     if not both:
@@ -139,7 +176,7 @@ def claims(rows, nlls, seeds, dense_ppl) -> list[dict]:
                 'ours': f'{pd:.3f} vs {pp:.3f}; mean NLL diff {diff.mean():+.4f} '
                         f'(95% CI {lo:+.4f} to {hi:+.4f}), {len(both)} seed(s)',
                 'verdict': 'pass' if pd < pp else 'miss'})
-  for kind in ('distilled', 'plain'):
+  for kind in ('distilled', 'plain') if 'wanda_2of4' in models else ():
     runs = [by[n] for n in (run_name(kind, 'wanda_2of4', s) for s in seeds) if n in by]
     label = f'R2 2:4 gap to dense at least halves ({kind})'
     if not runs:
@@ -162,21 +199,28 @@ def main(argv=None) -> None:
   parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
   parser.add_argument('--collect', action='store_true')
   parser.add_argument('--record', action='store_true')
+  parser.add_argument('--models', nargs='+', choices=MODELS, default=list(MODELS))
   args = parser.parse_args(argv)
   root = pathlib.Path(args.workdir)
   if not args.collect:
-    pipeline(root, pathlib.Path(args.prune_dir), args.seeds)
-  curves, rows, nlls, dense_ppl = collect(root, args.seeds)
+    pipeline(root, pathlib.Path(args.prune_dir), args.seeds, args.models)
+  curves, rows, nlls, dense_ppl, fresh = collect(root, args.seeds, args.models)
   for r in rows:
     print(f"{r['run']:>24}: {r['start_perplexity']:9.3f} -> {r['final_perplexity']:9.3f} "
           f"(dense {r['dense_perplexity']})")
-  judged = claims(rows, nlls, args.seeds, dense_ppl)
+  judged = claims(rows, nlls, args.seeds, dense_ppl, args.models)
   for c in judged:
     print(f"{c['verdict']:>8}  {c['claim']}: {c['ours']}")
   if args.record:
-    write_csv(HERE / 'results' / 'retrain_curves.csv', curves)
-    write_csv(HERE / 'results' / 'retrain.csv', rows)
-    write_csv(HERE / 'results' / 'retrain_claims.csv', judged)
+    refuse_to_lose(HERE / 'results' / 'retrain.csv', ('run',),
+                   {(name,) for name, _ in plan(args.seeds, args.models)}, {(r['run'],) for r in rows})
+    for name, m in fresh.items():
+      archive(name, m)
+    results = HERE / 'results'
+    merge_csv(results / 'retrain_curves.csv', curves, ('run', 'step'))
+    merge_csv(results / 'retrain.csv', rows, ('run',))
+    merge_csv(results / 'retrain_claims.csv', judged, ('claim',),
+              keep_old=lambda old, new: new['verdict'] == 'not run')
 
 
 if __name__ == '__main__':

@@ -31,7 +31,10 @@ Before the runs, the model before fine-tuning predicts the test split once
 
 --collect only summarizes what exists; --record writes results/sft.csv (one
 row per run) and results/sft_claims.csv (the comparisons and verdicts) here,
-or under --results.
+or under --results, and keeps each finished run's row and per-example
+correctness in <results>/sft_runs/<run>.npz (a few kB): run folders do not
+outlive a session, and collecting reads a run from there when its folder is
+gone, so the claims can pool seeds run in different sessions.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ import numpy as np
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))   # experiments/pipeline_tools.py
 
-from pipeline_tools import parse_time_v, run, sparsejax_bin, write_csv  # noqa: E402
+from pipeline_tools import (load_run, merge_csv, parse_time_v, refuse_to_lose,  # noqa: E402
+                            run, save_run, sparsejax_bin)
 
 CONFIG = 'configs/smollm2_sft.py'
 SEEDS = (0, 1, 2)
@@ -165,10 +169,18 @@ def run_row(root: pathlib.Path, arm: str, seed: int) -> tuple[dict, np.ndarray] 
   }, correct
 
 
-def collect(root: pathlib.Path, arms, seeds) -> tuple[list[dict], dict]:
-  rows, correct = [], {}
+def collect(root: pathlib.Path, arms, seeds, kept: pathlib.Path | None = None
+            ) -> tuple[list[dict], dict, list[str]]:
+  """(rows, per-example correctness by (arm, seed), names of the runs read
+  from their folders). A run whose folder is gone is read from `kept`
+  (results/sft_runs) when it was recorded there."""
+  rows, correct, fresh = [], {}, []
   for arm, seed in plan(arms, seeds):
     got = run_row(root, arm, seed)
+    if got is not None:
+      fresh.append(run_name(arm, seed))
+    elif kept is not None and (old := load_run(kept, run_name(arm, seed))) is not None:
+      got = (old[1], old[0]['correct'].astype(np.float64))
     if got is not None:
       rows.append(got[0])
       correct[(arm, seed)] = got[1]
@@ -180,7 +192,11 @@ def collect(root: pathlib.Path, arms, seeds) -> tuple[list[dict], dict]:
                    'test_accuracy_books': float(np.mean(f['pred_books'] == f['label'])),
                    'test_nll': float(f['nll'].mean()), 'test_examples': int(f['label'].size),
                    'predict_seconds': float(f['seconds'])})
-  return rows, correct
+      fresh.append(PRETRAINED)
+      correct[PRETRAINED] = (f['pred'] == f['label']).astype(np.float64)
+  elif kept is not None and (old := load_run(kept, PRETRAINED)) is not None:
+    rows.append(old[1])
+  return rows, correct, fresh
 
 
 # --- comparisons and claims ----------------------------------------------------------------
@@ -344,7 +360,9 @@ def main(argv=None) -> int:
   if not args.collect:
     pipeline(args.workdir, args.arms, args.seeds, overrides, args.keep,
              zero_shot=not args.no_zero_shot)
-  rows, correct = collect(args.workdir, args.arms, args.seeds)
+  kept = args.results / 'sft_runs'
+  rows, correct, fresh = collect(args.workdir, args.arms, args.seeds, kept)
+  before = correct.pop(PRETRAINED, None)
   for r in summary_table(rows):
     print(r)
   found = claims(rows, correct, args.seeds, args.bootstrap)
@@ -353,8 +371,17 @@ def main(argv=None) -> int:
           f"{c['verdict']}")
   if args.record:
     args.results.mkdir(parents=True, exist_ok=True)
-    write_csv(args.results / 'sft.csv', rows)
-    write_csv(args.results / 'sft_claims.csv', found)
+    refuse_to_lose(args.results / 'sft.csv', ('arm', 'seed'),
+                   {(a, str(s)) for a, s in plan(args.arms, args.seeds)},
+                   {(a, str(s)) for a, s in correct})
+    by_name = {r['arm'] if r['arm'] == PRETRAINED else run_name(r['arm'], r['seed']): r
+               for r in rows}
+    for name in fresh:
+      key = before if name == PRETRAINED else correct[next(
+          k for k in correct if run_name(*k) == name)]
+      save_run(kept, name, {'correct': key.astype(np.uint8)}, by_name[name])
+    merge_csv(args.results / 'sft.csv', rows, ('arm', 'seed'))
+    merge_csv(args.results / 'sft_claims.csv', found, ('claim', 'a', 'b', 'quantity'))
   return 0
 
 
