@@ -428,6 +428,16 @@ def _smollm2_retrain_r1():
                int(seeds.group(1)), f'results/retrain_claims.csv [claim={claim}] ours')
 
 
+def _smollm2_retrain_r2():
+  claim = 'R2 2:4 gap to dense at least halves (distilled)'
+  found = [r for r in rows('smollm2_prune', 'results/retrain_claims.csv') if r['claim'] == claim]
+  assert len(found) == 1, claim
+  ratio = re.search(r'\(x(\d+\.\d+)\), (\d+) seed', found[0]['ours'])
+  assert ratio, found[0]['ours']
+  return Value(float(ratio.group(1)), kind=f'{ratio.group(2)} seed', n=int(ratio.group(2)),
+               source=f'results/retrain_claims.csv [claim={claim}] ours')
+
+
 def _smollm2_sft_c1():
   r = one('smollm2_sft', 'results/sft_claims.csv', claim='C1 accuracy: row within 1 point of LoRA',
           a='row-structural')
@@ -595,7 +605,10 @@ ROWS = [
         '(mean NLL per token)', '- (the project\'s own claim)', 'pass (1 of 3 seeds)',
         'as above; 100 steps of batch 4 on the Old Testament', _smollm2_retrain_r1,
         decimals=4),
-    Row('smollm2_prune', 'R1 at 2:4 and R2 (2:4 gap to dense halves)', '-', 'not yet run',
+    Row('smollm2_prune', 'R2: Wanda 2:4 distilled, gap to dense at step 100 over the gap '
+        'at step 0 (at most 0.5)', '- (the project\'s own claim)', 'pass (1 of 3 seeds)',
+        'as above', _smollm2_retrain_r2, decimals=3, settings=('0.5',)),
+    Row('smollm2_prune', 'R1 at 2:4 (distilled vs plain retraining)', '-', 'not yet run',
         'as above', status='not run'),
     # smollm2_sft -------------------------------------------------------------
     Row('smollm2_sft', 'C1: row-based (structural) minus LoRA test accuracy (points)', '-',
