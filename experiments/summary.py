@@ -417,15 +417,18 @@ def _smollm2_claim(prefix):
   return value
 
 
-def _smollm2_retrain_r1():
-  claim = 'R1 distilled < plain at step 100 (wanda_50)'
-  found = [r for r in rows('smollm2_prune', 'results/retrain_claims.csv') if r['claim'] == claim]
-  assert len(found) == 1, claim
-  m = _NLL.search(found[0]['ours'])
-  seeds = re.search(r'(\d+) seed', found[0]['ours'])
-  assert m and seeds, found[0]['ours']
-  return Value(*map(float, m.groups()), "paired bootstrap over tokens (folder's)",
-               int(seeds.group(1)), f'results/retrain_claims.csv [claim={claim}] ours')
+def _smollm2_retrain_r1(model='wanda_50'):
+  def value():
+    claim = f'R1 distilled < plain at step 100 ({model})'
+    found = [r for r in rows('smollm2_prune', 'results/retrain_claims.csv')
+             if r['claim'] == claim]
+    assert len(found) == 1, claim
+    m = _NLL.search(found[0]['ours'])
+    seeds = re.search(r'(\d+) seed', found[0]['ours'])
+    assert m and seeds, found[0]['ours']
+    return Value(*map(float, m.groups()), "paired bootstrap over tokens (folder's)",
+                 int(seeds.group(1)), f'results/retrain_claims.csv [claim={claim}] ours')
+  return value
 
 
 def _smollm2_retrain_r2():
@@ -603,13 +606,14 @@ ROWS = [
         _smollm2_claim('4. wanda+owl <= wanda uniform at 70%'), decimals=3),
     Row('smollm2_prune', 'R1: distilled minus plain retraining, Wanda 50%, step 100 '
         '(mean NLL per token)', '- (the project\'s own claim)', 'pass (1 of 3 seeds)',
-        'as above; 100 steps of batch 4 on the Old Testament', _smollm2_retrain_r1,
+        'as above; 100 steps of batch 4 on the Old Testament', _smollm2_retrain_r1(),
         decimals=4),
     Row('smollm2_prune', 'R2: Wanda 2:4 distilled, gap to dense at step 100 over the gap '
         'at step 0 (at most 0.5)', '- (the project\'s own claim)', 'pass (1 of 3 seeds)',
         'as above', _smollm2_retrain_r2, decimals=3, settings=('0.5',)),
-    Row('smollm2_prune', 'R1 at 2:4 (distilled vs plain retraining)', '-', 'not yet run',
-        'as above', status='not run'),
+    Row('smollm2_prune', 'R1: distilled minus plain retraining, Wanda 2:4, step 100 '
+        '(mean NLL per token)', '- (the project\'s own claim)', 'pass (1 of 3 seeds)',
+        'as above', _smollm2_retrain_r1('wanda_2of4'), decimals=4),
     # smollm2_sft -------------------------------------------------------------
     Row('smollm2_sft', 'C1: row-based (structural) minus LoRA test accuracy (points)', '-',
         'pass (1 of 3 seeds)', "the setting is the project's own (the paper's body was not "
