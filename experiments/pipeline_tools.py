@@ -1,7 +1,8 @@
 """Helpers shared by the experiment pipelines that chain `sparsejax` commands
 (lm_prune_text/run.py, prune_minilm/run.py): the command's path, run names,
-running a command with its log, `/usr/bin/time -v` reports and CSV rows.
-Standard library only."""
+running a command with its log, `/usr/bin/time -v` reports, CSV rows
+merged over what is recorded, and finished runs kept in the repository.
+Standard library only, except numpy inside `save_run` / `load_run`."""
 
 from __future__ import annotations
 

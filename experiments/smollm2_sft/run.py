@@ -376,10 +376,9 @@ def main(argv=None) -> int:
                    {(a, str(s)) for a, s in correct})
     by_name = {r['arm'] if r['arm'] == PRETRAINED else run_name(r['arm'], r['seed']): r
                for r in rows}
+    vectors = {PRETRAINED: before, **{run_name(*k): v for k, v in correct.items()}}
     for name in fresh:
-      key = before if name == PRETRAINED else correct[next(
-          k for k in correct if run_name(*k) == name)]
-      save_run(kept, name, {'correct': key.astype(np.uint8)}, by_name[name])
+      save_run(kept, name, {'correct': vectors[name].astype(np.uint8)}, by_name[name])
     merge_csv(args.results / 'sft.csv', rows, ('arm', 'seed'))
     merge_csv(args.results / 'sft_claims.csv', found, ('claim', 'a', 'b', 'quantity'))
   return 0
